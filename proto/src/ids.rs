@@ -1,0 +1,249 @@
+//! Identifiers: clusters, replicas, members and services.
+
+use std::fmt;
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+/// Longest DNS label Kubernetes accepts (RFC 1123).
+pub const DNS_LABEL_BYTES_MAX: usize = 63;
+
+/// Why an identifier was refused. State unchanged: nothing was constructed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The text is empty or longer than a DNS label.
+    #[error("{what} must be 1 to {DNS_LABEL_BYTES_MAX} bytes long, got {len}")]
+    Length { what: &'static str, len: usize },
+    /// The text is not a lowercase RFC 1123 label.
+    #[error(
+        "{what} {value:?} must be lowercase letters, digits and '-', not starting or ending with '-'"
+    )]
+    Charset { what: &'static str, value: String },
+}
+
+fn check_dns_label(what: &'static str, value: &str) -> Result<(), IdError> {
+    if value.is_empty() || value.len() > DNS_LABEL_BYTES_MAX {
+        return Err(IdError::Length {
+            what,
+            len: value.len(),
+        });
+    }
+    let valid_chars = value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid_chars || value.starts_with('-') || value.ends_with('-') {
+        return Err(IdError::Charset {
+            what,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! label_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Encode)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates `value` as a lowercase DNS label.
+            pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                check_dns_label($what, &value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, IdError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name where String: Deserialize<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let value = String::deserialize(d)?;
+                Self::new(value).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl<Context> Decode<Context> for $name {
+            fn decode<D: bincode::de::Decoder<Context = Context>>(
+                decoder: &mut D,
+            ) -> Result<Self, bincode::error::DecodeError> {
+                let value = String::decode(decoder)?;
+                Self::new(value).map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))
+            }
+        }
+
+        impl<'de, Context> bincode::BorrowDecode<'de, Context> for $name {
+            fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = Context>>(
+                decoder: &mut D,
+            ) -> Result<Self, bincode::error::DecodeError> {
+                <Self as Decode<Context>>::decode(decoder)
+            }
+        }
+    };
+}
+
+label_type!(
+    /// A member cluster of the ClusterSet, as named in its certificate.
+    ClusterId,
+    "cluster id"
+);
+label_type!(
+    /// A Kubernetes namespace name.
+    Namespace,
+    "namespace"
+);
+label_type!(
+    /// A Kubernetes Service name.
+    ServiceName,
+    "service name"
+);
+
+/// One replica of a cluster's Shoal StatefulSet (its pod ordinal).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Encode, Decode,
+)]
+pub struct ReplicaId(pub u16);
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A membership id: one replica of one cluster.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Encode, Decode,
+)]
+pub struct MemberId {
+    pub cluster: ClusterId,
+    pub replica: ReplicaId,
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.cluster, self.replica)
+    }
+}
+
+/// A transport address carried in membership, opaque to the protocol core.
+/// IPv4 addresses are stored as IPv4-mapped IPv6.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Encode, Decode,
+)]
+pub struct NetAddr {
+    pub ip: [u8; 16],
+    pub port: u16,
+}
+
+impl From<std::net::SocketAddr> for NetAddr {
+    fn from(addr: std::net::SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        Self {
+            ip: ip.octets(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl From<NetAddr> for std::net::SocketAddr {
+    fn from(addr: NetAddr) -> Self {
+        let v6 = std::net::Ipv6Addr::from(addr.ip);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        };
+        std::net::SocketAddr::new(ip, addr.port)
+    }
+}
+
+impl fmt::Display for NetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        std::net::SocketAddr::from(*self).fmt(f)
+    }
+}
+
+/// A service as the MCS API names it: namespace sameness means the same
+/// namespace/name is the same service in every cluster.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Encode, Decode,
+)]
+pub struct ServiceKey {
+    pub namespace: Namespace,
+    pub name: ServiceName,
+}
+
+impl ServiceKey {
+    pub fn new(namespace: &str, name: &str) -> Result<Self, IdError> {
+        Ok(Self {
+            namespace: Namespace::new(namespace)?,
+            name: ServiceName::new(name)?,
+        })
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_dns_labels() {
+        assert!(ClusterId::new("us-east-1").is_ok());
+        assert!(matches!(ClusterId::new(""), Err(IdError::Length { .. })));
+        assert!(matches!(
+            ClusterId::new("a".repeat(64)),
+            Err(IdError::Length { .. })
+        ));
+        assert!(matches!(ClusterId::new("US"), Err(IdError::Charset { .. })));
+        assert!(matches!(ClusterId::new("-a"), Err(IdError::Charset { .. })));
+        assert!(matches!(
+            ClusterId::new("a/b"),
+            Err(IdError::Charset { .. })
+        ));
+    }
+
+    #[test]
+    fn net_addr_round_trips_v4_and_v6() {
+        for text in ["127.0.0.1:7946", "[::1]:443"] {
+            let addr: std::net::SocketAddr = text.parse().unwrap();
+            assert_eq!(std::net::SocketAddr::from(NetAddr::from(addr)), addr);
+        }
+    }
+}

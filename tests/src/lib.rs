@@ -1,0 +1,1 @@
+//! Multi-cluster tests with real `shoal` processes (the runtime issue adds them).
