@@ -156,6 +156,11 @@ impl KeyRing {
         Ok(())
     }
 
+    /// The public key held for `cluster`.
+    pub fn public(&self, cluster: &ClusterId) -> Option<[u8; 32]> {
+        self.keys.get(cluster).map(|k| k.to_bytes())
+    }
+
     pub fn contains(&self, cluster: &ClusterId) -> bool {
         self.keys.contains_key(cluster)
     }

@@ -1,0 +1,150 @@
+//! Anti-entropy: repair what pushes missed, periodically and on every join or heal.
+//!
+//! 1. A sends B `DigestRoot`: one hash over its whole view.
+//! 2. If B's differs, B answers `DigestOrigins`: per origin, the highest version, a
+//!    hash and a count.
+//! 3. For each origin whose summary differs, A pushes B what is newer than B's highest
+//!    version, and asks B with `Pull` for whatever A lacks, listing what it holds.
+//! 4. B answers the pull with the records A lacks, and if A's list shows A holds
+//!    something newer, B pulls that back.
+//!
+//! In steady state a round costs one small datagram-sized frame.
+
+use std::collections::BTreeMap;
+
+use shoal_proto::codec::FRAME_BYTES_MAX;
+use shoal_proto::wire::{ORIGINS_PER_MESSAGE_MAX, OriginSummary, OriginWant};
+use shoal_proto::{ClusterId, MemberId, Message};
+
+use super::node::Node;
+
+/// A rough per-ref byte cost, to keep a pull inside one frame.
+const REF_BYTES_ESTIMATE: usize = 96;
+
+impl Node {
+    /// Starts a round with `peer`, or with a random live member.
+    pub(super) fn start_anti_entropy(&mut self, peer: Option<MemberId>) {
+        let peer = match peer {
+            Some(peer) => peer,
+            None => {
+                let up = self.members_up();
+                if up.is_empty() {
+                    return;
+                }
+                let i = self.random_index(up.len());
+                up[i].clone()
+            }
+        };
+        self.stats.anti_entropy_rounds += 1;
+        let (root, records) = self.view_digest();
+        self.send(&peer, None, &Message::DigestRoot { root, records });
+    }
+
+    pub(super) fn handle_digest_root(&mut self, from: &MemberId, root: u64, records: u64) {
+        if (root, records) == self.view_digest() {
+            self.stats.anti_entropy_in_sync += 1;
+            return;
+        }
+        let summaries = self.view.summaries();
+        for entries in summaries.chunks(ORIGINS_PER_MESSAGE_MAX) {
+            self.send(
+                from,
+                None,
+                &Message::DigestOrigins {
+                    entries: entries.to_vec(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn handle_digest_origins(&mut self, from: &MemberId, entries: Vec<OriginSummary>) {
+        let theirs: BTreeMap<ClusterId, OriginSummary> =
+            entries.into_iter().map(|e| (e.origin.clone(), e)).collect();
+        let mut origins: Vec<ClusterId> = theirs.keys().cloned().collect();
+        origins.extend(self.view.summaries().into_iter().map(|s| s.origin));
+        origins.sort();
+        origins.dedup();
+        let mut wants = Vec::new();
+        for origin in origins {
+            let mine = self.view.summary(&origin);
+            let their = theirs.get(&origin);
+            if mine.as_ref() == their {
+                continue;
+            }
+            let their_max = their.map_or(0, |s| s.max_version);
+            let newer: Vec<_> = self
+                .view
+                .origin(&origin)
+                .map(|o| {
+                    o.services
+                        .values()
+                        .filter(|r| r.record.version > their_max)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !newer.is_empty() {
+                self.stats.pull_records_sent += newer.len() as u64;
+                self.send_records(from, &newer, false);
+            }
+            if their.is_some() {
+                wants.push(OriginWant {
+                    have: self.view.refs(&origin),
+                    origin,
+                });
+            }
+        }
+        self.send_pulls(from, wants);
+    }
+
+    pub(super) fn handle_pull(&mut self, from: &MemberId, wants: Vec<OriginWant>) {
+        let mut pull_back = Vec::new();
+        for want in wants {
+            let missing = self.view.newer_than(&want.origin, &want.have);
+            if !missing.is_empty() {
+                self.stats.pull_records_sent += missing.len() as u64;
+                self.send_records(from, &missing, false);
+            }
+            let they_are_ahead = want.have.iter().any(|theirs| {
+                self.view
+                    .get(&want.origin, &theirs.service)
+                    .is_none_or(|mine| mine.record.version < theirs.version)
+            });
+            if they_are_ahead {
+                pull_back.push(OriginWant {
+                    have: self.view.refs(&want.origin),
+                    origin: want.origin,
+                });
+            }
+        }
+        self.send_pulls(from, pull_back);
+    }
+
+    /// Sends wants in pulls that each fit one frame.
+    fn send_pulls(&mut self, to: &MemberId, wants: Vec<OriginWant>) {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for want in wants {
+            let size = 64 + want.have.len() * REF_BYTES_ESTIMATE;
+            if !batch.is_empty()
+                && (bytes + size > FRAME_BYTES_MAX || batch.len() >= ORIGINS_PER_MESSAGE_MAX)
+            {
+                self.stats.pulls_sent += 1;
+                self.send(
+                    to,
+                    None,
+                    &Message::Pull {
+                        wants: std::mem::take(&mut batch),
+                    },
+                );
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(want);
+        }
+        if !batch.is_empty() {
+            self.stats.pulls_sent += 1;
+            self.send(to, None, &Message::Pull { wants: batch });
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! What the core asks its driver to do, and what it persists.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use shoal_proto::wire::Channel;
+use shoal_proto::{ClusterId, MemberId, NetAddr, ServiceKey, SignedRecord};
+
+use super::imports::ImportedService;
+use super::time::Time;
+
+/// One instruction to the driver. Carry them out in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Write these ops to the store, atomically. With [`Durability::Flush`], flush
+    /// before carrying out any later command.
+    Persist {
+        ops: Vec<StoreOp>,
+        durability: Durability,
+    },
+    /// Send an encoded message. `addr` is where the member was last known to listen,
+    /// when the core knows it.
+    Send {
+        to: MemberId,
+        addr: Option<NetAddr>,
+        channel: Channel,
+        kind: &'static str,
+        bytes: Vec<u8>,
+    },
+    /// The imports of these services changed: apply them to the sinks (Kubernetes, files).
+    ApplyImports { changes: Vec<ImportChange> },
+    /// Call [`crate::core::Node::handle_timeout`] at `at` (replaces any earlier request).
+    SetTimer { at: Time },
+    /// Something an operator should hear about.
+    Notify(Event),
+}
+
+/// Whether a persisted write must survive a crash before the step goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Flush before any later command: the write is acknowledged or relied upon.
+    Flush,
+    /// Write now; a background flush makes it durable later. A crash may lose it.
+    Lazy,
+}
+
+/// One write to the node's store. Keys: records by (origin, service); the rest are
+/// singletons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Shared with the view: records are immutable once verified.
+    PutRecord(Arc<SignedRecord>),
+    /// The highest version this cluster has used for its own records.
+    PutOwnVersion(u64),
+    /// This replica's membership generation, bumped at every start.
+    PutGeneration(u32),
+    /// When a remote member was last heard from (driver milliseconds), for the age of
+    /// a stale view after a restart.
+    PutLastContact(u64),
+}
+
+/// What a node finds in its store at start. The core verifies every record again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersistedState {
+    pub records: BTreeMap<(ClusterId, ServiceKey), Arc<SignedRecord>>,
+    pub own_version: u64,
+    pub generation: u32,
+    pub last_contact_ms: Option<u64>,
+}
+
+impl PersistedState {
+    /// Applies ops as the store would, for drivers that keep the state in memory.
+    pub fn apply(&mut self, op: &StoreOp) {
+        match op {
+            StoreOp::PutRecord(signed) => {
+                let key = (signed.record.origin.clone(), signed.record.service.clone());
+                self.records.insert(key, Arc::clone(signed));
+            }
+            StoreOp::PutOwnVersion(v) => self.own_version = *v,
+            StoreOp::PutGeneration(g) => self.generation = *g,
+            StoreOp::PutLastContact(ms) => self.last_contact_ms = Some(*ms),
+        }
+    }
+}
+
+/// A change to one service's import. `None` removes the import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportChange {
+    pub service: ServiceKey,
+    pub import: Option<ImportedService>,
+}
+
+/// Notable events, for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    MemberUp(MemberId),
+    MemberDown(MemberId),
+    /// Every replica of the cluster is down; its endpoints go after the grace period.
+    ClusterDown(ClusterId),
+    /// The grace period ended: the cluster's endpoints left the imports.
+    ClusterWithdrawn(ClusterId),
+    /// A cluster came back; its endpoints are imported again.
+    ClusterRestored(ClusterId),
+    /// An origin signed two different records with the same version.
+    Equivocation {
+        origin: ClusterId,
+        service: ServiceKey,
+        version: u64,
+    },
+    /// No remote member is reachable: the view is served as stale.
+    Isolated,
+    /// Remote members are reachable again.
+    Connected,
+}

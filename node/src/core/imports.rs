@@ -1,0 +1,213 @@
+//! The MCS imports, derived from the view and cluster liveness.
+//!
+//! For each service, the import is the union of what every live origin exports, under
+//! the MCS rules (KEP-1645): namespace sameness (the same namespace/name is the same
+//! service everywhere), the union of ports, and on a conflict the oldest export wins.
+//! An origin whose service type conflicts with the winner contributes nothing; an
+//! origin with a conflicting port contributes its endpoints, and the winner's port
+//! definition stands. Both are reported as conflicts.
+
+use std::sync::Arc;
+
+use shoal_proto::{ClusterId, ServiceKey, ServicePort, ServiceType, SignedRecord};
+
+/// One service as imported into a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedService {
+    pub service: ServiceKey,
+    pub service_type: ServiceType,
+    /// The union of ports by name, sorted by name.
+    pub ports: Vec<ServicePort>,
+    /// The records whose endpoints are imported, sorted by origin.
+    pub sources: Vec<ImportedCluster>,
+    /// Exports that disagree with the oldest export, sorted by origin.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// One origin's contribution to an import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedCluster {
+    pub record: Arc<SignedRecord>,
+}
+
+impl ImportedCluster {
+    pub fn cluster(&self) -> &ClusterId {
+        &self.record.record.origin
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub cluster: ClusterId,
+    pub kind: ConflictKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// The origin exports another service type than the oldest export; it is left out.
+    Type {
+        exported: ServiceType,
+        imported: ServiceType,
+    },
+    /// The origin defines a port differently from an older export; the older stands.
+    Port { name: String },
+}
+
+impl ImportedService {
+    pub fn exports_from(&self, cluster: &ClusterId) -> bool {
+        self.sources.iter().any(|s| s.cluster() == cluster)
+    }
+}
+
+/// Derives one service's import from the records of live origins. Tombstones are
+/// skipped. Returns `None` when no live origin exports the service.
+pub fn derive<'a>(
+    service: &ServiceKey,
+    records: impl IntoIterator<Item = &'a Arc<SignedRecord>>,
+) -> Option<ImportedService> {
+    let mut exports: Vec<&Arc<SignedRecord>> = records
+        .into_iter()
+        .filter(|r| !r.record.tombstone)
+        .collect();
+    exports.sort_by(|a, b| {
+        (a.record.export_created_ms, &a.record.origin)
+            .cmp(&(b.record.export_created_ms, &b.record.origin))
+    });
+    let oldest = exports.first()?;
+    let service_type = oldest.record.service_type;
+    let mut import = ImportedService {
+        service: service.clone(),
+        service_type,
+        ports: Vec::new(),
+        sources: Vec::new(),
+        conflicts: Vec::new(),
+    };
+    for signed in exports {
+        let record = &signed.record;
+        if record.service_type != service_type {
+            import.conflicts.push(Conflict {
+                cluster: record.origin.clone(),
+                kind: ConflictKind::Type {
+                    exported: record.service_type,
+                    imported: service_type,
+                },
+            });
+            continue;
+        }
+        for port in &record.ports {
+            merge_port(&mut import, &record.origin, port);
+        }
+        import.sources.push(ImportedCluster {
+            record: Arc::clone(signed),
+        });
+    }
+    import.ports.sort_by(|a, b| a.name.cmp(&b.name));
+    import.sources.sort_by(|a, b| a.cluster().cmp(b.cluster()));
+    import.conflicts.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    Some(import)
+}
+
+fn merge_port(import: &mut ImportedService, origin: &ClusterId, port: &ServicePort) {
+    match import.ports.iter().find(|p| p.name == port.name) {
+        None => import.ports.push(port.clone()),
+        Some(existing) if existing == port => {}
+        Some(_) => {
+            let kind = ConflictKind::Port {
+                name: port.name.clone(),
+            };
+            if !import
+                .conflicts
+                .iter()
+                .any(|c| &c.cluster == origin && c.kind == kind)
+            {
+                import.conflicts.push(Conflict {
+                    cluster: origin.clone(),
+                    kind,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::{
+        ClusterKey, Endpoint, EndpointConditions, ExportRecord, IpAddress, NetworkMode,
+        PortProtocol,
+    };
+
+    use super::*;
+
+    fn record(origin: &str, created: u64, ty: ServiceType, port: u16) -> Arc<SignedRecord> {
+        let cluster = ClusterId::new(origin).unwrap();
+        let key = ClusterKey::from_seed(cluster.clone(), [1; 32]);
+        let record = ExportRecord {
+            origin: cluster,
+            service: ServiceKey::new("default", "web").unwrap(),
+            version: 1,
+            export_created_ms: created,
+            service_type: ty,
+            ports: vec![ServicePort {
+                name: "http".into(),
+                protocol: PortProtocol::Tcp,
+                port,
+                app_protocol: None,
+            }],
+            endpoints: vec![Endpoint {
+                addresses: vec![IpAddress::V4([10, 0, 0, created as u8])],
+                conditions: EndpointConditions {
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                },
+                zone: None,
+                hostname: None,
+            }],
+            network: NetworkMode::Flat,
+            tombstone: false,
+        };
+        Arc::new(key.sign_unchecked(record))
+    }
+
+    #[test]
+    fn union_of_clusters_with_the_oldest_port_winning() {
+        let a = record("a", 20, ServiceType::ClusterSetIp, 80);
+        let b = record("b", 10, ServiceType::ClusterSetIp, 8080);
+        let service = a.record.service.clone();
+        let import = derive(&service, [&a, &b]).unwrap();
+        let origins: Vec<_> = import
+            .sources
+            .iter()
+            .map(|s| s.cluster().as_str())
+            .collect();
+        assert_eq!(origins, ["a", "b"]);
+        assert_eq!(import.ports.len(), 1);
+        assert_eq!(import.ports[0].port, 8080, "b's export is older");
+        assert_eq!(
+            import.conflicts,
+            vec![Conflict {
+                cluster: a.record.origin.clone(),
+                kind: ConflictKind::Port {
+                    name: "http".into()
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn a_type_conflict_leaves_the_younger_export_out() {
+        let a = record("a", 5, ServiceType::Headless, 80);
+        let b = record("b", 10, ServiceType::ClusterSetIp, 80);
+        let import = derive(&a.record.service.clone(), [&b, &a]).unwrap();
+        assert_eq!(import.service_type, ServiceType::Headless);
+        assert!(import.exports_from(&a.record.origin));
+        assert!(!import.exports_from(&b.record.origin));
+        assert_eq!(import.conflicts.len(), 1);
+    }
+
+    #[test]
+    fn no_live_export_means_no_import() {
+        let a = record("a", 5, ServiceType::Headless, 80);
+        assert_eq!(derive(&a.record.service.clone(), []), None);
+    }
+}

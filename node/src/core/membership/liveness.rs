@@ -1,0 +1,159 @@
+//! Cluster liveness from replica membership: alive while any replica is up.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_proto::{ClusterId, KeyRing, ReplicaId};
+
+use crate::core::time::Time;
+
+/// A remote cluster's state, as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// At least one replica is up.
+    Alive,
+    /// Not yet heard from since this node started; imported until the grace period
+    /// after start runs out.
+    Unknown { since: Time },
+    /// Every replica is down; still imported until the grace period runs out.
+    Down { since: Time },
+    /// Down for longer than the grace period: its endpoints are not imported.
+    Withdrawn { since: Time },
+}
+
+impl Liveness {
+    pub fn imported(self) -> bool {
+        !matches!(self, Liveness::Withdrawn { .. })
+    }
+}
+
+#[derive(Debug)]
+struct ClusterState {
+    replicas_up: BTreeSet<ReplicaId>,
+    /// Each replica's generation when it last went down, to tell a comeback without a
+    /// restart (the cluster was alive all along) from a restart.
+    down_generations: BTreeMap<ReplicaId, u32>,
+    liveness: Liveness,
+}
+
+/// A change of a cluster's liveness caused by one membership change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(in crate::core) enum Transition {
+    None,
+    /// The last replica went down.
+    Down(ClusterId),
+    /// A replica came up in a cluster that was not alive. `was_withdrawn` tells whether
+    /// its endpoints must come back; `refuted`, whether it came back without restarting.
+    Up {
+        cluster: ClusterId,
+        was_withdrawn: bool,
+        refuted: bool,
+    },
+}
+
+#[derive(Debug)]
+pub(in crate::core) struct Clusters {
+    local: ClusterId,
+    states: BTreeMap<ClusterId, ClusterState>,
+}
+
+impl Clusters {
+    /// Every trusted remote cluster starts `Unknown`; the local one is always alive.
+    pub(in crate::core) fn new(local: ClusterId, trust: &KeyRing, now: Time) -> Self {
+        let states = trust
+            .clusters()
+            .filter(|c| **c != local)
+            .map(|c| {
+                let state = ClusterState {
+                    replicas_up: BTreeSet::new(),
+                    down_generations: BTreeMap::new(),
+                    liveness: Liveness::Unknown { since: now },
+                };
+                (c.clone(), state)
+            })
+            .collect();
+        Self { local, states }
+    }
+
+    pub(in crate::core) fn liveness(&self, cluster: &ClusterId) -> Liveness {
+        if *cluster == self.local {
+            return Liveness::Alive;
+        }
+        self.states
+            .get(cluster)
+            .map_or(Liveness::Withdrawn { since: Time::ZERO }, |s| s.liveness)
+    }
+
+    pub(in crate::core) fn iter(&self) -> impl Iterator<Item = (&ClusterId, Liveness)> {
+        self.states.iter().map(|(c, s)| (c, s.liveness))
+    }
+
+    pub(in crate::core) fn replica_up(
+        &mut self,
+        cluster: &ClusterId,
+        replica: ReplicaId,
+        generation: u32,
+    ) -> Transition {
+        let Some(state) = self.states.get_mut(cluster) else {
+            return Transition::None;
+        };
+        state.replicas_up.insert(replica);
+        let was = state.liveness;
+        if was == Liveness::Alive {
+            return Transition::None;
+        }
+        state.liveness = Liveness::Alive;
+        let refuted = state.down_generations.get(&replica) == Some(&generation);
+        Transition::Up {
+            cluster: cluster.clone(),
+            was_withdrawn: matches!(was, Liveness::Withdrawn { .. }),
+            refuted,
+        }
+    }
+
+    pub(in crate::core) fn replica_down(
+        &mut self,
+        cluster: &ClusterId,
+        replica: ReplicaId,
+        generation: u32,
+        now: Time,
+    ) -> Transition {
+        let Some(state) = self.states.get_mut(cluster) else {
+            return Transition::None;
+        };
+        state.replicas_up.remove(&replica);
+        state.down_generations.insert(replica, generation);
+        if !state.replicas_up.is_empty() || state.liveness != Liveness::Alive {
+            return Transition::None;
+        }
+        state.liveness = Liveness::Down { since: now };
+        Transition::Down(cluster.clone())
+    }
+
+    /// Marks a down (or never seen) cluster withdrawn. Returns false if it is alive.
+    pub(in crate::core) fn withdraw(&mut self, cluster: &ClusterId, now: Time) -> bool {
+        let Some(state) = self.states.get_mut(cluster) else {
+            return false;
+        };
+        match state.liveness {
+            Liveness::Down { .. } | Liveness::Unknown { .. } => {
+                state.liveness = Liveness::Withdrawn { since: now };
+                true
+            }
+            Liveness::Alive | Liveness::Withdrawn { .. } => false,
+        }
+    }
+
+    pub(in crate::core) fn check(&self) -> Result<(), String> {
+        for (cluster, state) in &self.states {
+            let alive = state.liveness == Liveness::Alive;
+            if alive != !state.replicas_up.is_empty() {
+                return Err(format!(
+                    "cluster {cluster}: liveness {:?} but {} replicas up",
+                    state.liveness,
+                    state.replicas_up.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}

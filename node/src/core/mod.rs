@@ -1,0 +1,44 @@
+//! The sans-IO protocol core: all of Shoal's protocol state in plain structs.
+//!
+//! A driver (the runtime, or the simulator) feeds inputs through the `handle_*` methods
+//! of [`Node`], each with the current time, and carries out the [`Command`]s that come
+//! out, in order. The core never reads a clock, opens a socket, spawns a task or touches
+//! a disk; randomness comes from one seeded RNG it owns.
+//!
+//! - `time`: the [`Time`] type: microseconds on the driver's monotonic clock.
+//! - `config`: [`Config`], presets and validation.
+//! - `command`: what comes out: [`Command`] and the persistence ops.
+//! - `membership`: SWIM through foca, and cluster liveness (a cluster is alive while
+//!   any of its replicas is).
+//! - `records`: the view of verified records and the merge rule.
+//! - `dissemination`: eager pushes and their relays.
+//! - `anti_entropy`: digests and pulls that repair what a push missed.
+//! - `imports`: the MCS imports derived from the view and liveness.
+//! - `timers`: absolute deadlines.
+//! - `stats`: plain counters.
+//! - `node`: [`Node`], which ties them together.
+//!
+//! **Architecture invariant:** every step emits its persistence commands before any
+//! send, so a driver that carries commands out in order never sends what it has not
+//! stored.
+
+mod anti_entropy;
+mod command;
+mod config;
+mod dissemination;
+mod imports;
+mod membership;
+mod node;
+mod records;
+mod stats;
+mod time;
+mod timers;
+
+pub use command::{Command, Durability, Event, ImportChange, PersistedState, StoreOp};
+pub use config::{Config, ConfigError, Seed, SwimTiming};
+pub use imports::{Conflict, ConflictKind, ImportedCluster, ImportedService};
+pub use membership::Liveness;
+pub use node::{ExportSpec, InputError, InvariantViolation, Node};
+pub use records::MergeOutcome;
+pub use stats::Stats;
+pub use time::Time;

@@ -1,0 +1,809 @@
+//! [`Node`]: the protocol state machine. Inputs come in through `handle_*`, commands
+//! go out through [`Node::take_commands`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use foca::{Foca, OwnedNotification};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use shoal_proto::wire::Channel;
+use shoal_proto::{
+    ClusterId, ClusterKey, Endpoint, ExportRecord, KeyRing, MemberId, Message, NetworkMode,
+    RecordError, ServiceKey, ServicePort, ServiceType, SignedRecord, SwimIdentity, VerifyError,
+    sign,
+};
+
+use super::command::{Command, Durability, Event, ImportChange, PersistedState, StoreOp};
+use super::config::{Config, ConfigError};
+use super::imports::{self, ImportedService};
+use super::membership::{
+    self, Clusters, Liveness, Members, Swim, SwimCodec, SwimId, SwimOutput, Transition,
+};
+use super::records::{MergeOutcome, View};
+use super::stats::Stats;
+use super::time::Time;
+use super::timers::{TimerKind, Timers};
+
+/// How often the time of last contact with a remote member is persisted.
+const LAST_CONTACT_PERIOD: Duration = Duration::from_secs(10);
+
+/// What this cluster exports for one service, as read from its own Kubernetes objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSpec {
+    pub service: ServiceKey,
+    /// Creation time of the ServiceExport, Unix milliseconds.
+    pub export_created_ms: u64,
+    pub service_type: ServiceType,
+    pub ports: Vec<ServicePort>,
+    pub endpoints: Vec<Endpoint>,
+    pub network: NetworkMode,
+}
+
+/// A local request the core refused. State unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Only the cluster's local leader publishes records.
+    #[error("this replica is not its cluster's publisher")]
+    NotPublisher,
+    /// The export breaks a record bound.
+    #[error("invalid export: {0}")]
+    Invalid(#[from] RecordError),
+    #[error("cannot sign the export: {0}")]
+    Sign(#[from] VerifyError),
+}
+
+/// An internal inconsistency found by [`Node::check_invariants`]: a bug in the core.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invariant violated on {member}: {what}")]
+pub struct InvariantViolation {
+    pub member: MemberId,
+    pub what: String,
+}
+
+/// One Shoal replica's protocol state.
+pub struct Node {
+    pub(super) config: Config,
+    pub(super) key: ClusterKey,
+    pub(super) trust: KeyRing,
+    pub(super) rng: ChaCha8Rng,
+    pub(super) swim: Swim,
+    pub(super) members: Members,
+    pub(super) clusters: Clusters,
+    pub(super) view: View,
+    pub(super) imports: BTreeMap<ServiceKey, ImportedService>,
+    pub(super) dirty_imports: BTreeSet<ServiceKey>,
+    pub(super) timers: Timers,
+    pub(super) persists: Vec<Command>,
+    pub(super) commands: Vec<Command>,
+    pub(super) stats: Stats,
+    pub(super) own_version: u64,
+    pub(super) generation: u32,
+    pub(super) announced_deadline: Option<Time>,
+    pub(super) isolated: bool,
+    pub(super) last_contact_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("member", &self.config.member)
+            .field("generation", &self.generation)
+            .field("records", &self.view.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node from what its store held (`PersistedState::default()` for a new
+    /// one). Every stored record is verified again; failures are dropped and counted.
+    /// The first commands persist the new generation and announce to the seeds.
+    pub fn new(
+        config: Config,
+        key: ClusterKey,
+        trust: KeyRing,
+        now: Time,
+        seed: u64,
+        persisted: PersistedState,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        check_key(&config, &key, &trust)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let generation = persisted.generation.wrapping_add(1);
+        let identity = SwimId(SwimIdentity {
+            member: config.member.clone(),
+            addr: config.addr,
+            generation,
+        });
+        let swim_rng = ChaCha8Rng::seed_from_u64(rng.random());
+        let swim = Foca::new(
+            identity,
+            membership::foca_config(&config),
+            swim_rng,
+            SwimCodec,
+        );
+        let clusters = Clusters::new(config.member.cluster.clone(), &trust, now);
+        let mut node = Node {
+            config,
+            key,
+            trust,
+            rng,
+            swim,
+            members: Members::default(),
+            clusters,
+            view: View::default(),
+            imports: BTreeMap::new(),
+            dirty_imports: BTreeSet::new(),
+            timers: Timers::default(),
+            persists: Vec::new(),
+            commands: Vec::new(),
+            stats: Stats::default(),
+            own_version: persisted.own_version,
+            generation,
+            announced_deadline: None,
+            isolated: true,
+            last_contact_ms: persisted.last_contact_ms,
+        };
+        node.persist(vec![StoreOp::PutGeneration(generation)], Durability::Flush);
+        node.restore(persisted.records.into_values(), now);
+        node.start(now);
+        Ok(node)
+    }
+
+    fn restore(&mut self, records: impl Iterator<Item = Arc<SignedRecord>>, now: Time) {
+        for record in records {
+            match sign::verify(&self.trust, SignedRecord::clone(&record)) {
+                Ok(verified) => {
+                    let (outcome, merged) = self.view.merge(verified);
+                    if let MergeOutcome::Accepted { .. } = outcome {
+                        self.dirty_imports.insert(merged.record.service.clone());
+                    }
+                }
+                Err(_) => self.stats.restore_dropped += 1,
+            }
+        }
+        let own_max = self
+            .view
+            .origin(&self.config.member.cluster)
+            .map_or(0, |o| o.max_version);
+        self.own_version = self.own_version.max(own_max);
+        let allowance = self.config.withdraw_grace()
+            + Duration::from_millis(
+                self.config.swim.suspect_to_down_ms + self.config.swim.probe_period_ms,
+            );
+        let unknown: Vec<ClusterId> = self.clusters.iter().map(|(c, _)| c.clone()).collect();
+        for cluster in unknown {
+            self.timers
+                .schedule(now + allowance, TimerKind::Withdraw(cluster));
+        }
+    }
+
+    fn start(&mut self, now: Time) {
+        let seeds = self.config.seeds.clone();
+        for seed in seeds {
+            let dst = SwimId(SwimIdentity {
+                member: seed.member,
+                addr: seed.addr,
+                generation: 0,
+            });
+            self.with_swim(now, |swim, out| swim.announce(dst, out));
+        }
+        let first_round = self.jittered(self.config.anti_entropy_period());
+        self.timers
+            .schedule(now + first_round, TimerKind::AntiEntropy);
+        self.timers
+            .schedule(now + LAST_CONTACT_PERIOD, TimerKind::LastContact);
+        self.finish_step(now, true);
+    }
+
+    // ----- inputs -----
+
+    /// A message from `from`, whose cluster the transport authenticated.
+    pub fn handle_packet(&mut self, now: Time, from: &MemberId, channel: Channel, bytes: &[u8]) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        let decoded = match channel {
+            Channel::Datagram => Message::decode_datagram(bytes),
+            Channel::Stream => Message::decode_frame(bytes),
+        };
+        match decoded {
+            Ok(message) => self.handle_message(now, from, message),
+            Err(_) => self.stats.decode_errors += 1,
+        }
+        self.finish_step(now, false);
+    }
+
+    fn handle_message(&mut self, now: Time, from: &MemberId, message: Message) {
+        match message {
+            Message::Swim(packet) => self.handle_swim(now, from, &packet),
+            Message::Push { records, relay } => self.receive_records(now, from, records, relay),
+            Message::DigestRoot { root, records } => self.handle_digest_root(from, root, records),
+            Message::DigestOrigins { entries } => self.handle_digest_origins(from, entries),
+            Message::Pull { wants } => self.handle_pull(from, wants),
+        }
+    }
+
+    fn handle_swim(&mut self, now: Time, from: &MemberId, packet: &[u8]) {
+        match SwimCodec::peek_header(packet) {
+            Ok(header) if header.src.0.member == *from => {}
+            Ok(_) => {
+                self.stats.sender_mismatches += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.decode_errors += 1;
+                return;
+            }
+        }
+        self.with_swim(now, |swim, out| swim.handle_data(packet, out));
+    }
+
+    /// This cluster's export of `spec.service` changed (or appeared). Publishes a new
+    /// version if the contents differ from the last one published.
+    pub fn handle_export(&mut self, now: Time, spec: ExportSpec) -> Result<(), InputError> {
+        let result = self.publish(now, spec.service.clone(), |version, origin| ExportRecord {
+            origin,
+            service: spec.service,
+            version,
+            export_created_ms: spec.export_created_ms,
+            service_type: spec.service_type,
+            ports: spec.ports,
+            endpoints: spec.endpoints,
+            network: spec.network,
+            tombstone: false,
+        });
+        self.finish_step(now, false);
+        result
+    }
+
+    /// This cluster stopped exporting `service`: publishes a tombstone.
+    pub fn handle_unexport(&mut self, now: Time, service: ServiceKey) -> Result<(), InputError> {
+        let created = self
+            .view
+            .get(&self.config.member.cluster, &service)
+            .map_or(0, |r| r.record.export_created_ms);
+        let result = self.publish(now, service.clone(), |version, origin| ExportRecord {
+            origin,
+            service,
+            version,
+            export_created_ms: created,
+            service_type: ServiceType::ClusterSetIp,
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+            network: NetworkMode::Flat,
+            tombstone: true,
+        });
+        self.finish_step(now, false);
+        result
+    }
+
+    fn publish(
+        &mut self,
+        now: Time,
+        service: ServiceKey,
+        build: impl FnOnce(u64, ClusterId) -> ExportRecord,
+    ) -> Result<(), InputError> {
+        if !self.config.publisher {
+            return Err(InputError::NotPublisher);
+        }
+        let local = self.config.member.cluster.clone();
+        let version = self.own_version + 1;
+        let record = build(version, local.clone());
+        record.validate()?;
+        let held = self.view.get(&local, &service);
+        if held.is_some_and(|h| same_contents(&h.record, &record)) {
+            return Ok(());
+        }
+        if held.is_none() && record.tombstone {
+            return Ok(());
+        }
+        let signed = self.key.sign(record)?;
+        self.own_version = version;
+        self.stats.published += 1;
+        let (_, arc) = self.view.merge(signed);
+        self.persist(
+            vec![
+                StoreOp::PutOwnVersion(version),
+                StoreOp::PutRecord(Arc::clone(&arc)),
+            ],
+            Durability::Flush,
+        );
+        self.dirty_imports.insert(service);
+        self.push_fresh(now, &[arc]);
+        Ok(())
+    }
+
+    /// Fires every timer that is due.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                TimerKind::Swim(timer) => {
+                    self.with_swim(now, |swim, out| swim.handle_timer(timer, out))
+                }
+                TimerKind::AntiEntropy => {
+                    self.start_anti_entropy(None);
+                    let next = self.jittered(self.config.anti_entropy_period());
+                    self.timers.schedule(now + next, TimerKind::AntiEntropy);
+                }
+                TimerKind::Withdraw(cluster) => self.withdraw_if_still_down(now, cluster),
+                TimerKind::LastContact => {
+                    if self.members.has_remote(&self.config.member.cluster) {
+                        self.last_contact_ms = Some(now.as_millis());
+                        self.persist(
+                            vec![StoreOp::PutLastContact(now.as_millis())],
+                            Durability::Lazy,
+                        );
+                    }
+                    self.timers
+                        .schedule(now + LAST_CONTACT_PERIOD, TimerKind::LastContact);
+                }
+            }
+        }
+        self.finish_step(now, true);
+    }
+
+    /// The earliest deadline at which [`Node::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.next()
+    }
+
+    /// Takes the commands produced so far, persistence first.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        let mut out = std::mem::take(&mut self.persists);
+        out.append(&mut self.commands);
+        out
+    }
+
+    // ----- membership -----
+
+    fn with_swim(
+        &mut self,
+        now: Time,
+        call: impl FnOnce(&mut Swim, &mut SwimOutput) -> Result<(), foca::Error>,
+    ) {
+        let mut out = SwimOutput::default();
+        if call(&mut self.swim, &mut out).is_err() {
+            self.stats.swim_errors += 1;
+        }
+        for (after, timer) in out.timers {
+            self.timers.schedule(now + after, TimerKind::Swim(timer));
+        }
+        for (to, packet) in out.sends {
+            self.send(&to.0.member, Some(to.0.addr), &Message::Swim(packet));
+        }
+        for note in out.notes {
+            self.handle_membership(now, note);
+        }
+    }
+
+    fn handle_membership(&mut self, now: Time, note: OwnedNotification<SwimId>) {
+        match note {
+            OwnedNotification::MemberUp(id) => {
+                self.members.insert(&id);
+                self.commands
+                    .push(Command::Notify(Event::MemberUp(id.0.member.clone())));
+                let t = self.clusters.replica_up(
+                    &id.0.member.cluster,
+                    id.0.member.replica,
+                    id.0.generation,
+                );
+                self.apply_transition(now, t, Some(&id.0.member));
+            }
+            OwnedNotification::MemberDown(id) => {
+                if !self.members.remove(&id) {
+                    return;
+                }
+                self.commands
+                    .push(Command::Notify(Event::MemberDown(id.0.member.clone())));
+                let t = self.clusters.replica_down(
+                    &id.0.member.cluster,
+                    id.0.member.replica,
+                    id.0.generation,
+                    now,
+                );
+                self.apply_transition(now, t, None);
+            }
+            OwnedNotification::Rename(_, new) => {
+                if self.members.get(&new.0.member).is_some() {
+                    self.members.insert(&new);
+                }
+            }
+            OwnedNotification::Rejoin(new) => {
+                self.generation = new.0.generation;
+                self.persist(
+                    vec![StoreOp::PutGeneration(self.generation)],
+                    Durability::Flush,
+                );
+            }
+            OwnedNotification::Active | OwnedNotification::Idle | OwnedNotification::Defunct => {}
+        }
+        self.update_isolation();
+    }
+
+    fn update_isolation(&mut self) {
+        let isolated = !self.members.has_remote(&self.config.member.cluster);
+        if isolated != self.isolated {
+            self.isolated = isolated;
+            let event = if isolated {
+                Event::Isolated
+            } else {
+                Event::Connected
+            };
+            self.commands.push(Command::Notify(event));
+        }
+    }
+
+    fn apply_transition(&mut self, now: Time, transition: Transition, via: Option<&MemberId>) {
+        match transition {
+            Transition::None => {}
+            Transition::Down(cluster) => {
+                let at = now + self.config.withdraw_grace();
+                self.timers
+                    .schedule(at, TimerKind::Withdraw(cluster.clone()));
+                self.commands
+                    .push(Command::Notify(Event::ClusterDown(cluster)));
+            }
+            Transition::Up {
+                cluster,
+                was_withdrawn,
+                refuted,
+            } => {
+                if was_withdrawn {
+                    self.stats.restorations += 1;
+                    if refuted {
+                        self.stats.withdrawals_refuted += 1;
+                    }
+                    self.mark_origin_dirty(&cluster);
+                    self.commands
+                        .push(Command::Notify(Event::ClusterRestored(cluster)));
+                }
+                // A join or a heal: repair what was missed at once.
+                if let Some(member) = via {
+                    let member = member.clone();
+                    self.start_anti_entropy(Some(member));
+                }
+            }
+        }
+    }
+
+    fn withdraw_if_still_down(&mut self, now: Time, cluster: ClusterId) {
+        let grace = self.config.withdraw_grace();
+        let since = match self.clusters.liveness(&cluster) {
+            Liveness::Down { since } | Liveness::Unknown { since } => since,
+            Liveness::Alive | Liveness::Withdrawn { .. } => return,
+        };
+        if matches!(self.clusters.liveness(&cluster), Liveness::Down { .. }) && now < since + grace
+        {
+            return; // A later outage; its own timer is pending.
+        }
+        if self.isolated {
+            // Cut off from every remote cluster, this node cannot tell who is dead: it
+            // keeps serving its last view (stale) and looks again later.
+            self.timers.schedule(
+                now + grace.max(Duration::from_secs(1)),
+                TimerKind::Withdraw(cluster),
+            );
+            return;
+        }
+        if self.clusters.withdraw(&cluster, now) {
+            self.stats.withdrawals += 1;
+            self.mark_origin_dirty(&cluster);
+            self.commands
+                .push(Command::Notify(Event::ClusterWithdrawn(cluster)));
+        }
+    }
+
+    // ----- records -----
+
+    pub(super) fn receive_records(
+        &mut self,
+        now: Time,
+        from: &MemberId,
+        records: Vec<SignedRecord>,
+        relay: bool,
+    ) {
+        let mut fresh = Vec::new();
+        for signed in records {
+            if let Some(arc) = self.accept_record(signed) {
+                fresh.push(arc);
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let ops = fresh
+            .iter()
+            .map(|r| StoreOp::PutRecord(Arc::clone(r)))
+            .collect();
+        self.persist(ops, Durability::Flush);
+        if relay && from.cluster != self.config.member.cluster {
+            self.relay_to_siblings(&fresh);
+        }
+        let _ = now;
+    }
+
+    /// Verifies and merges one record. Returns it when it is new to the view.
+    fn accept_record(&mut self, signed: SignedRecord) -> Option<Arc<SignedRecord>> {
+        let verified = match sign::verify(&self.trust, signed) {
+            Ok(v) => v,
+            Err(VerifyError::UnknownOrigin(_)) => {
+                self.stats.records_unknown_origin += 1;
+                return None;
+            }
+            Err(VerifyError::BadSignature(_)) => {
+                self.stats.records_forged += 1;
+                return None;
+            }
+            Err(VerifyError::Invalid(_) | VerifyError::TooLarge(_)) => {
+                self.stats.records_invalid += 1;
+                return None;
+            }
+        };
+        let (outcome, record) = self.view.merge(verified);
+        match outcome {
+            MergeOutcome::Accepted { .. } => {
+                self.stats.records_accepted += 1;
+                self.dirty_imports.insert(record.record.service.clone());
+                Some(record)
+            }
+            MergeOutcome::Duplicate => {
+                self.stats.records_duplicate += 1;
+                None
+            }
+            MergeOutcome::Stale => {
+                self.stats.records_stale += 1;
+                None
+            }
+            MergeOutcome::Equivocation => {
+                self.stats.records_equivocation += 1;
+                self.commands.push(Command::Notify(Event::Equivocation {
+                    origin: record.record.origin.clone(),
+                    service: record.record.service.clone(),
+                    version: record.record.version,
+                }));
+                None
+            }
+        }
+    }
+
+    // ----- imports -----
+
+    fn mark_origin_dirty(&mut self, origin: &ClusterId) {
+        let services = self.view.services_of(origin);
+        self.dirty_imports.extend(services);
+    }
+
+    fn recompute_imports(&mut self) {
+        if self.dirty_imports.is_empty() {
+            return;
+        }
+        let mut changes = Vec::new();
+        for service in std::mem::take(&mut self.dirty_imports) {
+            let derived = self.derive_import(&service);
+            if self.imports.get(&service) == derived.as_ref() {
+                continue;
+            }
+            match &derived {
+                Some(import) => self.imports.insert(service.clone(), import.clone()),
+                None => self.imports.remove(&service),
+            };
+            changes.push(ImportChange {
+                service,
+                import: derived,
+            });
+        }
+        if !changes.is_empty() {
+            self.stats.import_changes += changes.len() as u64;
+            self.commands.push(Command::ApplyImports { changes });
+        }
+    }
+
+    fn derive_import(&self, service: &ServiceKey) -> Option<ImportedService> {
+        let live = self
+            .view
+            .service_records(service)
+            .filter(|r| self.clusters.liveness(&r.record.origin).imported());
+        imports::derive(service, live)
+    }
+
+    // ----- output -----
+
+    pub(super) fn persist(&mut self, ops: Vec<StoreOp>, durability: Durability) {
+        self.persists.push(Command::Persist { ops, durability });
+    }
+
+    pub(super) fn send(
+        &mut self,
+        to: &MemberId,
+        addr: Option<shoal_proto::NetAddr>,
+        message: &Message,
+    ) {
+        let bytes = match message.encode() {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                self.stats.encode_errors += 1;
+                return;
+            }
+        };
+        let addr = addr.or_else(|| self.members.get(to).map(|m| m.addr));
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += bytes.len() as u64;
+        if message.channel() == Channel::Datagram {
+            self.stats.membership_bytes_out += bytes.len() as u64;
+        }
+        self.commands.push(Command::Send {
+            to: to.clone(),
+            addr,
+            channel: message.channel(),
+            kind: message.kind(),
+            bytes,
+        });
+    }
+
+    /// Ends a step: derive changed imports and tell the driver when to call back.
+    fn finish_step(&mut self, _now: Time, always_announce: bool) {
+        self.recompute_imports();
+        let next = self.timers.next();
+        if let Some(at) = next {
+            if always_announce || self.announced_deadline != Some(at) {
+                self.commands.push(Command::SetTimer { at });
+            }
+        }
+        self.announced_deadline = next;
+    }
+
+    pub(super) fn jittered(&mut self, period: Duration) -> Duration {
+        let us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(us / 2 + self.rng.random_range(0..=us))
+    }
+
+    pub(super) fn random_index(&mut self, len: usize) -> usize {
+        self.rng.random_range(0..len)
+    }
+
+    // ----- inspection -----
+
+    pub fn member(&self) -> &MemberId {
+        &self.config.member
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub fn own_version(&self) -> u64 {
+        self.own_version
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Every record in the view, by origin then service.
+    pub fn records(&self) -> impl Iterator<Item = &Arc<SignedRecord>> {
+        self.view.iter()
+    }
+
+    pub fn record(&self, origin: &ClusterId, service: &ServiceKey) -> Option<&Arc<SignedRecord>> {
+        self.view.get(origin, service)
+    }
+
+    /// (root hash, record count) of the view: equal views have equal roots.
+    pub fn view_digest(&self) -> (u64, u64) {
+        (self.view.root(), self.view.len())
+    }
+
+    pub fn imports(&self) -> &BTreeMap<ServiceKey, ImportedService> {
+        &self.imports
+    }
+
+    pub fn liveness(&self, cluster: &ClusterId) -> Liveness {
+        self.clusters.liveness(cluster)
+    }
+
+    /// Members SWIM considers up, excluding this one.
+    pub fn members_up(&self) -> Vec<MemberId> {
+        self.members.iter().map(|m| m.member.clone()).collect()
+    }
+
+    /// No remote cluster is reachable: the view is served as stale.
+    pub fn is_isolated(&self) -> bool {
+        self.isolated
+    }
+
+    /// When a remote member was last heard from, as persisted (driver milliseconds).
+    pub fn last_contact_ms(&self) -> Option<u64> {
+        self.last_contact_ms
+    }
+
+    /// Cheap structural checks, suitable after every event: O(origins + clusters).
+    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
+        let fail = |what: String| InvariantViolation {
+            member: self.config.member.clone(),
+            what,
+        };
+        self.clusters.check().map_err(fail)?;
+        let own_max = self
+            .view
+            .origin(&self.config.member.cluster)
+            .map_or(0, |o| o.max_version);
+        if own_max > self.own_version && self.config.publisher {
+            return Err(fail(format!(
+                "own version {} behind own record {own_max}",
+                self.own_version
+            )));
+        }
+        if self.isolated == self.members.has_remote(&self.config.member.cluster) {
+            return Err(fail("isolation flag disagrees with membership".into()));
+        }
+        for (cluster, liveness) in self.clusters.iter() {
+            if liveness.imported() {
+                continue;
+            }
+            if let Some(import) = self.imports.values().find(|i| i.exports_from(cluster)) {
+                return Err(fail(format!(
+                    "withdrawn cluster {cluster} still exports {}",
+                    import.service
+                )));
+            }
+        }
+        if self.timers.len() > super::timers::TIMERS_MAX / 2 {
+            return Err(fail(format!("{} timers pending", self.timers.len())));
+        }
+        Ok(())
+    }
+
+    /// Full checks: recompute every summary and every import. O(view).
+    pub fn check_invariants_deep(&self) -> Result<(), InvariantViolation> {
+        self.check_invariants()?;
+        let fail = |what: String| InvariantViolation {
+            member: self.config.member.clone(),
+            what,
+        };
+        self.view.check().map_err(fail)?;
+        let services: BTreeSet<&ServiceKey> = self.view.iter().map(|r| &r.record.service).collect();
+        for service in services {
+            if self.dirty_imports.contains(service) {
+                continue;
+            }
+            if self.derive_import(service).as_ref() != self.imports.get(service) {
+                return Err(fail(format!("import of {service} is out of date")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_key(config: &Config, key: &ClusterKey, trust: &KeyRing) -> Result<(), ConfigError> {
+    if key.cluster() != &config.member.cluster {
+        return Err(ConfigError {
+            field: "key",
+            reason: format!(
+                "signs for {}, but this replica belongs to {}",
+                key.cluster(),
+                config.member.cluster
+            ),
+        });
+    }
+    if trust.public(key.cluster()) != Some(key.public()) {
+        return Err(ConfigError {
+            field: "trust",
+            reason: "does not hold this cluster's own public key".into(),
+        });
+    }
+    Ok(())
+}
+
+fn same_contents(a: &ExportRecord, b: &ExportRecord) -> bool {
+    a.export_created_ms == b.export_created_ms
+        && a.service_type == b.service_type
+        && a.ports == b.ports
+        && a.endpoints == b.endpoints
+        && a.network == b.network
+        && a.tombstone == b.tombstone
+}

@@ -1,0 +1,47 @@
+//! Plain counters. The runtime exports them as Prometheus metrics; the simulator sums
+//! them. No metrics dependency here.
+
+/// Counters since the node started (not persisted).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// Bytes sent in SWIM datagrams (membership), part of `bytes_out`.
+    pub membership_bytes_out: u64,
+    /// Input that failed to decode or broke a bound; dropped.
+    pub decode_errors: u64,
+    /// A SWIM header whose sender is not the authenticated cluster; dropped.
+    pub sender_mismatches: u64,
+    /// SWIM input foca refused; dropped.
+    pub swim_errors: u64,
+    pub records_accepted: u64,
+    pub records_duplicate: u64,
+    /// Older than held: dropped, never re-gossiped (replays land here).
+    pub records_stale: u64,
+    /// Same version, different bytes: rejected and alarmed.
+    pub records_equivocation: u64,
+    /// The signature does not verify with the origin's key (forgeries land here).
+    pub records_forged: u64,
+    pub records_unknown_origin: u64,
+    pub records_invalid: u64,
+    /// Records found in the store at start that failed verification; dropped.
+    pub restore_dropped: u64,
+    /// Records this node authored.
+    pub published: u64,
+    pub pushes_sent: u64,
+    pub relays_sent: u64,
+    pub anti_entropy_rounds: u64,
+    pub anti_entropy_in_sync: u64,
+    pub pulls_sent: u64,
+    pub pull_records_sent: u64,
+    pub import_changes: u64,
+    pub withdrawals: u64,
+    pub restorations: u64,
+    /// A withdrawn cluster came back without having restarted: it was alive while
+    /// withdrawn (a false positive of failure detection, or a partition).
+    pub withdrawals_refuted: u64,
+    /// A message could not be encoded within its channel's limit; not sent.
+    pub encode_errors: u64,
+}
