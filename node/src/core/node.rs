@@ -225,8 +225,8 @@ impl Node {
     }
 
     fn handle_swim(&mut self, now: Time, from: &MemberId, packet: &[u8]) {
-        match SwimCodec::peek_header(packet) {
-            Ok(header) if header.src.0.member == *from => {}
+        let header = match SwimCodec::peek_header(packet) {
+            Ok(header) if header.src.0.member == *from => header,
             Ok(_) => {
                 self.stats.sender_mismatches += 1;
                 return;
@@ -235,8 +235,16 @@ impl Node {
                 self.stats.decode_errors += 1;
                 return;
             }
-        }
+        };
+        let to_old_self =
+            header.dst.0.member == self.config.member && header.dst.0.generation < self.generation;
         self.with_swim(now, |swim, out| swim.handle_data(packet, out));
+        if to_old_self {
+            // The sender still knows this replica from before its restart; foca drops
+            // such packets, so announce the new generation instead of waiting for the
+            // periodic announce.
+            self.with_swim(now, |swim, out| swim.announce(header.src, out));
+        }
     }
 
     /// This cluster's export of `spec.service` changed (or appeared). Publishes a new

@@ -1,0 +1,436 @@
+//! One input in, the exact commands out.
+
+mod support;
+
+use std::sync::Arc;
+
+use shoal_node::core::{
+    Command, Config, Durability, Event, InputError, Node, PersistedState, Seed, StoreOp, Time,
+};
+use shoal_proto::wire::Channel;
+use shoal_proto::{ExportRecord, Message, ServiceType, SignedRecord};
+use support::*;
+
+fn lone_node(publisher: bool) -> Node {
+    let mut config = Config::lan(member("east", 0), addr(1), 3);
+    config.publisher = publisher;
+    let mut node = Node::new(
+        config,
+        key("east"),
+        ring(&["east", "west", "south"]),
+        Time::from_millis(1),
+        7,
+        PersistedState::default(),
+    )
+    .unwrap();
+    node.take_commands();
+    node
+}
+
+fn record_from(origin: &str, version: u64, octet: u8) -> SignedRecord {
+    let s = spec("web", 1_000, octet);
+    key(origin).sign_unchecked(ExportRecord {
+        origin: cluster(origin),
+        service: s.service,
+        version,
+        export_created_ms: s.export_created_ms,
+        service_type: s.service_type,
+        ports: s.ports,
+        endpoints: s.endpoints,
+        network: s.network,
+        tombstone: false,
+    })
+}
+
+fn push(records: Vec<SignedRecord>, relay: bool) -> Vec<u8> {
+    Message::Push { records, relay }.encode().unwrap()
+}
+
+#[test]
+fn a_new_node_persists_its_generation_then_announces_to_its_seeds() {
+    let mut config = Config::lan(member("east", 0), addr(1), 3);
+    config.seeds = vec![Seed {
+        member: member("west", 0),
+        addr: addr(2),
+    }];
+    let mut node = Node::new(
+        config,
+        key("east"),
+        ring(&["east", "west"]),
+        Time::from_millis(1),
+        7,
+        PersistedState::default(),
+    )
+    .unwrap();
+    let commands = node.take_commands();
+    assert_eq!(
+        commands[0],
+        Command::Persist {
+            ops: vec![StoreOp::PutGeneration(1)],
+            durability: Durability::Flush
+        }
+    );
+    match &commands[1] {
+        Command::Send {
+            to,
+            addr: Some(a),
+            channel: Channel::Datagram,
+            kind: "swim",
+            ..
+        } => {
+            assert_eq!((to, *a), (&member("west", 0), addr(2)));
+        }
+        other => panic!("expected the announce, got {other:?}"),
+    }
+    assert!(matches!(commands[2], Command::SetTimer { .. }));
+    assert_eq!(commands.len(), 3);
+}
+
+#[test]
+fn exporting_persists_durably_then_imports_its_own_service() {
+    let mut node = lone_node(true);
+    node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
+        .unwrap();
+    let commands = node.take_commands();
+    let record = node
+        .record(&cluster("east"), &service("web"))
+        .unwrap()
+        .clone();
+    assert_eq!(record.record.version, 1);
+    assert_eq!(
+        commands[0],
+        Command::Persist {
+            ops: vec![
+                StoreOp::PutOwnVersion(1),
+                StoreOp::PutRecord(Arc::clone(&record))
+            ],
+            durability: Durability::Flush,
+        }
+    );
+    let Command::ApplyImports { changes } = &commands[1] else {
+        panic!("{:?}", commands[1])
+    };
+    assert_eq!(changes.len(), 1);
+    let import = changes[0].import.as_ref().unwrap();
+    assert_eq!(import.service_type, ServiceType::ClusterSetIp);
+    assert_eq!(import.sources.len(), 1);
+    assert_eq!(commands.len(), 2, "no peers, no timer change: {commands:?}");
+}
+
+#[test]
+fn an_unchanged_export_emits_nothing_and_a_change_bumps_the_version() {
+    let mut node = lone_node(true);
+    node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
+        .unwrap();
+    node.take_commands();
+    node.handle_export(Time::from_millis(6), spec("web", 1_000, 1))
+        .unwrap();
+    assert_eq!(node.take_commands(), vec![]);
+    node.handle_export(Time::from_millis(7), spec("web", 1_000, 2))
+        .unwrap();
+    let commands = node.take_commands();
+    assert!(
+        matches!(&commands[0], Command::Persist { ops, .. } if ops[0] == StoreOp::PutOwnVersion(2))
+    );
+    assert_eq!(node.own_version(), 2);
+}
+
+#[test]
+fn only_the_publisher_may_export() {
+    let mut node = lone_node(false);
+    assert_eq!(
+        node.handle_export(Time::from_millis(5), spec("web", 1, 1)),
+        Err(InputError::NotPublisher)
+    );
+    assert_eq!(node.take_commands(), vec![]);
+}
+
+#[test]
+fn unexport_publishes_a_tombstone_that_removes_the_import() {
+    let mut node = lone_node(true);
+    node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
+        .unwrap();
+    node.take_commands();
+    node.handle_unexport(Time::from_millis(6), service("web"))
+        .unwrap();
+    let commands = node.take_commands();
+    let tomb = node.record(&cluster("east"), &service("web")).unwrap();
+    assert!(tomb.record.tombstone);
+    assert_eq!(tomb.record.version, 2);
+    let Command::ApplyImports { changes } = &commands[1] else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(changes[0].import, None);
+}
+
+#[test]
+fn a_pushed_record_is_verified_persisted_and_imported() {
+    let mut node = lone_node(true);
+    let record = record_from("west", 3, 9);
+    node.handle_packet(
+        Time::from_millis(5),
+        &member("west", 0),
+        Channel::Stream,
+        &push(vec![record.clone()], true),
+    );
+    let commands = node.take_commands();
+    assert_eq!(
+        commands[0],
+        Command::Persist {
+            ops: vec![StoreOp::PutRecord(Arc::new(record))],
+            durability: Durability::Flush
+        }
+    );
+    assert!(matches!(&commands[1], Command::ApplyImports { changes } if changes.len() == 1));
+    assert_eq!(commands.len(), 2);
+    assert_eq!(node.stats().records_accepted, 1);
+}
+
+#[test]
+fn duplicates_and_older_versions_are_dropped_without_commands() {
+    let mut node = lone_node(true);
+    let from = member("west", 0);
+    node.handle_packet(
+        Time::from_millis(5),
+        &from,
+        Channel::Stream,
+        &push(vec![record_from("west", 3, 9)], false),
+    );
+    node.take_commands();
+    node.handle_packet(
+        Time::from_millis(6),
+        &from,
+        Channel::Stream,
+        &push(vec![record_from("west", 3, 9)], false),
+    );
+    node.handle_packet(
+        Time::from_millis(7),
+        &from,
+        Channel::Stream,
+        &push(vec![record_from("west", 2, 8)], false),
+    );
+    assert_eq!(node.take_commands(), vec![]);
+    assert_eq!(
+        (node.stats().records_duplicate, node.stats().records_stale),
+        (1, 1)
+    );
+    assert_eq!(
+        node.record(&cluster("west"), &service("web"))
+            .unwrap()
+            .record
+            .version,
+        3
+    );
+}
+
+#[test]
+fn equivocation_is_rejected_and_alarmed() {
+    let mut node = lone_node(true);
+    let from = member("west", 0);
+    node.handle_packet(
+        Time::from_millis(5),
+        &from,
+        Channel::Stream,
+        &push(vec![record_from("west", 3, 9)], false),
+    );
+    node.take_commands();
+    node.handle_packet(
+        Time::from_millis(6),
+        &from,
+        Channel::Stream,
+        &push(vec![record_from("west", 3, 10)], false),
+    );
+    assert_eq!(
+        node.take_commands(),
+        vec![Command::Notify(Event::Equivocation {
+            origin: cluster("west"),
+            service: service("web"),
+            version: 3
+        })]
+    );
+    assert_eq!(node.stats().records_equivocation, 1);
+    let held = node.record(&cluster("west"), &service("web")).unwrap();
+    assert_eq!(
+        held.record.endpoints[0].addresses[0],
+        shoal_proto::IpAddress::V4([10, 0, 0, 9])
+    );
+}
+
+#[test]
+fn a_record_authored_for_another_origin_is_rejected_as_forged() {
+    let mut node = lone_node(true);
+    // "south" signs a record claiming to come from "west": relaying is fine, authoring is not.
+    let mut forged = record_from("west", 4, 9);
+    forged.signature = key("south").sign_unchecked(forged.record.clone()).signature;
+    node.handle_packet(
+        Time::from_millis(5),
+        &member("south", 0),
+        Channel::Stream,
+        &push(vec![forged], false),
+    );
+    assert_eq!(node.take_commands(), vec![]);
+    assert_eq!(node.stats().records_forged, 1);
+    assert!(node.record(&cluster("west"), &service("web")).is_none());
+}
+
+#[test]
+fn a_relayed_record_from_a_third_cluster_is_accepted() {
+    let mut node = lone_node(true);
+    node.handle_packet(
+        Time::from_millis(5),
+        &member("south", 0),
+        Channel::Stream,
+        &push(vec![record_from("west", 4, 9)], false),
+    );
+    assert_eq!(node.stats().records_accepted, 1);
+}
+
+#[test]
+fn malformed_input_is_counted_and_dropped() {
+    let mut node = lone_node(true);
+    let from = member("west", 0);
+    // A push claiming 2^40 records inside a few bytes.
+    let mut forged_len = vec![1u8, 0xfd];
+    forged_len.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    for bytes in [&b""[..], &[0xff; 64][..], &forged_len[..]] {
+        node.handle_packet(Time::from_millis(5), &from, Channel::Stream, bytes);
+        node.handle_packet(Time::from_millis(5), &from, Channel::Datagram, bytes);
+    }
+    // A push is not a datagram.
+    node.handle_packet(
+        Time::from_millis(5),
+        &from,
+        Channel::Datagram,
+        &push(vec![], false),
+    );
+    assert_eq!(node.take_commands(), vec![]);
+    assert_eq!(node.stats().decode_errors, 7);
+}
+
+#[test]
+fn a_swim_packet_claiming_another_sender_is_dropped() {
+    // Node A's announce, delivered as if it came from someone else.
+    let mut a_config = Config::lan(member("west", 0), addr(2), 3);
+    a_config.seeds = vec![Seed {
+        member: member("east", 0),
+        addr: addr(1),
+    }];
+    let mut a = Node::new(
+        a_config,
+        key("west"),
+        ring(&["east", "west", "south"]),
+        Time::from_millis(1),
+        3,
+        PersistedState::default(),
+    )
+    .unwrap();
+    let announce = a
+        .take_commands()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .unwrap();
+    let mut node = lone_node(true);
+    node.handle_packet(
+        Time::from_millis(5),
+        &member("south", 0),
+        Channel::Datagram,
+        &announce,
+    );
+    assert_eq!(node.stats().sender_mismatches, 1);
+    assert!(node.members_up().is_empty());
+    node.handle_packet(
+        Time::from_millis(5),
+        &member("west", 0),
+        Channel::Datagram,
+        &announce,
+    );
+    assert_eq!(node.members_up(), vec![member("west", 0)]);
+}
+
+#[test]
+fn restart_reverifies_the_store_and_continues_versions_and_generations() {
+    let mut node = lone_node(true);
+    node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
+        .unwrap();
+    let mut store = PersistedState::default();
+    for command in node.take_commands() {
+        if let Command::Persist { ops, .. } = command {
+            ops.iter().for_each(|op| store.apply(op));
+        }
+    }
+    store.generation = 4;
+    let mut tampered = record_from("west", 2, 1);
+    tampered.record.version = 3; // signature no longer matches
+    store.apply(&StoreOp::PutRecord(Arc::new(tampered)));
+    let config = node.config().clone();
+    let mut restarted = Node::new(
+        config,
+        key("east"),
+        ring(&["east", "west", "south"]),
+        Time::from_millis(9),
+        8,
+        store,
+    )
+    .unwrap();
+    assert_eq!(restarted.stats().restore_dropped, 1);
+    assert_eq!(restarted.generation(), 5);
+    assert_eq!(restarted.own_version(), 1);
+    let commands = restarted.take_commands();
+    assert_eq!(
+        commands[0],
+        Command::Persist {
+            ops: vec![StoreOp::PutGeneration(5)],
+            durability: Durability::Flush
+        }
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, Command::ApplyImports { changes } if changes.len() == 1))
+    );
+    restarted
+        .handle_export(Time::from_millis(10), spec("web", 1_000, 2))
+        .unwrap();
+    assert_eq!(restarted.own_version(), 2);
+}
+
+#[test]
+fn a_key_that_does_not_match_the_config_is_refused() {
+    let config = Config::lan(member("east", 0), addr(1), 3);
+    let err = Node::new(
+        config.clone(),
+        key("west"),
+        ring(&["east", "west"]),
+        Time::ZERO,
+        1,
+        PersistedState::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "key");
+    let err = Node::new(
+        config,
+        key("east"),
+        ring(&["west"]),
+        Time::ZERO,
+        1,
+        PersistedState::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "trust");
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let mut config = Config::wan(member("east", 0), addr(1), 3);
+    config.swim.probe_rtt_ms = config.swim.probe_period_ms;
+    assert_eq!(config.validate().unwrap_err().field, "swim.probe_rtt_ms");
+    let mut config = Config::wan(member("east", 0), addr(1), 3);
+    config.seeds = vec![Seed {
+        member: member("east", 0),
+        addr: addr(1),
+    }];
+    assert_eq!(config.validate().unwrap_err().field, "seeds");
+}

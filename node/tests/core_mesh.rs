@@ -1,0 +1,174 @@
+//! A few nodes talking through the core only: membership, pushes and relays,
+//! anti-entropy, withdrawal and restoration. Protocol experiments at scale and under
+//! faults live in the simulator.
+
+mod support;
+
+use shoal_node::core::{Command, Event, Liveness};
+use support::*;
+
+fn everyone_holds(mesh: &Mesh, origin: &str, version: u64) -> bool {
+    mesh.nodes
+        .iter()
+        .filter(|(m, _)| !mesh.down.contains(*m))
+        .all(|(_, n)| {
+            n.record(&cluster(origin), &service("web"))
+                .is_some_and(|r| r.record.version >= version)
+        })
+}
+
+#[test]
+fn members_find_each_other_and_a_change_reaches_every_replica() {
+    let mut mesh = Mesh::new(&["east", "west", "south"], 2);
+    mesh.run_for_ms(5_000);
+    for node in mesh.nodes.values() {
+        assert_eq!(
+            node.members_up().len(),
+            5,
+            "{:?} sees {:?}",
+            node.member(),
+            node.members_up()
+        );
+    }
+    mesh.log.clear();
+    mesh.export(&member("west", 0), spec("web", 1_000, 1));
+    mesh.run_for_ms(50);
+    assert!(everyone_holds(&mesh, "west", 1));
+    // One push per other cluster's gateway with relay, one to the sibling, and each
+    // gateway relays to its sibling: five pushes for five receivers.
+    let pushes: Vec<_> = mesh
+        .log
+        .iter()
+        .filter_map(|(from, c)| match c {
+            Command::Send {
+                to, kind: "push", ..
+            } => Some((from.clone(), to.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pushes.len(), 5, "{pushes:?}");
+    assert!(
+        pushes.contains(&(member("east", 0), member("east", 1))),
+        "the gateway relays to its sibling"
+    );
+    for node in mesh.nodes.values() {
+        node.check_invariants_deep().unwrap();
+    }
+}
+
+#[test]
+fn anti_entropy_repairs_a_replica_that_missed_pushes() {
+    let mut mesh = Mesh::new(&["east", "west"], 1);
+    mesh.run_for_ms(3_000);
+    let east = member("east", 0);
+    mesh.kill(&east);
+    mesh.export(&member("west", 0), spec("web", 1_000, 1));
+    mesh.run_for_ms(100);
+    assert!(
+        mesh.nodes[&east]
+            .record(&cluster("west"), &service("web"))
+            .is_none()
+    );
+    mesh.restart(&east);
+    mesh.run_for_ms(5_000);
+    assert!(everyone_holds(&mesh, "west", 1));
+    assert!(
+        mesh.nodes
+            .values()
+            .map(|n| n.stats().anti_entropy_rounds)
+            .sum::<u64>()
+            > 0
+    );
+    let digests: Vec<_> = mesh.nodes.values().map(|n| n.view_digest()).collect();
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn a_dead_cluster_is_withdrawn_after_the_grace_period_and_restored_when_it_returns() {
+    let mut mesh = Mesh::new(&["east", "west", "south"], 2);
+    mesh.run_for_ms(4_000);
+    mesh.export(&member("south", 0), spec("web", 1_000, 7));
+    mesh.run_for_ms(100);
+    let east = member("east", 0);
+    assert!(mesh.nodes[&east].imports()[&service("web")].exports_from(&cluster("south")));
+
+    mesh.kill(&member("south", 0));
+    mesh.kill(&member("south", 1));
+    let grace = mesh.nodes[&east].config().withdraw_grace_ms;
+    let deadline = mesh.now.as_millis() + 10_000;
+    while !matches!(
+        mesh.nodes[&east].liveness(&cluster("south")),
+        Liveness::Down { .. }
+    ) {
+        assert!(
+            mesh.now.as_millis() < deadline,
+            "south never detected as down"
+        );
+        mesh.run_for_ms(10);
+    }
+    assert!(
+        mesh.nodes[&east].imports().contains_key(&service("web")),
+        "still imported during the grace period"
+    );
+    mesh.run_for_ms(grace + 2_000);
+    for (m, node) in &mesh.nodes {
+        if m.cluster.as_str() != "south" {
+            assert!(matches!(
+                node.liveness(&cluster("south")),
+                Liveness::Withdrawn { .. }
+            ));
+            assert!(
+                !node.imports().contains_key(&service("web")),
+                "{m} still imports south"
+            );
+        }
+    }
+    assert!(
+        mesh.log
+            .iter()
+            .any(|(_, c)| *c == Command::Notify(Event::ClusterWithdrawn(cluster("south"))))
+    );
+
+    mesh.restart(&member("south", 0));
+    mesh.run_for_ms(5_000);
+    assert!(mesh.nodes[&east].imports()[&service("web")].exports_from(&cluster("south")));
+    assert!(mesh.nodes[&east].stats().restorations >= 1);
+}
+
+#[test]
+fn a_rolling_restart_never_makes_the_cluster_look_dead() {
+    let mut mesh = Mesh::new(&["east", "west"], 2);
+    mesh.run_for_ms(4_000);
+    for replica in [0, 1] {
+        let m = member("west", replica);
+        mesh.kill(&m);
+        mesh.run_for_ms(6_000);
+        mesh.restart(&m);
+        mesh.run_for_ms(6_000);
+    }
+    let east = &mesh.nodes[&member("east", 0)];
+    assert_eq!(east.liveness(&cluster("west")), Liveness::Alive);
+    assert_eq!(east.stats().withdrawals, 0);
+    assert!(
+        !mesh
+            .log
+            .iter()
+            .any(|(_, c)| matches!(c, Command::Notify(Event::ClusterDown(_))))
+    );
+}
+
+#[test]
+fn an_isolated_node_keeps_serving_its_last_view() {
+    let mut mesh = Mesh::new(&["east", "west"], 1);
+    mesh.run_for_ms(3_000);
+    mesh.export(&member("west", 0), spec("web", 1_000, 1));
+    mesh.run_for_ms(100);
+    mesh.kill(&member("west", 0));
+    // east alone cannot tell whether west died or east was cut off: with no remote
+    // member left it serves its last view rather than withdrawing everything.
+    mesh.run_for_ms(30_000);
+    let east = &mesh.nodes[&member("east", 0)];
+    assert!(east.is_isolated());
+    assert!(east.imports().contains_key(&service("web")));
+    assert_eq!(east.stats().withdrawals, 0);
+}
