@@ -158,10 +158,10 @@ impl Message {
 
     /// Decodes from either channel, choosing the limit by length.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() <= DATAGRAM_BYTES_MAX {
-            if let Ok(message @ Message::Swim(_)) = Self::decode_datagram(bytes) {
-                return Ok(message);
-            }
+        if bytes.len() <= DATAGRAM_BYTES_MAX
+            && let Ok(message @ Message::Swim(_)) = Self::decode_datagram(bytes)
+        {
+            return Ok(message);
         }
         Self::decode_frame(bytes)
     }

@@ -14,14 +14,13 @@ use shoal_proto::wire::RECORDS_PER_MESSAGE_MAX;
 use shoal_proto::{MemberId, Message, SignedRecord};
 
 use super::node::Node;
-use super::time::Time;
 
 /// Room left in a frame for the message envelope around its records.
 const FRAME_ENVELOPE_BYTES: usize = 64;
 
 impl Node {
     /// Pushes records this node just authored.
-    pub(super) fn push_fresh(&mut self, _now: Time, records: &[Arc<SignedRecord>]) {
+    pub(super) fn push_fresh(&mut self, records: &[Arc<SignedRecord>]) {
         let local = self.config.member.cluster.clone();
         for gateway in self.members.gateways(&local) {
             self.stats.pushes_sent += 1;

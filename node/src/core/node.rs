@@ -194,7 +194,7 @@ impl Node {
             .schedule(now + first_round, TimerKind::AntiEntropy);
         self.timers
             .schedule(now + LAST_CONTACT_PERIOD, TimerKind::LastContact);
-        self.finish_step(now, true);
+        self.finish_step(true);
     }
 
     // ----- inputs -----
@@ -211,13 +211,13 @@ impl Node {
             Ok(message) => self.handle_message(now, from, message),
             Err(_) => self.stats.decode_errors += 1,
         }
-        self.finish_step(now, false);
+        self.finish_step(false);
     }
 
     fn handle_message(&mut self, now: Time, from: &MemberId, message: Message) {
         match message {
             Message::Swim(packet) => self.handle_swim(now, from, &packet),
-            Message::Push { records, relay } => self.receive_records(now, from, records, relay),
+            Message::Push { records, relay } => self.receive_records(from, records, relay),
             Message::DigestRoot { root, records } => self.handle_digest_root(from, root, records),
             Message::DigestOrigins { entries } => self.handle_digest_origins(from, entries),
             Message::Pull { wants } => self.handle_pull(from, wants),
@@ -249,8 +249,8 @@ impl Node {
 
     /// This cluster's export of `spec.service` changed (or appeared). Publishes a new
     /// version if the contents differ from the last one published.
-    pub fn handle_export(&mut self, now: Time, spec: ExportSpec) -> Result<(), InputError> {
-        let result = self.publish(now, spec.service.clone(), |version, origin| ExportRecord {
+    pub fn handle_export(&mut self, _now: Time, spec: ExportSpec) -> Result<(), InputError> {
+        let result = self.publish(spec.service.clone(), |version, origin| ExportRecord {
             origin,
             service: spec.service,
             version,
@@ -261,17 +261,17 @@ impl Node {
             network: spec.network,
             tombstone: false,
         });
-        self.finish_step(now, false);
+        self.finish_step(false);
         result
     }
 
     /// This cluster stopped exporting `service`: publishes a tombstone.
-    pub fn handle_unexport(&mut self, now: Time, service: ServiceKey) -> Result<(), InputError> {
+    pub fn handle_unexport(&mut self, _now: Time, service: ServiceKey) -> Result<(), InputError> {
         let created = self
             .view
             .get(&self.config.member.cluster, &service)
             .map_or(0, |r| r.record.export_created_ms);
-        let result = self.publish(now, service.clone(), |version, origin| ExportRecord {
+        let result = self.publish(service.clone(), |version, origin| ExportRecord {
             origin,
             service,
             version,
@@ -282,13 +282,12 @@ impl Node {
             network: NetworkMode::Flat,
             tombstone: true,
         });
-        self.finish_step(now, false);
+        self.finish_step(false);
         result
     }
 
     fn publish(
         &mut self,
-        now: Time,
         service: ServiceKey,
         build: impl FnOnce(u64, ClusterId) -> ExportRecord,
     ) -> Result<(), InputError> {
@@ -318,7 +317,7 @@ impl Node {
             Durability::Flush,
         );
         self.dirty_imports.insert(service);
-        self.push_fresh(now, &[arc]);
+        self.push_fresh(&[arc]);
         Ok(())
     }
 
@@ -348,7 +347,7 @@ impl Node {
                 }
             }
         }
-        self.finish_step(now, true);
+        self.finish_step(true);
     }
 
     /// The earliest deadline at which [`Node::handle_timeout`] has work.
@@ -387,6 +386,11 @@ impl Node {
 
     fn handle_membership(&mut self, now: Time, note: OwnedNotification<SwimId>) {
         match note {
+            OwnedNotification::MemberUp(id) if !self.trust.contains(&id.0.member.cluster) => {
+                // Gossip may name members of clusters outside the ClusterSet; the
+                // transport would refuse them anyway. They are never push targets.
+                self.stats.untrusted_members += 1;
+            }
             OwnedNotification::MemberUp(id) => {
                 self.members.insert(&id);
                 self.commands
@@ -506,7 +510,6 @@ impl Node {
 
     pub(super) fn receive_records(
         &mut self,
-        now: Time,
         from: &MemberId,
         records: Vec<SignedRecord>,
         relay: bool,
@@ -528,7 +531,6 @@ impl Node {
         if relay && from.cluster != self.config.member.cluster {
             self.relay_to_siblings(&fresh);
         }
-        let _ = now;
     }
 
     /// Verifies and merges one record. Returns it when it is new to the view.
@@ -650,13 +652,13 @@ impl Node {
     }
 
     /// Ends a step: derive changed imports and tell the driver when to call back.
-    fn finish_step(&mut self, _now: Time, always_announce: bool) {
+    fn finish_step(&mut self, always_announce: bool) {
         self.recompute_imports();
         let next = self.timers.next();
-        if let Some(at) = next {
-            if always_announce || self.announced_deadline != Some(at) {
-                self.commands.push(Command::SetTimer { at });
-            }
+        if let Some(at) = next
+            && (always_announce || self.announced_deadline != Some(at))
+        {
+            self.commands.push(Command::SetTimer { at });
         }
         self.announced_deadline = next;
     }

@@ -36,6 +36,8 @@ pub struct Stats {
     pub anti_entropy_in_sync: u64,
     pub pulls_sent: u64,
     pub pull_records_sent: u64,
+    /// Members of clusters outside the ClusterSet named by gossip; ignored.
+    pub untrusted_members: u64,
     pub import_changes: u64,
     pub withdrawals: u64,
     pub restorations: u64,

@@ -1,7 +1,7 @@
 //! A minimal driver for core tests: nodes, a fixed one-way delay, and timers. The
 //! real driver for protocol experiments is the simulator (`shoal-sim`); this one only
 //! exists so core tests can watch a few nodes talk.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::type_complexity)]
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -146,7 +146,7 @@ impl Clusters {
     pub(in crate::core) fn check(&self) -> Result<(), String> {
         for (cluster, state) in &self.states {
             let alive = state.liveness == Liveness::Alive;
-            if alive != !state.replicas_up.is_empty() {
+            if alive == state.replicas_up.is_empty() {
                 return Err(format!(
                     "cluster {cluster}: liveness {:?} but {} replicas up",
                     state.liveness,
