@@ -15,6 +15,16 @@ pub const DATAGRAM_BYTES_MAX: usize = 1_200;
 /// Largest single encoded record: 1,000 endpoints fit comfortably.
 pub const RECORD_BYTES_MAX: usize = 256 * 1024;
 
+/// bincode's limit counts memory it reserves, not bytes read: a 1-byte varint counts 8,
+/// and a vector reserves `len × size_of::<T>()` before reading its elements. A value
+/// that encodes in `N` bytes therefore needs a larger decode budget. 16× covers the
+/// worst ratio among the wire types (a `RecordRef` is 48 bytes in memory and 3 on the
+/// wire), and is also the most a forged input can make a decode allocate.
+pub const DECODE_BUDGET_FACTOR: usize = 16;
+pub const DATAGRAM_DECODE_BUDGET: usize = DECODE_BUDGET_FACTOR * DATAGRAM_BYTES_MAX;
+pub const FRAME_DECODE_BUDGET: usize = DECODE_BUDGET_FACTOR * FRAME_BYTES_MAX;
+pub const RECORD_DECODE_BUDGET: usize = DECODE_BUDGET_FACTOR * RECORD_BYTES_MAX;
+
 /// Why bytes could not be decoded. State unchanged: the input is dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -39,6 +49,7 @@ pub enum EncodeError {
 }
 
 type Limited<const N: usize> = Configuration<LittleEndian, Varint, config::Limit<N>>;
+type Standard = Configuration<LittleEndian, Varint, config::NoLimit>;
 
 const fn limited<const N: usize>() -> Limited<N> {
     config::standard().with_limit::<N>()
@@ -46,23 +57,27 @@ const fn limited<const N: usize>() -> Limited<N> {
 
 /// Encodes `value` canonically. Fails if the result would exceed `N` bytes.
 pub fn encode_limited<T: Encode, const N: usize>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    let bytes = bincode::encode_to_vec(value, limited::<N>())
-        .map_err(|e| EncodeError::Other(e.to_string()))?;
+    let standard: Standard = config::standard();
+    let bytes =
+        bincode::encode_to_vec(value, standard).map_err(|e| EncodeError::Other(e.to_string()))?;
     if bytes.len() > N {
         return Err(EncodeError::TooLarge { limit: N });
     }
     Ok(bytes)
 }
 
-/// Decodes exactly one `T` from `bytes`, allocating at most about `N` bytes.
-pub fn decode_limited<T: Decode<()>, const N: usize>(bytes: &[u8]) -> Result<T, DecodeError> {
+/// Decodes exactly one `T` from at most `N` bytes, reserving at most `BUDGET` bytes of
+/// memory however large the lengths the input claims (see [`DECODE_BUDGET_FACTOR`]).
+pub fn decode_limited<T: Decode<()>, const N: usize, const BUDGET: usize>(
+    bytes: &[u8],
+) -> Result<T, DecodeError> {
     if bytes.len() > N {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
             limit: N,
         });
     }
-    let (value, read) = bincode::decode_from_slice::<T, _>(bytes, limited::<N>())
+    let (value, read) = bincode::decode_from_slice::<T, _>(bytes, limited::<BUDGET>())
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if read != bytes.len() {
         return Err(DecodeError::Trailing(bytes.len() - read));

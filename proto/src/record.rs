@@ -14,8 +14,10 @@ pub const PORTS_PER_RECORD_MAX: usize = 64;
 pub const ENDPOINTS_PER_RECORD_MAX: usize = 1_000;
 /// Most addresses per endpoint (Kubernetes allows one per family).
 pub const ADDRESSES_PER_ENDPOINT_MAX: usize = 2;
-/// Longest free-text field (zone, hostname, port name, app protocol).
-pub const LABEL_BYTES_MAX: usize = 253;
+/// Longest zone, hostname or port name: a DNS label, as Kubernetes requires.
+pub const LABEL_BYTES_MAX: usize = 63;
+/// Longest app protocol (a qualified name, as in Kubernetes).
+pub const APP_PROTOCOL_BYTES_MAX: usize = 253;
 
 /// How the MCS API exposes an imported service.
 #[derive(
@@ -142,7 +144,9 @@ pub enum RecordError {
     TooManyEndpoints(usize),
     #[error("an endpoint has {0} addresses: 1 to {ADDRESSES_PER_ENDPOINT_MAX} are allowed")]
     AddressCount(usize),
-    #[error("a text field is {0} bytes long, more than {LABEL_BYTES_MAX}")]
+    #[error(
+        "a text field is {0} bytes long, over its limit ({LABEL_BYTES_MAX} for labels, {APP_PROTOCOL_BYTES_MAX} for app protocols)"
+    )]
     LabelTooLong(usize),
     #[error("a tombstone must carry no ports and no endpoints")]
     TombstoneWithContent,
@@ -165,10 +169,15 @@ impl ExportRecord {
         if self.tombstone && (!self.ports.is_empty() || !self.endpoints.is_empty()) {
             return Err(RecordError::TombstoneWithContent);
         }
-        let port_labels = self
+        if let Some(long) = self
             .ports
             .iter()
-            .flat_map(|p| std::iter::once(&p.name).chain(p.app_protocol.as_ref()));
+            .filter_map(|p| p.app_protocol.as_ref())
+            .find(|a| a.len() > APP_PROTOCOL_BYTES_MAX)
+        {
+            return Err(RecordError::LabelTooLong(long.len()));
+        }
+        let port_labels = self.ports.iter().map(|p| &p.name);
         for endpoint in &self.endpoints {
             if endpoint.addresses.is_empty()
                 || endpoint.addresses.len() > ADDRESSES_PER_ENDPOINT_MAX

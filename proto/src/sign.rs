@@ -208,6 +208,9 @@ mod signature_hex {
             return Err(serde::de::Error::custom("signature must be 128 hex digits"));
         }
         let mut out = [0u8; 64];
+        if !bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(serde::de::Error::custom("signature must be lowercase hex"));
+        }
         for (i, pair) in bytes.chunks_exact(2).enumerate() {
             let pair = std::str::from_utf8(pair).map_err(serde::de::Error::custom)?;
             out[i] = u8::from_str_radix(pair, 16).map_err(serde::de::Error::custom)?;

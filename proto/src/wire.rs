@@ -8,7 +8,10 @@
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, DATAGRAM_BYTES_MAX, DecodeError, EncodeError, FRAME_BYTES_MAX};
+use crate::codec::{
+    self, DATAGRAM_BYTES_MAX, DATAGRAM_DECODE_BUDGET, DecodeError, EncodeError, FRAME_BYTES_MAX,
+    FRAME_DECODE_BUDGET,
+};
 use crate::ids::{ClusterId, MemberId, NetAddr, ServiceKey};
 use crate::sign::SignedRecord;
 
@@ -139,7 +142,8 @@ impl Message {
 
     /// Decodes a datagram. Only SWIM packets may arrive this way.
     pub fn decode_datagram(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let message: Message = codec::decode_limited::<_, DATAGRAM_BYTES_MAX>(bytes)?;
+        let message: Message =
+            codec::decode_limited::<_, DATAGRAM_BYTES_MAX, DATAGRAM_DECODE_BUDGET>(bytes)?;
         if message.channel() != Channel::Datagram {
             return Err(DecodeError::Malformed(format!(
                 "{} is not a datagram",
@@ -149,9 +153,16 @@ impl Message {
         Ok(message)
     }
 
-    /// Decodes one stream frame and checks its bounds.
+    /// Decodes one stream frame and checks its bounds. SWIM never travels on streams.
     pub fn decode_frame(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let message: Message = codec::decode_limited::<_, FRAME_BYTES_MAX>(bytes)?;
+        let message: Message =
+            codec::decode_limited::<_, FRAME_BYTES_MAX, FRAME_DECODE_BUDGET>(bytes)?;
+        if message.channel() != Channel::Stream {
+            return Err(DecodeError::Malformed(format!(
+                "{} is not a stream frame",
+                message.kind()
+            )));
+        }
         message.check_bounds()?;
         Ok(message)
     }

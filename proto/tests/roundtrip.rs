@@ -1,0 +1,866 @@
+//! Round trips, signatures and every refusal the proto crate promises.
+
+mod common;
+
+use common::{cluster, key, record, ring, service, signed};
+use shoal_proto::codec::{
+    self, DATAGRAM_BYTES_MAX, DATAGRAM_DECODE_BUDGET, FRAME_BYTES_MAX, RECORD_BYTES_MAX,
+    RECORD_DECODE_BUDGET, decode_limited, encode_limited,
+};
+use shoal_proto::record::{
+    ADDRESSES_PER_ENDPOINT_MAX, APP_PROTOCOL_BYTES_MAX, ENDPOINTS_PER_RECORD_MAX, LABEL_BYTES_MAX,
+    PORTS_PER_RECORD_MAX,
+};
+use shoal_proto::sign;
+use shoal_proto::wire::{ORIGINS_PER_MESSAGE_MAX, RECORDS_PER_MESSAGE_MAX, REFS_PER_ORIGIN_MAX};
+use shoal_proto::{
+    Channel, ClusterId, DecodeError, EncodeError, Endpoint, EndpointConditions, ExportRecord,
+    IpAddress, MemberId, Message, NetAddr, OriginSummary, OriginWant, PortProtocol, RecordError,
+    RecordRef, ReplicaId, ServiceKey, ServicePort, SignedRecord, SwimIdentity, VerifyError,
+};
+
+fn every_message() -> Vec<Message> {
+    let a = key("cluster-a", 1);
+    let b = key("cluster-b", 2);
+    vec![
+        Message::Swim(vec![]),
+        Message::Swim((0..=255).collect()),
+        Message::Push {
+            records: vec![],
+            relay: false,
+        },
+        Message::Push {
+            records: vec![signed(&a, 1), signed(&b, u64::MAX)],
+            relay: true,
+        },
+        Message::DigestRoot {
+            root: 0,
+            records: 0,
+        },
+        Message::DigestRoot {
+            root: u64::MAX,
+            records: 123_456,
+        },
+        Message::DigestOrigins { entries: vec![] },
+        Message::DigestOrigins {
+            entries: vec![
+                OriginSummary {
+                    origin: cluster("cluster-a"),
+                    max_version: 17,
+                    hash: 0xdead_beef_0bad_cafe,
+                    records: 3,
+                },
+                OriginSummary {
+                    origin: cluster("cluster-b"),
+                    max_version: u64::MAX,
+                    hash: 0,
+                    records: u32::MAX,
+                },
+            ],
+        },
+        Message::Pull { wants: vec![] },
+        Message::Pull {
+            wants: vec![
+                OriginWant {
+                    origin: cluster("cluster-a"),
+                    have: vec![],
+                },
+                OriginWant {
+                    origin: cluster("cluster-b"),
+                    have: vec![
+                        RecordRef {
+                            service: service("payments", "api"),
+                            version: 9,
+                        },
+                        RecordRef {
+                            service: service("default", "web"),
+                            version: 1,
+                        },
+                    ],
+                },
+            ],
+        },
+    ]
+}
+
+#[test]
+fn every_message_variant_round_trips() {
+    let messages = every_message();
+    let kinds: std::collections::BTreeSet<_> = messages.iter().map(Message::kind).collect();
+    assert_eq!(kinds.len(), 5, "every variant is covered: {kinds:?}");
+
+    for message in messages {
+        let bytes = message
+            .encode()
+            .expect("fixture messages fit their channel");
+        let decoded = match message.channel() {
+            Channel::Datagram => Message::decode_datagram(&bytes),
+            Channel::Stream => Message::decode_frame(&bytes),
+        };
+        assert_eq!(decoded.as_ref(), Ok(&message), "{}", message.kind());
+        assert_eq!(Message::decode(&bytes).as_ref(), Ok(&message));
+        // Canonical: decoding then encoding gives back the very same bytes.
+        let again = decoded
+            .expect("checked above")
+            .encode()
+            .expect("re-encodes");
+        assert_eq!(again, bytes, "{}", message.kind());
+    }
+}
+
+#[test]
+fn channels_follow_the_variant() {
+    for message in every_message() {
+        let expected = match message {
+            Message::Swim(_) => Channel::Datagram,
+            _ => Channel::Stream,
+        };
+        assert_eq!(message.channel(), expected, "{}", message.kind());
+    }
+}
+
+#[test]
+fn signed_record_round_trips_through_the_codec_and_json() {
+    let signed = signed(&key("cluster-a", 1), 42);
+    let bytes = encode_limited::<_, RECORD_BYTES_MAX>(&signed).expect("fits");
+    let decoded: SignedRecord =
+        decode_limited::<_, RECORD_BYTES_MAX, RECORD_DECODE_BUDGET>(&bytes).expect("decodes");
+    assert_eq!(decoded, signed);
+
+    let json = serde_json::to_string(&signed).expect("serializes");
+    let from_json: SignedRecord = serde_json::from_str(&json).expect("deserializes");
+    assert_eq!(from_json, signed);
+}
+
+#[test]
+fn swim_identity_and_net_addr_round_trip() {
+    let identity = SwimIdentity {
+        member: MemberId {
+            cluster: cluster("cluster-a"),
+            replica: ReplicaId(3),
+        },
+        addr: NetAddr::from(
+            "192.0.2.7:7946"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr"),
+        ),
+        generation: 11,
+    };
+    let bytes = encode_limited::<_, DATAGRAM_BYTES_MAX>(&identity).expect("fits");
+    let decoded: SwimIdentity =
+        decode_limited::<_, DATAGRAM_BYTES_MAX, DATAGRAM_DECODE_BUDGET>(&bytes).expect("decodes");
+    assert_eq!(decoded, identity);
+    assert_eq!(decoded.addr.to_string(), "192.0.2.7:7946");
+}
+
+// ---------------------------------------------------------------------------------------
+// Signatures
+
+#[test]
+fn signing_then_verifying_succeeds() {
+    let a = key("cluster-a", 1);
+    let ring = ring(&[&a]);
+    let signed = a.sign(record("cluster-a", 5)).expect("own record");
+    let verified = sign::verify(&ring, signed.get().clone()).expect("verifies");
+    assert_eq!(verified.get(), signed.get());
+    assert_eq!(verified.record.version, 5);
+}
+
+#[test]
+fn signatures_are_deterministic() {
+    let a = key("cluster-a", 1);
+    assert_eq!(signed(&a, 5), signed(&a, 5));
+    assert_ne!(signed(&a, 5).signature, signed(&a, 6).signature);
+}
+
+fn assert_bad_signature(ring: &shoal_proto::KeyRing, tampered: SignedRecord) {
+    let origin = tampered.record.origin.clone();
+    assert_eq!(
+        sign::verify(ring, tampered),
+        Err(VerifyError::BadSignature(origin))
+    );
+}
+
+/// Changes one field of a signed record in place.
+type Tamper = fn(&mut SignedRecord);
+
+#[test]
+fn tampering_with_any_field_breaks_the_signature() {
+    let a = key("cluster-a", 1);
+    let b = key("cluster-b", 2);
+    let ring = ring(&[&a, &b]);
+    let original = signed(&a, 5);
+    assert!(sign::verify(&ring, original.clone()).is_ok());
+
+    let tamperings: Vec<(&str, Tamper)> = vec![
+        ("version", |s| s.record.version += 1),
+        ("export_created_ms", |s| s.record.export_created_ms -= 1),
+        ("endpoint address", |s| {
+            s.record.endpoints[0].addresses[0] = IpAddress::V4([10, 0, 0, 99]);
+        }),
+        ("endpoint readiness", |s| {
+            s.record.endpoints[1].conditions.ready = true;
+        }),
+        ("extra endpoint", |s| {
+            let copy = s.record.endpoints[0].clone();
+            s.record.endpoints.push(copy);
+        }),
+        ("port", |s| s.record.ports[0].port = 8443),
+        ("service", |s| {
+            s.record.service = service("payments", "admin")
+        }),
+        ("origin", |s| s.record.origin = cluster("cluster-b")),
+        ("signature", |s| s.signature[0] ^= 1),
+        ("signature tail", |s| s.signature[63] ^= 0x40),
+    ];
+    for (what, tamper) in tamperings {
+        let mut tampered = original.clone();
+        tamper(&mut tampered);
+        assert_ne!(
+            tampered, original,
+            "{what}: the tampering changed something"
+        );
+        let origin = tampered.record.origin.clone();
+        assert_eq!(
+            sign::verify(&ring, tampered),
+            Err(VerifyError::BadSignature(origin)),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_cluster_cannot_author_another_clusters_record() {
+    let a = key("cluster-a", 1);
+    let b = key("cluster-b", 2);
+    let ring = ring(&[&a, &b]);
+
+    // B signs a record claiming origin A.
+    let forged = b.sign_unchecked(record("cluster-a", 5));
+    assert_bad_signature(&ring, forged);
+
+    // And the checked signer refuses to do it at all.
+    assert_eq!(
+        b.sign(record("cluster-a", 5)).map(|v| v.into_inner()),
+        Err(VerifyError::BadSignature(cluster("cluster-a")))
+    );
+}
+
+#[test]
+fn a_record_from_an_unknown_origin_is_refused() {
+    let a = key("cluster-a", 1);
+    let stranger = key("cluster-z", 26);
+    let ring = ring(&[&a]);
+    assert_eq!(
+        sign::verify(&ring, signed(&stranger, 1)),
+        Err(VerifyError::UnknownOrigin(cluster("cluster-z")))
+    );
+    // A known cluster id with the wrong key is a bad signature, not an unknown origin.
+    let impostor = key("cluster-a", 99);
+    assert_bad_signature(&ring, signed(&impostor, 1));
+}
+
+#[test]
+fn a_malleated_signature_is_refused() {
+    // ed25519 signatures are (R, S) with S < L. Adding the group order L to S gives a
+    // signature that lax verifiers accept; verify_strict must refuse it.
+    const ORDER_L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let a = key("cluster-a", 1);
+    let ring = ring(&[&a]);
+    let mut malleated = signed(&a, 5);
+    let mut carry = 0u16;
+    for (s, l) in malleated.signature[32..].iter_mut().zip(ORDER_L) {
+        let sum = u16::from(*s) + u16::from(l) + carry;
+        *s = (sum & 0xff) as u8;
+        carry = sum >> 8;
+    }
+    assert_eq!(carry, 0, "S + L fits in 256 bits");
+    assert_bad_signature(&ring, malleated);
+}
+
+#[test]
+fn invalid_records_are_neither_signed_nor_verified() {
+    let a = key("cluster-a", 1);
+    let ring = ring(&[&a]);
+    assert_eq!(
+        a.sign(record("cluster-a", 0)).map(|v| v.into_inner()),
+        Err(VerifyError::Invalid(RecordError::ZeroVersion))
+    );
+    let unsigned_zero = a.sign_unchecked(record("cluster-a", 0));
+    assert_eq!(
+        sign::verify(&ring, unsigned_zero),
+        Err(VerifyError::Invalid(RecordError::ZeroVersion))
+    );
+}
+
+#[test]
+fn the_key_ring_refuses_weak_keys() {
+    let mut ring = shoal_proto::KeyRing::new();
+    // The identity point: small order, so it would verify forged signatures.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    assert_eq!(
+        ring.insert(cluster("cluster-a"), identity),
+        Err(VerifyError::BadSignature(cluster("cluster-a")))
+    );
+    assert!(ring.is_empty());
+    let a = key("cluster-a", 1);
+    assert_eq!(ring.insert(cluster("cluster-a"), a.public()), Ok(()));
+    assert!(ring.contains(&cluster("cluster-a")));
+    assert_eq!(ring.len(), 1);
+}
+
+#[test]
+fn digest_hash_depends_on_identity_version_and_signature() {
+    let a = key("cluster-a", 1);
+    let base = signed(&a, 5);
+    assert_eq!(base.digest_hash(), signed(&a, 5).digest_hash());
+    assert_ne!(base.digest_hash(), signed(&a, 6).digest_hash());
+    let mut other_signature = base.clone();
+    other_signature.signature[10] ^= 1;
+    assert_ne!(base.digest_hash(), other_signature.digest_hash());
+    let mut other_service = base.clone();
+    other_service.record.service = service("payments", "apj");
+    assert_ne!(base.digest_hash(), other_service.digest_hash());
+    assert_eq!(
+        base.reference(),
+        RecordRef {
+            service: service("payments", "api"),
+            version: 5
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoder refusals
+
+#[test]
+fn trailing_bytes_are_refused() {
+    for message in every_message() {
+        let mut bytes = message.encode().expect("fits");
+        bytes.extend_from_slice(&[0, 0, 0]);
+        let refused = match message.channel() {
+            Channel::Datagram => Message::decode_datagram(&bytes),
+            Channel::Stream => Message::decode_frame(&bytes),
+        };
+        assert_eq!(refused, Err(DecodeError::Trailing(3)), "{}", message.kind());
+        assert_eq!(Message::decode(&bytes), Err(DecodeError::Trailing(3)));
+    }
+
+    let mut record_bytes =
+        encode_limited::<_, RECORD_BYTES_MAX>(&signed(&key("cluster-a", 1), 1)).expect("fits");
+    record_bytes.push(0);
+    assert_eq!(
+        decode_limited::<SignedRecord, RECORD_BYTES_MAX, RECORD_DECODE_BUDGET>(&record_bytes),
+        Err(DecodeError::Trailing(1))
+    );
+}
+
+#[test]
+fn stream_messages_are_refused_as_datagrams() {
+    let mut refused = 0;
+    for message in every_message() {
+        if message.channel() != Channel::Stream {
+            continue;
+        }
+        let bytes = message.encode().expect("fits");
+        assert!(
+            bytes.len() <= DATAGRAM_BYTES_MAX,
+            "small enough to be a datagram"
+        );
+        assert!(
+            matches!(
+                Message::decode_datagram(&bytes),
+                Err(DecodeError::Malformed(_))
+            ),
+            "{} accepted as a datagram",
+            message.kind()
+        );
+        refused += 1;
+    }
+    assert_eq!(refused, 8);
+}
+
+#[test]
+fn oversized_input_is_refused_before_parsing() {
+    let datagram = vec![0u8; DATAGRAM_BYTES_MAX + 1];
+    assert_eq!(
+        Message::decode_datagram(&datagram),
+        Err(DecodeError::TooLarge {
+            len: DATAGRAM_BYTES_MAX + 1,
+            limit: DATAGRAM_BYTES_MAX
+        })
+    );
+    let frame = vec![0u8; FRAME_BYTES_MAX + 1];
+    assert_eq!(
+        Message::decode_frame(&frame),
+        Err(DecodeError::TooLarge {
+            len: FRAME_BYTES_MAX + 1,
+            limit: FRAME_BYTES_MAX
+        })
+    );
+    assert_eq!(
+        Message::decode(&frame),
+        Err(DecodeError::TooLarge {
+            len: FRAME_BYTES_MAX + 1,
+            limit: FRAME_BYTES_MAX
+        })
+    );
+    let record = vec![0u8; RECORD_BYTES_MAX + 1];
+    assert_eq!(
+        decode_limited::<SignedRecord, RECORD_BYTES_MAX, RECORD_DECODE_BUDGET>(&record),
+        Err(DecodeError::TooLarge {
+            len: RECORD_BYTES_MAX + 1,
+            limit: RECORD_BYTES_MAX
+        })
+    );
+}
+
+#[test]
+fn oversized_messages_are_refused_by_the_encoder() {
+    // Swim(payload) costs 1 byte of variant, 3 bytes of length (payload >= 251), payload.
+    let largest = Message::Swim(vec![0xaa; DATAGRAM_BYTES_MAX - 4]);
+    let bytes = largest.encode().expect("exactly fits a datagram");
+    assert_eq!(bytes.len(), DATAGRAM_BYTES_MAX);
+
+    let too_large = Message::Swim(vec![0xaa; DATAGRAM_BYTES_MAX - 3]);
+    assert_eq!(
+        too_large.encode(),
+        Err(EncodeError::TooLarge {
+            limit: DATAGRAM_BYTES_MAX
+        })
+    );
+    assert_eq!(
+        encode_limited::<_, 8>(&[0u8; 9]),
+        Err(EncodeError::TooLarge { limit: 8 })
+    );
+}
+
+#[test]
+fn a_frame_with_too_many_records_is_refused() {
+    let one = signed(&key("cluster-a", 1), 1);
+    let at_limit = Message::Push {
+        records: vec![one.clone(); RECORDS_PER_MESSAGE_MAX],
+        relay: false,
+    };
+    assert_eq!(at_limit.check_bounds(), Ok(()));
+    let bytes = at_limit.encode().expect("fits a frame");
+    assert!(Message::decode_frame(&bytes).is_ok());
+
+    let over = Message::Push {
+        records: vec![one; RECORDS_PER_MESSAGE_MAX + 1],
+        relay: false,
+    };
+    assert!(matches!(
+        over.check_bounds(),
+        Err(DecodeError::Malformed(_))
+    ));
+    let bytes = over.encode().expect("still fits a frame by size");
+    assert!(bytes.len() < FRAME_BYTES_MAX);
+    assert!(matches!(
+        Message::decode_frame(&bytes),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+#[test]
+fn digests_and_pulls_are_bounded_too() {
+    let summary = OriginSummary {
+        origin: cluster("a"),
+        max_version: 1,
+        hash: 1,
+        records: 1,
+    };
+    let digest = |n| Message::DigestOrigins {
+        entries: vec![summary.clone(); n],
+    };
+    assert_eq!(digest(ORIGINS_PER_MESSAGE_MAX).check_bounds(), Ok(()));
+    assert!(digest(ORIGINS_PER_MESSAGE_MAX + 1).check_bounds().is_err());
+
+    let want = OriginWant {
+        origin: cluster("a"),
+        have: vec![],
+    };
+    let pull = |n| Message::Pull {
+        wants: vec![want.clone(); n],
+    };
+    assert_eq!(pull(ORIGINS_PER_MESSAGE_MAX).check_bounds(), Ok(()));
+    assert!(pull(ORIGINS_PER_MESSAGE_MAX + 1).check_bounds().is_err());
+
+    let reference = RecordRef {
+        service: service("a", "b"),
+        version: 1,
+    };
+    let refs = |n| Message::Pull {
+        wants: vec![
+            want.clone(),
+            OriginWant {
+                origin: cluster("b"),
+                have: vec![reference.clone(); n],
+            },
+        ],
+    };
+    assert_eq!(refs(REFS_PER_ORIGIN_MAX).check_bounds(), Ok(()));
+    let over = refs(REFS_PER_ORIGIN_MAX + 1);
+    assert!(over.check_bounds().is_err());
+    let bytes = over.encode().expect("fits a frame by size");
+    assert!(matches!(
+        Message::decode_frame(&bytes),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Record validation
+
+fn endpoint(addresses: Vec<IpAddress>) -> Endpoint {
+    Endpoint {
+        addresses,
+        conditions: EndpointConditions {
+            ready: true,
+            serving: true,
+            terminating: false,
+        },
+        zone: None,
+        hostname: None,
+    }
+}
+
+fn validate_with(change: impl FnOnce(&mut ExportRecord)) -> Result<(), RecordError> {
+    let mut r = record("cluster-a", 1);
+    change(&mut r);
+    r.validate()
+}
+
+#[test]
+fn the_fixture_record_is_valid() {
+    assert_eq!(validate_with(|_| {}), Ok(()));
+    assert_eq!(
+        validate_with(|r| {
+            r.tombstone = true;
+            r.ports.clear();
+            r.endpoints.clear();
+        }),
+        Ok(())
+    );
+}
+
+#[test]
+fn zero_version_is_refused() {
+    assert_eq!(
+        validate_with(|r| r.version = 0),
+        Err(RecordError::ZeroVersion)
+    );
+}
+
+#[test]
+fn a_tombstone_carries_nothing() {
+    assert_eq!(
+        validate_with(|r| {
+            r.tombstone = true;
+            r.endpoints.clear();
+        }),
+        Err(RecordError::TombstoneWithContent)
+    );
+    assert_eq!(
+        validate_with(|r| {
+            r.tombstone = true;
+            r.ports.clear();
+        }),
+        Err(RecordError::TombstoneWithContent)
+    );
+}
+
+#[test]
+fn endpoint_and_port_counts_are_bounded() {
+    let one = endpoint(vec![IpAddress::V4([10, 0, 0, 1])]);
+    assert_eq!(
+        validate_with(|r| r.endpoints = vec![one.clone(); ENDPOINTS_PER_RECORD_MAX]),
+        Ok(())
+    );
+    assert_eq!(
+        validate_with(|r| r.endpoints = vec![one.clone(); ENDPOINTS_PER_RECORD_MAX + 1]),
+        Err(RecordError::TooManyEndpoints(ENDPOINTS_PER_RECORD_MAX + 1))
+    );
+    let port = ServicePort {
+        name: "p".to_owned(),
+        protocol: PortProtocol::Sctp,
+        port: 1,
+        app_protocol: None,
+    };
+    let ports_max = shoal_proto::record::PORTS_PER_RECORD_MAX;
+    assert_eq!(
+        validate_with(|r| r.ports = vec![port.clone(); ports_max]),
+        Ok(())
+    );
+    assert_eq!(
+        validate_with(|r| r.ports = vec![port.clone(); ports_max + 1]),
+        Err(RecordError::TooManyPorts(ports_max + 1))
+    );
+}
+
+#[test]
+fn each_endpoint_has_one_or_two_addresses() {
+    let v4 = IpAddress::V4([10, 0, 0, 1]);
+    let v6 = IpAddress::V6([0; 16]);
+    assert_eq!(
+        validate_with(|r| r.endpoints = vec![endpoint(vec![])]),
+        Err(RecordError::AddressCount(0))
+    );
+    assert_eq!(
+        validate_with(|r| r.endpoints = vec![endpoint(vec![v4, v6])]),
+        Ok(())
+    );
+    assert_eq!(
+        validate_with(|r| {
+            r.endpoints
+                .push(endpoint(vec![v4; ADDRESSES_PER_ENDPOINT_MAX + 1]));
+        }),
+        Err(RecordError::AddressCount(ADDRESSES_PER_ENDPOINT_MAX + 1))
+    );
+}
+
+/// Sets one free-text field of a record.
+type SetText = fn(&mut ExportRecord, String);
+
+#[test]
+fn every_text_field_is_bounded() {
+    let setters: Vec<(&str, usize, SetText)> = vec![
+        ("port name", LABEL_BYTES_MAX, |r, s| r.ports[0].name = s),
+        ("app protocol", APP_PROTOCOL_BYTES_MAX, |r, s| {
+            r.ports[1].app_protocol = Some(s)
+        }),
+        ("zone", LABEL_BYTES_MAX, |r, s| {
+            r.endpoints[1].zone = Some(s)
+        }),
+        ("hostname", LABEL_BYTES_MAX, |r, s| {
+            r.endpoints[0].hostname = Some(s)
+        }),
+    ];
+    for (what, max, set) in setters {
+        assert_eq!(validate_with(|r| set(r, "x".repeat(max))), Ok(()), "{what}");
+        assert_eq!(
+            validate_with(|r| set(r, "x".repeat(max + 1))),
+            Err(RecordError::LabelTooLong(max + 1)),
+            "{what}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Identifiers are validated on every way in
+
+#[test]
+fn invalid_ids_fail_to_deserialize_from_json() {
+    assert_eq!(
+        serde_json::from_str::<ClusterId>("\"us-east-1\"").expect("valid"),
+        cluster("us-east-1")
+    );
+    for bad in [
+        "\"\"",
+        "\"US-East\"",
+        "\"-a\"",
+        "\"a-\"",
+        "\"a.b\"",
+        "\"a b\"",
+        &format!("\"{}\"", "a".repeat(64)),
+    ] {
+        assert!(
+            serde_json::from_str::<ClusterId>(bad).is_err(),
+            "{bad} accepted"
+        );
+    }
+    assert!(serde_json::from_str::<ServiceKey>(r#"{"namespace":"Default","name":"web"}"#).is_err());
+    assert!(serde_json::from_str::<ServiceKey>(r#"{"namespace":"default","name":"web"}"#).is_ok());
+    assert!(serde_json::from_str::<MemberId>(r#"{"cluster":"a_b","replica":0}"#).is_err());
+
+    // Inside a whole signed record, too.
+    let signed = signed(&key("cluster-a", 1), 1);
+    let json = serde_json::to_string(&signed).expect("serializes");
+    assert!(json.contains("\"cluster-a\""));
+    let bad = json.replace("\"cluster-a\"", "\"Cluster-A\"");
+    assert!(serde_json::from_str::<SignedRecord>(&bad).is_err());
+}
+
+#[test]
+fn ids_serialize_as_plain_strings() {
+    assert_eq!(
+        serde_json::to_string(&cluster("us-east-1")).expect("serializes"),
+        "\"us-east-1\""
+    );
+}
+
+#[test]
+fn invalid_ids_fail_to_decode_from_bytes() {
+    for bad in ["", "US", "a_b", "-a", &"a".repeat(64)] {
+        let bytes = encode_limited::<_, 128>(&bad.to_owned()).expect("a string encodes");
+        assert!(
+            matches!(
+                decode_limited::<ClusterId, 128, 2048>(&bytes),
+                Err(DecodeError::Malformed(_))
+            ),
+            "{bad:?} decoded as a cluster id"
+        );
+    }
+    let good = encode_limited::<_, 128>(&"us-east-1".to_owned()).expect("encodes");
+    assert_eq!(
+        decode_limited::<ClusterId, 128, 2048>(&good),
+        Ok(cluster("us-east-1"))
+    );
+}
+
+#[test]
+fn an_invalid_id_inside_a_frame_fails_to_decode() {
+    let message = Message::Push {
+        records: vec![signed(&key("cluster-a", 1), 1)],
+        relay: false,
+    };
+    let bytes = message.encode().expect("fits");
+    assert!(Message::decode_frame(&bytes).is_ok());
+
+    // Same length, so only the validation can object.
+    for (from, to) in [
+        (&b"cluster-a"[..], &b"Cluster-a"[..]),
+        (b"payments", b"pay_ents"),
+        (b"api", b"ap-"),
+    ] {
+        let at = find(&bytes, from).expect("the id is in the encoding");
+        let mut corrupted = bytes.clone();
+        corrupted[at..at + to.len()].copy_from_slice(to);
+        assert!(
+            matches!(
+                Message::decode_frame(&corrupted),
+                Err(DecodeError::Malformed(_))
+            ),
+            "{} accepted",
+            String::from_utf8_lossy(to)
+        );
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn endpoints_with_labels(label_bytes: usize) -> Vec<Endpoint> {
+    let label = "x".repeat(label_bytes);
+    vec![
+        Endpoint {
+            addresses: vec![IpAddress::V6([0xff; 16]); ADDRESSES_PER_ENDPOINT_MAX],
+            conditions: EndpointConditions {
+                ready: true,
+                serving: true,
+                terminating: true,
+            },
+            zone: Some(label.clone()),
+            hostname: Some(label),
+        };
+        ENDPOINTS_PER_RECORD_MAX
+    ]
+}
+
+#[test]
+fn a_full_record_with_kubernetes_sized_labels_fits_and_signs() {
+    // Kubernetes bounds an EndpointSlice hostname and a zone label value to 63 bytes.
+    let a = key("cluster-a", 1);
+    let mut big = record("cluster-a", 1);
+    big.endpoints = endpoints_with_labels(63);
+    let signed = a
+        .sign(big)
+        .expect("1,000 dual-stack endpoints fit the record limit");
+    let verified = sign::verify(&ring(&[&a]), signed.into_inner()).expect("verifies");
+    assert_eq!(verified.record.endpoints.len(), ENDPOINTS_PER_RECORD_MAX);
+}
+
+#[test]
+fn every_valid_record_fits_the_record_limit_and_signs() {
+    // validate() must imply signable: a record at every bound at once still encodes
+    // within RECORD_BYTES_MAX, so signing never fails for size.
+    let a = key("cluster-a", 1);
+    let mut big = record("cluster-a", 1);
+    big.endpoints = endpoints_with_labels(LABEL_BYTES_MAX);
+    big.ports = (0..PORTS_PER_RECORD_MAX)
+        .map(|i| ServicePort {
+            name: format!("{i:0>63}"),
+            protocol: PortProtocol::Sctp,
+            port: u16::MAX,
+            app_protocol: Some("x".repeat(APP_PROTOCOL_BYTES_MAX)),
+        })
+        .collect();
+    assert_eq!(big.validate(), Ok(()));
+    let bytes = encode_limited::<_, RECORD_BYTES_MAX>(&big).expect("a maximal record fits");
+    assert!(
+        bytes.len() > RECORD_BYTES_MAX / 2,
+        "the bounds are not trivially small"
+    );
+    assert!(a.sign(big).is_ok());
+}
+
+#[test]
+fn what_encodes_within_a_limit_decodes_within_it() {
+    // bincode's decode limit counts reserved memory, not bytes: the decode budget must
+    // cover everything the encoder lets through.
+    let largest_swim = Message::Swim(vec![0; DATAGRAM_BYTES_MAX - 4]);
+    let bytes = largest_swim.encode().expect("fits a datagram");
+    assert_eq!(bytes.len(), DATAGRAM_BYTES_MAX);
+    assert_eq!(Message::decode_datagram(&bytes), Ok(largest_swim));
+
+    let a = key("cluster-a", 1);
+    let mut records = Vec::new();
+    let mut push = Message::Push {
+        records: vec![],
+        relay: true,
+    };
+    for version in 1.. {
+        let mut r = record("cluster-a", version);
+        r.endpoints = (0..ENDPOINTS_PER_RECORD_MAX)
+            .map(|i| Endpoint {
+                addresses: vec![IpAddress::V4((i as u32).to_be_bytes())],
+                conditions: EndpointConditions {
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                },
+                zone: None,
+                hostname: None,
+            })
+            .collect();
+        records.push(a.sign(r).expect("signs").into_inner());
+        let candidate = Message::Push {
+            records: records.clone(),
+            relay: true,
+        };
+        if candidate.encode().is_err() {
+            break;
+        }
+        push = candidate;
+    }
+    let bytes = push.encode().expect("the last push that fit");
+    assert!(
+        bytes.len() > FRAME_BYTES_MAX - 20_000,
+        "{} bytes",
+        bytes.len()
+    );
+    assert_eq!(Message::decode_frame(&bytes), Ok(push));
+}
+
+#[test]
+fn swim_is_refused_on_a_stream() {
+    let bytes = encode_limited::<_, FRAME_BYTES_MAX>(&Message::Swim(vec![1; 5_000])).unwrap();
+    assert!(matches!(
+        Message::decode_frame(&bytes),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+#[test]
+fn codec_limits_are_what_the_design_says() {
+    // A change here changes what peers accept.
+    assert_eq!(codec::FRAME_BYTES_MAX, 1 << 20);
+    assert_eq!(codec::DATAGRAM_BYTES_MAX, 1_200);
+    assert_eq!(codec::RECORD_BYTES_MAX, 256 * 1024);
+    assert_eq!(RECORDS_PER_MESSAGE_MAX, 256);
+}
