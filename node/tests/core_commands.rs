@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! One input in, the exact commands out.
 
 mod support;
@@ -433,4 +434,77 @@ fn config_validation_names_the_field() {
         addr: addr(1),
     }];
     assert_eq!(config.validate().unwrap_err().field, "seeds");
+}
+
+#[test]
+fn a_pull_answer_larger_than_a_frame_is_split_without_loss() {
+    use shoal_proto::codec::FRAME_BYTES_MAX;
+    use shoal_proto::wire::OriginWant;
+    let mut node = lone_node(true);
+    let from = member("west", 0);
+    for (i, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
+        let mut s = spec(name, 1_000, 1);
+        s.endpoints = (0..1_000u32)
+            .map(|e| shoal_proto::Endpoint {
+                addresses: vec![shoal_proto::IpAddress::V4(e.to_be_bytes())],
+                conditions: shoal_proto::EndpointConditions {
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                },
+                zone: Some("z".repeat(63)),
+                hostname: Some("h".repeat(63)),
+            })
+            .collect();
+        let record = key("west").sign_unchecked(ExportRecord {
+            origin: cluster("west"),
+            service: s.service,
+            version: i as u64 + 1,
+            export_created_ms: 1,
+            service_type: s.service_type,
+            ports: s.ports,
+            endpoints: s.endpoints,
+            network: s.network,
+            tombstone: false,
+        });
+        node.handle_packet(
+            Time::from_millis(5),
+            &from,
+            Channel::Stream,
+            &push(vec![record], false),
+        );
+    }
+    node.take_commands();
+    let pull = Message::Pull {
+        wants: vec![OriginWant {
+            origin: cluster("west"),
+            have: vec![],
+        }],
+    };
+    node.handle_packet(
+        Time::from_millis(6),
+        &member("south", 0),
+        Channel::Stream,
+        &pull.encode().unwrap(),
+    );
+    let mut frames = 0;
+    let mut records = 0;
+    for command in node.take_commands() {
+        if let Command::Send {
+            kind: "push",
+            bytes,
+            ..
+        } = command
+        {
+            assert!(bytes.len() <= FRAME_BYTES_MAX);
+            let Message::Push { records: r, .. } = Message::decode_frame(&bytes).unwrap() else {
+                panic!()
+            };
+            frames += 1;
+            records += r.len();
+        }
+    }
+    assert_eq!(records, 8);
+    assert!(frames >= 2, "8 records of ~140 KB cannot share one frame");
+    assert_eq!(node.stats().encode_errors, 0);
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! A few nodes talking through the core only: membership, pushes and relays,
 //! anti-entropy, withdrawal and restoration. Protocol experiments at scale and under
 //! faults live in the simulator.

@@ -9,14 +9,10 @@
 
 use std::sync::Arc;
 
-use shoal_proto::codec::FRAME_BYTES_MAX;
 use shoal_proto::wire::RECORDS_PER_MESSAGE_MAX;
 use shoal_proto::{MemberId, Message, SignedRecord};
 
 use super::node::Node;
-
-/// Room left in a frame for the message envelope around its records.
-const FRAME_ENVELOPE_BYTES: usize = 64;
 
 impl Node {
     /// Pushes records this node just authored.
@@ -37,57 +33,33 @@ impl Node {
         }
     }
 
-    /// Sends records in as many pushes as the frame and count bounds require.
+    /// Sends records in as many pushes as the frame and count bounds require: at most
+    /// `RECORDS_PER_MESSAGE_MAX` a push, halved until each push fits one frame (a single
+    /// record always fits: `RECORD_BYTES_MAX` is below `FRAME_BYTES_MAX`).
     pub(super) fn send_records(
         &mut self,
         to: &MemberId,
         records: &[Arc<SignedRecord>],
         relay: bool,
     ) {
-        for chunk in chunk_records(records) {
-            let records = chunk.iter().map(|r| SignedRecord::clone(r)).collect();
-            self.send(to, None, &Message::Push { records, relay });
+        for chunk in records.chunks(RECORDS_PER_MESSAGE_MAX) {
+            self.send_fitting(to, chunk, relay);
         }
     }
-}
 
-/// Splits records into groups that each fit one frame and the per-message count.
-fn chunk_records(records: &[Arc<SignedRecord>]) -> Vec<&[Arc<SignedRecord>]> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut bytes = FRAME_ENVELOPE_BYTES;
-    for (i, record) in records.iter().enumerate() {
-        let size = record_size(record);
-        let full = i - start >= RECORDS_PER_MESSAGE_MAX || bytes + size > FRAME_BYTES_MAX;
-        if full && i > start {
-            chunks.push(&records[start..i]);
-            start = i;
-            bytes = FRAME_ENVELOPE_BYTES;
+    fn send_fitting(&mut self, to: &MemberId, records: &[Arc<SignedRecord>], relay: bool) {
+        let message = Message::Push {
+            records: records.iter().map(|r| SignedRecord::clone(r)).collect(),
+            relay,
+        };
+        match message.encode() {
+            Ok(bytes) => self.send_encoded(to, None, &message, bytes),
+            Err(_) if records.len() > 1 => {
+                let (left, right) = records.split_at(records.len() / 2);
+                self.send_fitting(to, left, relay);
+                self.send_fitting(to, right, relay);
+            }
+            Err(_) => self.stats.encode_errors += 1,
         }
-        bytes += size;
     }
-    if start < records.len() {
-        chunks.push(&records[start..]);
-    }
-    chunks
-}
-
-/// An upper bound on a record's encoded size, cheap to compute.
-fn record_size(record: &SignedRecord) -> usize {
-    let r = &record.record;
-    let endpoint_bytes: usize = r
-        .endpoints
-        .iter()
-        .map(|e| {
-            8 + e.addresses.len() * 17
-                + e.zone.as_ref().map_or(0, |z| z.len() + 9)
-                + e.hostname.as_ref().map_or(0, |h| h.len() + 9)
-        })
-        .sum();
-    let port_bytes: usize = r
-        .ports
-        .iter()
-        .map(|p| 16 + p.name.len() + p.app_protocol.as_ref().map_or(0, String::len))
-        .sum();
-    128 + r.origin.as_str().len() + r.service.to_string().len() + endpoint_bytes + port_bytes
 }

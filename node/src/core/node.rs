@@ -10,9 +10,9 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use shoal_proto::wire::Channel;
 use shoal_proto::{
-    ClusterId, ClusterKey, Endpoint, ExportRecord, KeyRing, MemberId, Message, NetworkMode,
-    RecordError, ServiceKey, ServicePort, ServiceType, SignedRecord, SwimIdentity, VerifyError,
-    sign,
+    ClusterId, ClusterKey, Endpoint, ExportRecord, KeyRing, MemberId, Message, NetAddr,
+    NetworkMode, RecordError, ServiceKey, ServicePort, ServiceType, SignedRecord, SwimIdentity,
+    VerifyError, sign,
 };
 
 use super::command::{Command, Durability, Event, ImportChange, PersistedState, StoreOp};
@@ -623,19 +623,20 @@ impl Node {
         self.persists.push(Command::Persist { ops, durability });
     }
 
-    pub(super) fn send(
+    pub(super) fn send(&mut self, to: &MemberId, addr: Option<NetAddr>, message: &Message) {
+        match message.encode() {
+            Ok(bytes) => self.send_encoded(to, addr, message, bytes),
+            Err(_) => self.stats.encode_errors += 1,
+        }
+    }
+
+    pub(super) fn send_encoded(
         &mut self,
         to: &MemberId,
-        addr: Option<shoal_proto::NetAddr>,
+        addr: Option<NetAddr>,
         message: &Message,
+        bytes: Vec<u8>,
     ) {
-        let bytes = match message.encode() {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                self.stats.encode_errors += 1;
-                return;
-            }
-        };
         let addr = addr.or_else(|| self.members.get(to).map(|m| m.addr));
         self.stats.packets_out += 1;
         self.stats.bytes_out += bytes.len() as u64;
