@@ -508,3 +508,58 @@ fn a_pull_answer_larger_than_a_frame_is_split_without_loss() {
     assert!(frames >= 2, "8 records of ~140 KB cannot share one frame");
     assert_eq!(node.stats().encode_errors, 0);
 }
+
+#[test]
+fn an_endpoint_change_patches_the_import_in_place() {
+    let mut node = lone_node(true);
+    let from = member("west", 0);
+    node.handle_export(Time::from_millis(4), spec("web", 500, 1))
+        .unwrap();
+    node.handle_packet(
+        Time::from_millis(5),
+        &from,
+        Channel::Stream,
+        &push(vec![record_from("west", 3, 9)], false),
+    );
+    node.take_commands();
+    node.handle_packet(
+        Time::from_millis(6),
+        &from,
+        Channel::Stream,
+        &push(vec![record_from("west", 4, 10)], false),
+    );
+    let commands = node.take_commands();
+    let Command::ApplyImports { changes } = &commands[1] else {
+        panic!("{commands:?}")
+    };
+    let import = changes[0].import.as_ref().unwrap();
+    let west = import
+        .sources
+        .iter()
+        .find(|s| s.cluster() == &cluster("west"))
+        .unwrap();
+    assert_eq!(west.record.record.version, 4);
+    assert_eq!(import.sources.len(), 2);
+    node.check_invariants_deep().unwrap();
+    // A change of ports is not a patch: the import is derived again, with the conflict.
+    let mut other_port = record_from("west", 5, 10);
+    other_port.record.ports[0].port = 8080;
+    let other_port = key("west").sign_unchecked(other_port.record);
+    node.handle_packet(
+        Time::from_millis(7),
+        &from,
+        Channel::Stream,
+        &push(vec![other_port], false),
+    );
+    let commands = node.take_commands();
+    let Command::ApplyImports { changes } = &commands[1] else {
+        panic!("{commands:?}")
+    };
+    let import = changes[0].import.as_ref().unwrap();
+    assert_eq!(
+        import.ports[0].port, 80,
+        "east's export is older and wins the port"
+    );
+    assert_eq!(import.conflicts.len(), 1);
+    node.check_invariants_deep().unwrap();
+}

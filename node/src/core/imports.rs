@@ -7,6 +7,7 @@
 //! origin with a conflicting port contributes its endpoints, and the winner's port
 //! definition stands. Both are reported as conflicts.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shoal_proto::{ClusterId, ServiceKey, ServicePort, ServiceType, SignedRecord};
@@ -59,74 +60,93 @@ impl ImportedService {
     }
 }
 
-/// Derives one service's import from the records of live origins. Tombstones are
-/// skipped. Returns `None` when no live origin exports the service.
+/// A record's age for the MCS conflict rule: the oldest export wins, ties broken by
+/// cluster id.
+fn age(record: &SignedRecord) -> (u64, &ClusterId) {
+    (record.record.export_created_ms, &record.record.origin)
+}
+
+/// Derives one service's import from the records of live origins, given in origin
+/// order. Tombstones are skipped. Returns `None` when no live origin exports the
+/// service. O(origins × ports): no sorting, so it stays cheap for large ClusterSets.
 pub fn derive<'a>(
     service: &ServiceKey,
     records: impl IntoIterator<Item = &'a Arc<SignedRecord>>,
 ) -> Option<ImportedService> {
-    let mut exports: Vec<&Arc<SignedRecord>> = records
+    let exports: Vec<&Arc<SignedRecord>> = records
         .into_iter()
         .filter(|r| !r.record.tombstone)
         .collect();
-    exports.sort_by(|a, b| {
-        (a.record.export_created_ms, &a.record.origin)
-            .cmp(&(b.record.export_created_ms, &b.record.origin))
-    });
-    let oldest = exports.first()?;
+    debug_assert!(
+        exports
+            .windows(2)
+            .all(|w| w[0].record.origin < w[1].record.origin)
+    );
+    let oldest = exports.iter().min_by(|a, b| age(a).cmp(&age(b)))?;
     let service_type = oldest.record.service_type;
-    let mut import = ImportedService {
-        service: service.clone(),
-        service_type,
-        ports: Vec::new(),
-        sources: Vec::new(),
-        conflicts: Vec::new(),
+    let same_type = || {
+        exports
+            .iter()
+            .filter(|r| r.record.service_type == service_type)
     };
-    for signed in exports {
+    let mut winners: BTreeMap<&str, (&ServicePort, (u64, &ClusterId))> = BTreeMap::new();
+    for signed in same_type() {
+        for port in &signed.record.ports {
+            let candidate = (port, age(signed));
+            winners
+                .entry(port.name.as_str())
+                .and_modify(|held| {
+                    if candidate.1 < held.1 {
+                        *held = candidate;
+                    }
+                })
+                .or_insert(candidate);
+        }
+    }
+    let mut conflicts = Vec::new();
+    for signed in &exports {
         let record = &signed.record;
         if record.service_type != service_type {
-            import.conflicts.push(Conflict {
+            let kind = ConflictKind::Type {
+                exported: record.service_type,
+                imported: service_type,
+            };
+            conflicts.push(Conflict {
                 cluster: record.origin.clone(),
-                kind: ConflictKind::Type {
-                    exported: record.service_type,
-                    imported: service_type,
-                },
+                kind,
             });
             continue;
         }
         for port in &record.ports {
-            merge_port(&mut import, &record.origin, port);
-        }
-        import.sources.push(ImportedCluster {
-            record: Arc::clone(signed),
-        });
-    }
-    import.ports.sort_by(|a, b| a.name.cmp(&b.name));
-    import.sources.sort_by(|a, b| a.cluster().cmp(b.cluster()));
-    import.conflicts.sort_by(|a, b| a.cluster.cmp(&b.cluster));
-    Some(import)
-}
-
-fn merge_port(import: &mut ImportedService, origin: &ClusterId, port: &ServicePort) {
-    match import.ports.iter().find(|p| p.name == port.name) {
-        None => import.ports.push(port.clone()),
-        Some(existing) if existing == port => {}
-        Some(_) => {
+            let winner = winners.get(port.name.as_str()).map(|w| w.0);
             let kind = ConflictKind::Port {
                 name: port.name.clone(),
             };
-            if !import
-                .conflicts
+            let seen = conflicts
                 .iter()
-                .any(|c| &c.cluster == origin && c.kind == kind)
-            {
-                import.conflicts.push(Conflict {
-                    cluster: origin.clone(),
+                .any(|c: &Conflict| c.cluster == record.origin && c.kind == kind);
+            if winner != Some(port) && !seen {
+                conflicts.push(Conflict {
+                    cluster: record.origin.clone(),
                     kind,
                 });
             }
         }
     }
+    Some(ImportedService {
+        service: service.clone(),
+        service_type,
+        ports: winners
+            .into_values()
+            .map(|(port, _)| port.clone())
+            .collect(),
+        sources: same_type()
+            .map(|r| ImportedCluster {
+                record: Arc::clone(r),
+            })
+            .collect(),
+        conflicts,
+    })
 }
 
 #[cfg(test)]
@@ -198,7 +218,7 @@ mod tests {
     fn a_type_conflict_leaves_the_younger_export_out() {
         let a = record("a", 5, ServiceType::Headless, 80);
         let b = record("b", 10, ServiceType::ClusterSetIp, 80);
-        let import = derive(&a.record.service.clone(), [&b, &a]).unwrap();
+        let import = derive(&a.record.service.clone(), [&a, &b]).unwrap();
         assert_eq!(import.service_type, ServiceType::Headless);
         assert!(import.exports_from(&a.record.origin));
         assert!(!import.exports_from(&b.record.origin));

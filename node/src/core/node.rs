@@ -73,7 +73,10 @@ pub struct Node {
     pub(super) clusters: Clusters,
     pub(super) view: View,
     pub(super) imports: BTreeMap<ServiceKey, ImportedService>,
+    /// Services whose import must be derived again at the end of the step.
     pub(super) dirty_imports: BTreeSet<ServiceKey>,
+    /// Services whose import was patched in place during the step; to be emitted.
+    pub(super) patched_imports: BTreeSet<ServiceKey>,
     pub(super) timers: Timers,
     pub(super) persists: Vec<Command>,
     pub(super) commands: Vec<Command>,
@@ -135,6 +138,7 @@ impl Node {
             view: View::default(),
             imports: BTreeMap::new(),
             dirty_imports: BTreeSet::new(),
+            patched_imports: BTreeSet::new(),
             timers: Timers::default(),
             persists: Vec::new(),
             commands: Vec::new(),
@@ -308,6 +312,7 @@ impl Node {
         let signed = self.key.sign(record)?;
         self.own_version = version;
         self.stats.published += 1;
+        let held = held.cloned();
         let (_, arc) = self.view.merge(signed);
         self.persist(
             vec![
@@ -316,7 +321,7 @@ impl Node {
             ],
             Durability::Flush,
         );
-        self.dirty_imports.insert(service);
+        self.stage_import(held, &arc);
         self.push_fresh(&[arc]);
         Ok(())
     }
@@ -550,11 +555,15 @@ impl Node {
                 return None;
             }
         };
+        let held = self
+            .view
+            .get(&verified.record.origin, &verified.record.service)
+            .cloned();
         let (outcome, record) = self.view.merge(verified);
         match outcome {
             MergeOutcome::Accepted { .. } => {
                 self.stats.records_accepted += 1;
-                self.dirty_imports.insert(record.record.service.clone());
+                self.stage_import(held, &record);
                 Some(record)
             }
             MergeOutcome::Duplicate => {
@@ -584,11 +593,56 @@ impl Node {
         self.dirty_imports.extend(services);
     }
 
+    /// Notes that `record` replaced `held` in the view. When only endpoints changed (the
+    /// usual case), the import is patched in place: one source swapped, O(log origins).
+    /// Anything else (a new origin, other ports, another type, a tombstone) is derived
+    /// again at the end of the step.
+    fn stage_import(&mut self, held: Option<Arc<SignedRecord>>, record: &Arc<SignedRecord>) {
+        let service = &record.record.service;
+        let patched = held.is_some_and(|held| self.patch_import(&held, record));
+        if patched {
+            self.patched_imports.insert(service.clone());
+        } else {
+            self.dirty_imports.insert(service.clone());
+        }
+    }
+
+    fn patch_import(&mut self, held: &Arc<SignedRecord>, record: &Arc<SignedRecord>) -> bool {
+        let (old, new) = (&held.record, &record.record);
+        let same_shape = old.export_created_ms == new.export_created_ms
+            && old.service_type == new.service_type
+            && old.ports == new.ports
+            && !old.tombstone
+            && !new.tombstone;
+        if !same_shape || self.dirty_imports.contains(&new.service) {
+            return false;
+        }
+        let Some(import) = self.imports.get_mut(&new.service) else {
+            return false;
+        };
+        match import
+            .sources
+            .binary_search_by(|s| s.cluster().cmp(&new.origin))
+        {
+            Ok(i) if Arc::ptr_eq(&import.sources[i].record, held) => {
+                import.sources[i].record = Arc::clone(record);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn recompute_imports(&mut self) {
-        if self.dirty_imports.is_empty() {
+        if self.dirty_imports.is_empty() && self.patched_imports.is_empty() {
             return;
         }
         let mut changes = Vec::new();
+        for service in std::mem::take(&mut self.patched_imports) {
+            if !self.dirty_imports.contains(&service) {
+                let import = self.imports.get(&service).cloned();
+                changes.push(ImportChange { service, import });
+            }
+        }
         for service in std::mem::take(&mut self.dirty_imports) {
             let derived = self.derive_import(&service);
             if self.imports.get(&service) == derived.as_ref() {
@@ -610,10 +664,7 @@ impl Node {
     }
 
     fn derive_import(&self, service: &ServiceKey) -> Option<ImportedService> {
-        let live = self
-            .view
-            .service_records(service)
-            .filter(|r| self.clusters.liveness(&r.record.origin).imported());
+        let live = self.clusters.imported(self.view.service_records(service));
         imports::derive(service, live)
     }
 
@@ -752,17 +803,6 @@ impl Node {
         if self.isolated == self.members.has_remote(&self.config.member.cluster) {
             return Err(fail("isolation flag disagrees with membership".into()));
         }
-        for (cluster, liveness) in self.clusters.iter() {
-            if liveness.imported() {
-                continue;
-            }
-            if let Some(import) = self.imports.values().find(|i| i.exports_from(cluster)) {
-                return Err(fail(format!(
-                    "withdrawn cluster {cluster} still exports {}",
-                    import.service
-                )));
-            }
-        }
         if self.timers.len() > super::timers::TIMERS_MAX / 2 {
             return Err(fail(format!("{} timers pending", self.timers.len())));
         }
@@ -777,9 +817,23 @@ impl Node {
             what,
         };
         self.view.check().map_err(fail)?;
+        for import in self.imports.values() {
+            if let Some(source) = import
+                .sources
+                .iter()
+                .find(|s| !self.clusters.liveness(s.cluster()).imported())
+            {
+                let what = format!(
+                    "withdrawn {} still exports {}",
+                    source.cluster(),
+                    import.service
+                );
+                return Err(fail(what));
+            }
+        }
         let services: BTreeSet<&ServiceKey> = self.view.iter().map(|r| &r.record.service).collect();
         for service in services {
-            if self.dirty_imports.contains(service) {
+            if self.dirty_imports.contains(service) || self.patched_imports.contains(service) {
                 continue;
             }
             if self.derive_import(service).as_ref() != self.imports.get(service) {

@@ -45,6 +45,8 @@ impl OriginRecords {
 #[derive(Debug, Default)]
 pub(super) struct View {
     origins: BTreeMap<ClusterId, OriginRecords>,
+    /// The same records indexed by service, then origin: imports read one service.
+    by_service: BTreeMap<ServiceKey, BTreeMap<ClusterId, Arc<SignedRecord>>>,
     root: u64,
     len: u64,
 }
@@ -83,6 +85,10 @@ impl View {
                     0
                 }
             };
+            self.by_service
+                .entry(arc.record.service.clone())
+                .or_default()
+                .insert(arc.record.origin.clone(), Arc::clone(&arc));
             origin.hash ^= old_hash ^ new_hash;
             origin.max_version = origin.max_version.max(arc.record.version);
             self.root ^= old_hash ^ new_hash;
@@ -108,14 +114,15 @@ impl View {
         self.origins.values().flat_map(|o| o.services.values())
     }
 
-    /// All records of one service, across origins.
-    pub(super) fn service_records<'a>(
-        &'a self,
-        service: &'a ServiceKey,
-    ) -> impl Iterator<Item = &'a Arc<SignedRecord>> + 'a {
-        self.origins
-            .values()
-            .filter_map(move |o| o.services.get(service))
+    /// All records of one service, by origin.
+    pub(super) fn service_records(
+        &self,
+        service: &ServiceKey,
+    ) -> impl Iterator<Item = &Arc<SignedRecord>> {
+        self.by_service
+            .get(service)
+            .into_iter()
+            .flat_map(|by_origin| by_origin.values())
     }
 
     pub(super) fn services_of(&self, origin: &ClusterId) -> Vec<ServiceKey> {
@@ -195,6 +202,16 @@ impl View {
         }
         if root != self.root || len != self.len {
             return Err("view root or length out of date".into());
+        }
+        let indexed: usize = self.by_service.values().map(BTreeMap::len).sum();
+        let by_service_agrees = self.by_service.iter().all(|(service, by_origin)| {
+            by_origin.iter().all(|(origin, r)| {
+                self.get(origin, service)
+                    .is_some_and(|held| Arc::ptr_eq(held, r))
+            })
+        });
+        if indexed as u64 != self.len || !by_service_agrees {
+            return Err("service index disagrees with the view".into());
         }
         Ok(())
     }

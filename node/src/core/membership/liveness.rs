@@ -83,6 +83,26 @@ impl Clusters {
             .map_or(Liveness::Withdrawn { since: Time::ZERO }, |s| s.liveness)
     }
 
+    /// Keeps the records whose origin is imported. `records` must be in origin order:
+    /// a merge join with the (ordered) cluster states, one pass, no lookups.
+    pub(in crate::core) fn imported<'a, R: AsRef<shoal_proto::SignedRecord> + 'a>(
+        &'a self,
+        records: impl Iterator<Item = &'a R> + 'a,
+    ) -> impl Iterator<Item = &'a R> + 'a {
+        let mut states = self.states.iter().peekable();
+        records.filter(move |r| {
+            let origin = &r.as_ref().record.origin;
+            if *origin == self.local {
+                return true;
+            }
+            while states.next_if(|(c, _)| *c < origin).is_some() {}
+            match states.peek() {
+                Some((c, s)) if *c == origin => s.liveness.imported(),
+                _ => false,
+            }
+        })
+    }
+
     pub(in crate::core) fn iter(&self) -> impl Iterator<Item = (&ClusterId, Liveness)> {
         self.states.iter().map(|(c, s)| (c, s.liveness))
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use foca::{Foca, NoCustomBroadcast, OwnedNotification, Runtime, Timer};
 use rand::rngs::ChaCha8Rng;
 use shoal_proto::codec::DATAGRAM_BYTES_MAX;
-use shoal_proto::{ClusterId, MemberId, SwimIdentity};
+use shoal_proto::{ClusterId, MemberId, ReplicaId, SwimIdentity};
 
 pub use identity::{SwimCodec, SwimId};
 pub use liveness::Liveness;
@@ -123,16 +123,32 @@ impl Members {
         out
     }
 
-    /// The other replicas of this cluster.
+    /// The other replicas of this cluster: one range of the ordered map.
     pub(super) fn siblings(&self, me: &MemberId) -> Vec<MemberId> {
+        let first = MemberId {
+            cluster: me.cluster.clone(),
+            replica: ReplicaId(0),
+        };
+        let last = MemberId {
+            cluster: me.cluster.clone(),
+            replica: ReplicaId(u16::MAX),
+        };
         self.up
-            .keys()
-            .filter(|m| m.cluster == me.cluster && *m != me)
+            .range(first..=last)
+            .map(|(m, _)| m)
+            .filter(|m| *m != me)
             .cloned()
             .collect()
     }
 
+    /// Whether any member of another cluster is up. Members are ordered by cluster, so
+    /// the local ones are contiguous: only the ends need a look.
     pub(super) fn has_remote(&self, local: &ClusterId) -> bool {
-        self.up.keys().any(|m| &m.cluster != local)
+        let first = self.up.keys().next();
+        let last = self.up.keys().next_back();
+        [first, last]
+            .into_iter()
+            .flatten()
+            .any(|m| &m.cluster != local)
     }
 }
