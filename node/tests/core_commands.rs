@@ -563,3 +563,74 @@ fn an_endpoint_change_patches_the_import_in_place() {
     assert_eq!(import.conflicts.len(), 1);
     node.check_invariants_deep().unwrap();
 }
+
+#[test]
+fn patched_imports_always_equal_a_full_derivation() {
+    for seed in 0..12 {
+        check_patches_against_derivation(seed);
+    }
+}
+
+fn check_patches_against_derivation(seed: u64) {
+    use rand::{RngExt, SeedableRng};
+    let names = ["east", "west", "south", "north", "up", "down"];
+    let mut config = Config::lan(member("east", 0), addr(1), 6);
+    config.publisher = true;
+    let mut node = Node::new(
+        config,
+        key("east"),
+        ring(&names),
+        Time::from_millis(1),
+        7,
+        PersistedState::default(),
+    )
+    .unwrap();
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
+    let mut versions = [0u64; 6];
+    for step in 0..600u64 {
+        let o = rng.random_range(1..names.len());
+        versions[o] += 1;
+        let mut s = spec(
+            ["web", "db"][rng.random_range(0..2)],
+            rng.random_range(1..4),
+            rng.random_range(1..4),
+        );
+        if rng.random_bool(0.2) {
+            s.ports[0].port = 8080;
+        }
+        if rng.random_bool(0.2) {
+            s.ports.push(shoal_proto::ServicePort {
+                name: "grpc".into(),
+                protocol: shoal_proto::PortProtocol::Tcp,
+                port: 9000,
+                app_protocol: None,
+            });
+        }
+        if rng.random_bool(0.1) {
+            s.service_type = ServiceType::Headless;
+        }
+        let tombstone = rng.random_bool(0.1);
+        let record = key(names[o]).sign_unchecked(ExportRecord {
+            origin: cluster(names[o]),
+            service: s.service,
+            version: versions[o],
+            export_created_ms: s.export_created_ms,
+            service_type: s.service_type,
+            ports: if tombstone { vec![] } else { s.ports },
+            endpoints: if tombstone { vec![] } else { s.endpoints },
+            network: s.network,
+            tombstone,
+        });
+        let now = Time::from_millis(2 + step);
+        node.handle_packet(
+            now,
+            &member(names[o], 0),
+            Channel::Stream,
+            &push(vec![record], false),
+        );
+        node.take_commands();
+        node.check_invariants_deep()
+            .unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}"));
+    }
+    assert!(node.stats().records_accepted > 300);
+}

@@ -17,7 +17,7 @@ use shoal_proto::{
 
 use super::command::{Command, Durability, Event, ImportChange, PersistedState, StoreOp};
 use super::config::{Config, ConfigError};
-use super::imports::{self, ImportedService};
+use super::imports::{self, ImportedCluster, ImportedService};
 use super::membership::{
     self, Clusters, Liveness, Members, Swim, SwimCodec, SwimId, SwimOutput, Transition,
 };
@@ -593,39 +593,70 @@ impl Node {
         self.dirty_imports.extend(services);
     }
 
-    /// Notes that `record` replaced `held` in the view. When only endpoints changed (the
-    /// usual case), the import is patched in place: one source swapped, O(log origins).
-    /// Anything else (a new origin, other ports, another type, a tombstone) is derived
-    /// again at the end of the step.
+    /// Notes that `record` replaced `held` in the view. When the import's type and port
+    /// union cannot change (the usual case: endpoints changed, or an origin joined with
+    /// the same ports), the import is patched in place: one source swapped or inserted,
+    /// O(log origins). Anything else is derived again at the end of the step.
     fn stage_import(&mut self, held: Option<Arc<SignedRecord>>, record: &Arc<SignedRecord>) {
         let service = &record.record.service;
-        let patched = held.is_some_and(|held| self.patch_import(&held, record));
-        if patched {
+        if self.patch_import(held.as_ref(), record) {
             self.patched_imports.insert(service.clone());
         } else {
             self.dirty_imports.insert(service.clone());
         }
     }
 
-    fn patch_import(&mut self, held: &Arc<SignedRecord>, record: &Arc<SignedRecord>) -> bool {
-        let (old, new) = (&held.record, &record.record);
-        let same_shape = old.export_created_ms == new.export_created_ms
-            && old.service_type == new.service_type
-            && old.ports == new.ports
-            && !old.tombstone
-            && !new.tombstone;
-        if !same_shape || self.dirty_imports.contains(&new.service) {
+    fn patch_import(
+        &mut self,
+        held: Option<&Arc<SignedRecord>>,
+        record: &Arc<SignedRecord>,
+    ) -> bool {
+        let new = &record.record;
+        if new.tombstone
+            || self.dirty_imports.contains(&new.service)
+            || !self.clusters.liveness(&new.origin).imported()
+        {
             return false;
         }
         let Some(import) = self.imports.get_mut(&new.service) else {
             return false;
         };
-        match import
+        let ports_agree = new.ports.iter().all(|p| {
+            import
+                .ports
+                .binary_search_by(|w| w.name.cmp(&p.name))
+                .is_ok_and(|i| import.ports[i] == *p)
+        });
+        let clean = new.service_type == import.service_type
+            && ports_agree
+            && !import.conflicts.iter().any(|c| c.cluster == new.origin);
+        if !clean {
+            return false;
+        }
+        let slot = import
             .sources
-            .binary_search_by(|s| s.cluster().cmp(&new.origin))
-        {
-            Ok(i) if Arc::ptr_eq(&import.sources[i].record, held) => {
+            .binary_search_by(|s| s.cluster().cmp(&new.origin));
+        match (slot, held) {
+            // The origin's old record is a source. Same ports, or the union could shrink;
+            // and the same age unless nothing conflicts, or another export could become
+            // the oldest and win the type or a port.
+            (Ok(i), Some(held))
+                if Arc::ptr_eq(&import.sources[i].record, held)
+                    && held.record.ports == new.ports
+                    && (held.record.export_created_ms == new.export_created_ms
+                        || import.conflicts.is_empty()) =>
+            {
                 import.sources[i].record = Arc::clone(record);
+                true
+            }
+            // The origin was not a source (new, or its old record was a tombstone).
+            (Err(i), held) if held.is_none_or(|h| h.record.tombstone) => {
+                import.sources.insert(
+                    i,
+                    ImportedCluster {
+                        record: Arc::clone(record),
+                    },
+                );
                 true
             }
             _ => false,
