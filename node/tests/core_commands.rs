@@ -634,3 +634,107 @@ fn check_patches_against_derivation(seed: u64) {
     }
     assert!(node.stats().records_accepted > 300);
 }
+
+#[test]
+fn a_digest_with_another_membership_hash_gets_the_member_list() {
+    let mut node = lone_node(true);
+    let (root, records) = node.view_digest();
+    let digest = Message::DigestRoot {
+        root,
+        records,
+        members: 42,
+    };
+    node.handle_packet(
+        Time::from_millis(5),
+        &member("west", 0),
+        Channel::Stream,
+        &digest.encode().unwrap(),
+    );
+    let commands = node.take_commands();
+    let [
+        Command::Send {
+            to,
+            kind: "members",
+            bytes,
+            ..
+        },
+    ] = commands.as_slice()
+    else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(to, &member("west", 0));
+    let Message::Members {
+        members,
+        reply: true,
+    } = Message::decode_frame(bytes).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(members, vec![node.own_identity()]);
+}
+
+#[test]
+fn a_member_list_teaches_unknown_trusted_members_only() {
+    use shoal_proto::SwimIdentity;
+    let mut node = lone_node(true);
+    let west = SwimIdentity {
+        member: member("west", 0),
+        addr: addr(2),
+        generation: 3,
+    };
+    let stranger = SwimIdentity {
+        member: member("mars", 0),
+        addr: addr(9),
+        generation: 1,
+    };
+    let me_before = SwimIdentity {
+        generation: 0,
+        ..node.own_identity()
+    };
+    let list = Message::Members {
+        members: vec![west.clone(), stranger, me_before],
+        reply: false,
+    };
+    node.handle_packet(
+        Time::from_millis(5),
+        &member("south", 0),
+        Channel::Stream,
+        &list.encode().unwrap(),
+    );
+    assert_eq!(node.members_up(), vec![member("west", 0)]);
+    assert_eq!(node.stats().members_learned, 1);
+    let commands = node.take_commands();
+    assert!(commands.contains(&Command::Notify(Event::MemberUp(member("west", 0)))));
+    assert!(
+        !commands.iter().any(|c| matches!(
+            c,
+            Command::Send {
+                kind: "members",
+                ..
+            }
+        )),
+        "no reply asked"
+    );
+    // The same list again teaches nothing.
+    let again = Message::Members {
+        members: vec![west],
+        reply: true,
+    };
+    node.handle_packet(
+        Time::from_millis(6),
+        &member("south", 0),
+        Channel::Stream,
+        &again.encode().unwrap(),
+    );
+    assert_eq!(node.stats().members_learned, 1);
+    assert!(
+        node.take_commands().iter().any(|c| matches!(
+            c,
+            Command::Send {
+                kind: "members",
+                ..
+            }
+        )),
+        "a reply was asked"
+    );
+}

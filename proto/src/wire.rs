@@ -22,6 +22,8 @@ pub const RECORDS_PER_MESSAGE_MAX: usize = 256;
 pub const ORIGINS_PER_MESSAGE_MAX: usize = 4_096;
 /// Most (service, version) pairs a pull may list for one origin.
 pub const REFS_PER_ORIGIN_MAX: usize = 16_384;
+/// Most members in one membership exchange: every replica of a full ClusterSet.
+pub const MEMBERS_PER_MESSAGE_MAX: usize = 16_384;
 
 /// What a SWIM member is: a replica, where it listens, and a generation that grows
 /// with every restart so that a restarted replica wins over its old self.
@@ -69,12 +71,24 @@ pub enum Message {
         records: Vec<SignedRecord>,
         relay: bool,
     },
-    /// Anti-entropy, step 1: the sender's whole view in one hash.
-    DigestRoot { root: u64, records: u64 },
+    /// Anti-entropy, step 1: the sender's whole view in one hash, and its membership
+    /// (the members it believes up, itself included) in another.
+    DigestRoot {
+        root: u64,
+        records: u64,
+        members: u64,
+    },
     /// Anti-entropy, step 2: the views differ; here is the answerer's per-origin summary.
     DigestOrigins { entries: Vec<OriginSummary> },
     /// Anti-entropy, step 3: send me what I lack of these origins.
     Pull { wants: Vec<OriginWant> },
+    /// Membership push-pull (as memberlist's): the members the sender believes up,
+    /// itself included, sent when membership hashes differ. With `reply`, the receiver
+    /// answers with its own list.
+    Members {
+        members: Vec<SwimIdentity>,
+        reply: bool,
+    },
 }
 
 /// Which bounded channel a message travels on.
@@ -102,6 +116,7 @@ impl Message {
             Message::DigestRoot { .. } => "digest_root",
             Message::DigestOrigins { .. } => "digest_origins",
             Message::Pull { .. } => "pull",
+            Message::Members { .. } => "members",
         }
     }
 
@@ -121,6 +136,9 @@ impl Message {
             }
             Message::Pull { wants } if wants.len() > ORIGINS_PER_MESSAGE_MAX => {
                 too_many("origins", wants.len(), ORIGINS_PER_MESSAGE_MAX)
+            }
+            Message::Members { members, .. } if members.len() > MEMBERS_PER_MESSAGE_MAX => {
+                too_many("members", members.len(), MEMBERS_PER_MESSAGE_MAX)
             }
             Message::Pull { wants } => {
                 match wants.iter().find(|w| w.have.len() > REFS_PER_ORIGIN_MAX) {
@@ -199,6 +217,20 @@ impl SignedRecord {
             service: self.record.service.clone(),
             version: self.record.version,
         }
+    }
+}
+
+impl SwimIdentity {
+    /// This member's contribution to a membership hash.
+    pub fn digest_hash(&self) -> u64 {
+        let mut h = Fnv64::new();
+        h.write(self.member.cluster.as_str().as_bytes());
+        h.write(&[0]);
+        h.write(&self.member.replica.0.to_le_bytes());
+        h.write(&self.addr.ip);
+        h.write(&self.addr.port.to_le_bytes());
+        h.write(&self.generation.to_le_bytes());
+        h.finish()
     }
 }
 

@@ -80,11 +80,12 @@ const PUSH_HEX: &str = concat!(
 /// `SignedRecord::digest_hash` of the signed golden record: anti-entropy compares these
 /// across nodes, so the hash function is part of the protocol too.
 const DIGEST_HASH: u64 = 0x24c6_2946_456e_7ded;
-/// `Message::DigestRoot { root: 0x0123_4567_89ab_cdef, records: 300 }`.
+/// `Message::DigestRoot { root: 0x0123_4567_89ab_cdef, records: 300, members: 7 }`.
 const DIGEST_ROOT_HEX: &str = concat!(
     "02",                 // Message::DigestRoot
     "fdefcdab8967452301", // root, a varint u64
     "fb2c01",             // records 300
+    "07",                 // members hash 7
 );
 /// `Message::Swim(b"shoal-swim".to_vec())`.
 const SWIM_HEX: &str = concat!(
@@ -230,6 +231,7 @@ fn the_digest_root_encoding_is_pinned() {
     let message = Message::DigestRoot {
         root: 0x0123_4567_89ab_cdef,
         records: 300,
+        members: 7,
     };
     let bytes = message.encode().expect("fits");
     assert_hex("digest root", &bytes, DIGEST_ROOT_HEX);

@@ -36,10 +36,30 @@ fn every_message() -> Vec<Message> {
         Message::DigestRoot {
             root: 0,
             records: 0,
+            members: 0,
         },
         Message::DigestRoot {
             root: u64::MAX,
             records: 123_456,
+            members: u64::MAX,
+        },
+        Message::Members {
+            members: vec![],
+            reply: true,
+        },
+        Message::Members {
+            members: vec![SwimIdentity {
+                member: MemberId {
+                    cluster: cluster("cluster-a"),
+                    replica: ReplicaId(2),
+                },
+                addr: NetAddr {
+                    ip: [1; 16],
+                    port: 7946,
+                },
+                generation: 9,
+            }],
+            reply: false,
         },
         Message::DigestOrigins { entries: vec![] },
         Message::DigestOrigins {
@@ -87,7 +107,7 @@ fn every_message() -> Vec<Message> {
 fn every_message_variant_round_trips() {
     let messages = every_message();
     let kinds: std::collections::BTreeSet<_> = messages.iter().map(Message::kind).collect();
-    assert_eq!(kinds.len(), 5, "every variant is covered: {kinds:?}");
+    assert_eq!(kinds.len(), 6, "every variant is covered: {kinds:?}");
 
     for message in messages {
         let bytes = message
@@ -381,7 +401,7 @@ fn stream_messages_are_refused_as_datagrams() {
         );
         refused += 1;
     }
-    assert_eq!(refused, 8);
+    assert_eq!(refused, 10);
 }
 
 #[test]

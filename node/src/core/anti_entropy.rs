@@ -8,15 +8,24 @@
 //! 4. B answers the pull with the records A lacks, and if A's list shows A holds
 //!    something newer, B pulls that back.
 //!
-//! In steady state a round costs one small datagram-sized frame.
+//! The same round also heals membership, as memberlist's push-pull does: the digest
+//! carries a hash of the members the sender believes up, and when it differs the two
+//! exchange member lists. SWIM's infection-style gossip alone can leave a member
+//! unknown to a few nodes until round-robin probing reaches it (N probe periods).
+//!
+//! In steady state a round costs one small frame.
 
 use std::collections::BTreeMap;
 
 use shoal_proto::codec::FRAME_BYTES_MAX;
-use shoal_proto::wire::{ORIGINS_PER_MESSAGE_MAX, OriginSummary, OriginWant};
-use shoal_proto::{ClusterId, MemberId, Message};
+use shoal_proto::wire::{
+    MEMBERS_PER_MESSAGE_MAX, ORIGINS_PER_MESSAGE_MAX, OriginSummary, OriginWant,
+};
+use shoal_proto::{ClusterId, MemberId, Message, SwimIdentity};
 
+use super::membership::SwimId;
 use super::node::Node;
+use super::time::Time;
 
 /// A rough per-ref byte cost, to keep a pull inside one frame.
 const REF_BYTES_ESTIMATE: usize = 96;
@@ -37,10 +46,28 @@ impl Node {
         };
         self.stats.anti_entropy_rounds += 1;
         let (root, records) = self.view_digest();
-        self.send(&peer, None, &Message::DigestRoot { root, records });
+        let members = self.membership_digest();
+        self.send(
+            &peer,
+            None,
+            &Message::DigestRoot {
+                root,
+                records,
+                members,
+            },
+        );
     }
 
-    pub(super) fn handle_digest_root(&mut self, from: &MemberId, root: u64, records: u64) {
+    pub(super) fn handle_digest_root(
+        &mut self,
+        from: &MemberId,
+        root: u64,
+        records: u64,
+        members: u64,
+    ) {
+        if members != self.membership_digest() {
+            self.send_members(from, true);
+        }
         if (root, records) == self.view_digest() {
             self.stats.anti_entropy_in_sync += 1;
             return;
@@ -145,6 +172,56 @@ impl Node {
         if !batch.is_empty() {
             self.stats.pulls_sent += 1;
             self.send(to, None, &Message::Pull { wants: batch });
+        }
+    }
+
+    /// The hash of the members this node believes up, itself included.
+    fn membership_digest(&self) -> u64 {
+        self.members.hash() ^ self.own_identity().digest_hash()
+    }
+
+    fn send_members(&mut self, to: &MemberId, reply: bool) {
+        let mut members: Vec<SwimIdentity> = self.members.iter().cloned().collect();
+        members.push(self.own_identity());
+        for chunk in members.chunks(MEMBERS_PER_MESSAGE_MAX) {
+            self.send(
+                to,
+                None,
+                &Message::Members {
+                    members: chunk.to_vec(),
+                    reply,
+                },
+            );
+        }
+    }
+
+    /// Applies what a peer knows and this node does not: members of trusted clusters
+    /// that foca has never heard of, or only in an older generation. Members foca knows
+    /// as down in the same generation stay down: a stale list cannot resurrect them.
+    pub(super) fn handle_members(
+        &mut self,
+        now: Time,
+        from: &MemberId,
+        members: Vec<SwimIdentity>,
+        reply: bool,
+    ) {
+        let known: BTreeMap<&MemberId, u32> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| (&m.id().0.member, m.id().0.generation))
+            .collect();
+        let news: Vec<SwimIdentity> = members
+            .into_iter()
+            .filter(|id| id.member != self.config.member && self.trust.contains(&id.member.cluster))
+            .filter(|id| known.get(&id.member).is_none_or(|g| *g < id.generation))
+            .collect();
+        if !news.is_empty() {
+            self.stats.members_learned += news.len() as u64;
+            let updates = news.into_iter().map(|id| foca::Member::alive(SwimId(id)));
+            self.with_swim(now, |swim, out| swim.apply_many(updates, true, out));
+        }
+        if reply {
+            self.send_members(from, false);
         }
     }
 }

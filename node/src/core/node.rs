@@ -222,7 +222,12 @@ impl Node {
         match message {
             Message::Swim(packet) => self.handle_swim(now, from, &packet),
             Message::Push { records, relay } => self.receive_records(from, records, relay),
-            Message::DigestRoot { root, records } => self.handle_digest_root(from, root, records),
+            Message::DigestRoot {
+                root,
+                records,
+                members,
+            } => self.handle_digest_root(from, root, records, members),
+            Message::Members { members, reply } => self.handle_members(now, from, members, reply),
             Message::DigestOrigins { entries } => self.handle_digest_origins(from, entries),
             Message::Pull { wants } => self.handle_pull(from, wants),
         }
@@ -369,7 +374,7 @@ impl Node {
 
     // ----- membership -----
 
-    fn with_swim(
+    pub(super) fn with_swim(
         &mut self,
         now: Time,
         call: impl FnOnce(&mut Swim, &mut SwimOutput) -> Result<(), foca::Error>,
@@ -763,6 +768,15 @@ impl Node {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// This replica's current SWIM identity.
+    pub fn own_identity(&self) -> SwimIdentity {
+        SwimIdentity {
+            member: self.config.member.clone(),
+            addr: self.config.addr,
+            generation: self.generation,
+        }
     }
 
     pub fn generation(&self) -> u32 {

@@ -35,6 +35,8 @@ pub struct Stats {
     pub anti_entropy_rounds: u64,
     pub anti_entropy_in_sync: u64,
     pub pulls_sent: u64,
+    /// Members learned from a peer's list in the membership push-pull.
+    pub members_learned: u64,
     pub pull_records_sent: u64,
     /// Members of clusters outside the ClusterSet named by gossip; ignored.
     pub untrusted_members: u64,

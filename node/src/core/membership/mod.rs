@@ -80,26 +80,36 @@ pub(super) fn foca_config(config: &Config) -> foca::Config {
     foca
 }
 
-/// The members foca currently considers active, by member id.
+/// The members foca currently considers active, by member id, and an order-independent
+/// hash of them for the membership push-pull.
 #[derive(Debug, Default)]
 pub(super) struct Members {
     up: BTreeMap<MemberId, SwimIdentity>,
+    hash: u64,
 }
 
 impl Members {
     pub(super) fn insert(&mut self, id: &SwimId) {
-        self.up.insert(id.0.member.clone(), id.0.clone());
+        if let Some(old) = self.up.insert(id.0.member.clone(), id.0.clone()) {
+            self.hash ^= old.digest_hash();
+        }
+        self.hash ^= id.0.digest_hash();
     }
 
     /// Removes the member if `id` is its current identity.
     pub(super) fn remove(&mut self, id: &SwimId) -> bool {
         match self.up.get(&id.0.member) {
             Some(current) if current.generation <= id.0.generation => {
+                self.hash ^= current.digest_hash();
                 self.up.remove(&id.0.member);
                 true
             }
             _ => false,
         }
+    }
+
+    pub(super) fn hash(&self) -> u64 {
+        self.hash
     }
 
     pub(super) fn get(&self, member: &MemberId) -> Option<&SwimIdentity> {
