@@ -84,6 +84,8 @@ pub struct Node {
     pub(super) own_version: u64,
     pub(super) generation: u32,
     pub(super) announced_deadline: Option<Time>,
+    /// When a join or heal last triggered an anti-entropy round.
+    pub(super) last_triggered_anti_entropy: Option<Time>,
     pub(super) isolated: bool,
     pub(super) last_contact_ms: Option<u64>,
 }
@@ -146,6 +148,7 @@ impl Node {
             own_version: persisted.own_version,
             generation,
             announced_deadline: None,
+            last_triggered_anti_entropy: None,
             isolated: true,
             last_contact_ms: persisted.last_contact_ms,
         };
@@ -480,10 +483,14 @@ impl Node {
                     self.commands
                         .push(Command::Notify(Event::ClusterRestored(cluster)));
                 }
-                // A join or a heal: repair what was missed at once.
-                if let Some(member) = via {
-                    let member = member.clone();
-                    self.start_anti_entropy(Some(member));
+                // A join or a heal: repair what was missed at once. When many clusters
+                // come back together (a healed partition, a cold start), one round with
+                // one of them pulls what they all hold; the periodic rounds do the rest.
+                let quiet = self.config.anti_entropy_period() / 4;
+                let due = self.last_triggered_anti_entropy.is_none_or(|at| now >= at + quiet);
+                if let (Some(member), true) = (via, due) {
+                    self.last_triggered_anti_entropy = Some(now);
+                    self.start_anti_entropy(Some(member.clone()));
                 }
             }
         }
