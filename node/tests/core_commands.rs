@@ -738,3 +738,54 @@ fn a_member_list_teaches_unknown_trusted_members_only() {
         "a reply was asked"
     );
 }
+
+#[test]
+fn a_shared_record_cache_verifies_once_and_never_trusts_altered_content() {
+    use shoal_node::core::WeakRecordCache;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let cache = Rc::new(RefCell::new(WeakRecordCache::default()));
+    let mut a = lone_node(true);
+    let mut b = lone_node(true);
+    a.set_record_cache(Box::new(Rc::clone(&cache)));
+    b.set_record_cache(Box::new(Rc::clone(&cache)));
+    let record = record_from("west", 3, 9);
+    let from = member("west", 0);
+    a.handle_packet(
+        Time::from_millis(5),
+        &from,
+        Channel::Stream,
+        &push(vec![record.clone()], false),
+    );
+    b.handle_packet(
+        Time::from_millis(5),
+        &from,
+        Channel::Stream,
+        &push(vec![record.clone()], false),
+    );
+    assert_eq!(
+        (a.stats().verify_cache_hits, b.stats().verify_cache_hits),
+        (0, 1)
+    );
+    let (ra, rb) = (
+        a.record(&cluster("west"), &service("web")).unwrap(),
+        b.record(&cluster("west"), &service("web")).unwrap(),
+    );
+    assert!(Arc::ptr_eq(ra, rb), "both views share one allocation");
+    // Same signature, other content: not a hit, and verification rejects it.
+    let mut c = lone_node(true);
+    c.set_record_cache(Box::new(Rc::clone(&cache)));
+    let mut altered = record;
+    altered.record.version = 4;
+    c.handle_packet(
+        Time::from_millis(5),
+        &from,
+        Channel::Stream,
+        &push(vec![altered], false),
+    );
+    assert_eq!(
+        (c.stats().verify_cache_hits, c.stats().records_forged),
+        (0, 1)
+    );
+    assert_eq!(cache.borrow().len(), 1);
+}

@@ -6,6 +6,7 @@
 //! non-canonical signatures (no malleability: one record, one valid signature).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
 
 use bincode::{Decode, Encode};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -54,6 +55,34 @@ impl<T> Verified<T> {
 
     pub fn into_inner(self) -> T {
         self.0
+    }
+}
+
+impl Verified<SignedRecord> {
+    /// Moves the verified record behind an `Arc`, keeping the proof.
+    pub fn share(self) -> Verified<Arc<SignedRecord>> {
+        Verified(Arc::new(self.0))
+    }
+}
+
+impl Verified<Arc<SignedRecord>> {
+    /// A weak handle that upgrades back to a verified record while it is alive.
+    pub fn downgrade(&self) -> VerifiedWeak {
+        VerifiedWeak(Arc::downgrade(&self.0))
+    }
+}
+
+/// A weak reference to a verified record, for caches that must not keep records alive.
+#[derive(Clone, Debug)]
+pub struct VerifiedWeak(Weak<SignedRecord>);
+
+impl VerifiedWeak {
+    pub fn upgrade(&self) -> Option<Verified<Arc<SignedRecord>>> {
+        self.0.upgrade().map(Verified)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
     }
 }
 

@@ -11,6 +11,7 @@
 //! - `membership`: SWIM through foca, and cluster liveness (a cluster is alive while
 //!   any of its replicas is).
 //! - `records`: the view of verified records and the merge rule.
+//! - `record_cache`: verify each distinct record once (optional, shared in the simulator).
 //! - `dissemination`: eager pushes and their relays.
 //! - `anti_entropy`: digests and pulls that repair what a push missed.
 //! - `imports`: the MCS imports derived from the view and liveness.
@@ -29,6 +30,7 @@ mod dissemination;
 mod imports;
 mod membership;
 mod node;
+mod record_cache;
 mod records;
 mod stats;
 mod time;
@@ -39,6 +41,7 @@ pub use config::{Config, ConfigError, Seed, SwimTiming};
 pub use imports::{Conflict, ConflictKind, ImportedCluster, ImportedService};
 pub use membership::Liveness;
 pub use node::{ExportSpec, InputError, InvariantViolation, Node};
+pub use record_cache::{NoRecordCache, RecordCache, WeakRecordCache};
 pub use records::MergeOutcome;
 pub use stats::Stats;
 pub use time::Time;

@@ -21,6 +21,7 @@ use super::imports::{self, ImportedCluster, ImportedService};
 use super::membership::{
     self, Clusters, Liveness, Members, Swim, SwimCodec, SwimId, SwimOutput, Transition,
 };
+use super::record_cache::{NoRecordCache, RecordCache};
 use super::records::{MergeOutcome, View};
 use super::stats::Stats;
 use super::time::Time;
@@ -81,6 +82,7 @@ pub struct Node {
     pub(super) persists: Vec<Command>,
     pub(super) commands: Vec<Command>,
     pub(super) stats: Stats,
+    pub(super) record_cache: Box<dyn RecordCache>,
     pub(super) own_version: u64,
     pub(super) generation: u32,
     pub(super) announced_deadline: Option<Time>,
@@ -145,6 +147,7 @@ impl Node {
             persists: Vec::new(),
             commands: Vec::new(),
             stats: Stats::default(),
+            record_cache: Box::new(NoRecordCache),
             own_version: persisted.own_version,
             generation,
             announced_deadline: None,
@@ -162,6 +165,7 @@ impl Node {
         for record in records {
             match sign::verify(&self.trust, SignedRecord::clone(&record)) {
                 Ok(verified) => {
+                    let verified = verified.share();
                     let (outcome, merged) = self.view.merge(verified);
                     if let MergeOutcome::Accepted { .. } = outcome {
                         self.dirty_imports.insert(merged.record.service.clone());
@@ -321,7 +325,7 @@ impl Node {
         self.own_version = version;
         self.stats.published += 1;
         let held = held.cloned();
-        let (_, arc) = self.view.merge(signed);
+        let (_, arc) = self.view.merge(signed.share());
         self.persist(
             vec![
                 StoreOp::PutOwnVersion(version),
@@ -487,7 +491,9 @@ impl Node {
                 // come back together (a healed partition, a cold start), one round with
                 // one of them pulls what they all hold; the periodic rounds do the rest.
                 let quiet = self.config.anti_entropy_period() / 4;
-                let due = self.last_triggered_anti_entropy.is_none_or(|at| now >= at + quiet);
+                let due = self
+                    .last_triggered_anti_entropy
+                    .is_none_or(|at| now >= at + quiet);
                 if let (Some(member), true) = (via, due) {
                     self.last_triggered_anti_entropy = Some(now);
                     self.start_anti_entropy(Some(member.clone()));
@@ -552,7 +558,7 @@ impl Node {
 
     /// Verifies and merges one record. Returns it when it is new to the view.
     fn accept_record(&mut self, signed: SignedRecord) -> Option<Arc<SignedRecord>> {
-        let verified = match sign::verify(&self.trust, signed) {
+        let verified = match self.verify_record(signed) {
             Ok(v) => v,
             Err(VerifyError::UnknownOrigin(_)) => {
                 self.stats.records_unknown_origin += 1;
@@ -596,6 +602,30 @@ impl Node {
                 None
             }
         }
+    }
+
+    /// Verifies a record, or finds it already verified in the record cache.
+    fn verify_record(
+        &mut self,
+        signed: SignedRecord,
+    ) -> Result<shoal_proto::Verified<Arc<SignedRecord>>, VerifyError> {
+        let origin = &signed.record.origin;
+        let key = self
+            .trust
+            .public(origin)
+            .ok_or_else(|| VerifyError::UnknownOrigin(origin.clone()))?;
+        if let Some(verified) = self.record_cache.lookup(&key, &signed) {
+            self.stats.verify_cache_hits += 1;
+            return Ok(verified);
+        }
+        let verified = sign::verify(&self.trust, signed)?.share();
+        self.record_cache.remember(key, &verified);
+        Ok(verified)
+    }
+
+    /// Installs a cache of verified records (see `record_cache`).
+    pub fn set_record_cache(&mut self, cache: Box<dyn RecordCache>) {
+        self.record_cache = cache;
     }
 
     // ----- imports -----

@@ -55,7 +55,7 @@ impl View {
     /// Merges a verified record. The caller persists and disseminates on `Accepted`.
     pub(super) fn merge(
         &mut self,
-        verified: Verified<SignedRecord>,
+        verified: Verified<Arc<SignedRecord>>,
     ) -> (MergeOutcome, Arc<SignedRecord>) {
         let signed = verified.into_inner();
         let origin = self
@@ -69,11 +69,11 @@ impl View {
                 previous: Some(old.record.version),
             },
             Some(old) if signed.record.version < old.record.version => MergeOutcome::Stale,
-            Some(old) if **old == signed => MergeOutcome::Duplicate,
+            Some(old) if **old == *signed => MergeOutcome::Duplicate,
             Some(_) => MergeOutcome::Equivocation,
         };
         if let MergeOutcome::Accepted { .. } = outcome {
-            let arc = Arc::new(signed);
+            let arc = signed;
             let new_hash = arc.digest_hash();
             let old = origin
                 .services
@@ -94,7 +94,7 @@ impl View {
             self.root ^= old_hash ^ new_hash;
             return (outcome, arc);
         }
-        let held = held.map(Arc::clone).unwrap_or_else(|| Arc::new(signed));
+        let held = held.map(Arc::clone).unwrap_or(signed);
         (outcome, held)
     }
 

@@ -17,6 +17,8 @@ pub struct Stats {
     /// SWIM input foca refused; dropped.
     pub swim_errors: u64,
     pub records_accepted: u64,
+    /// Records found already verified in the record cache.
+    pub verify_cache_hits: u64,
     pub records_duplicate: u64,
     /// Older than held: dropped, never re-gossiped (replays land here).
     pub records_stale: u64,
