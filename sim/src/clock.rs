@@ -1,0 +1,49 @@
+//! Each node's notion of time, as one function of (node, true time).
+//!
+//! Today every node's clock is the true clock. The quorum lease (DESIGN.md, invariant
+//! 5) needs drifting clocks; they will be added here, and nowhere else: the world only
+//! ever converts through [`NodeClock::local`] and [`NodeClock::true_of`].
+
+use shoal_node::core::Time;
+
+/// A node's clock: local = true + offset, scaled by (1 + drift).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeClock {
+    offset_us: i64,
+    drift_ppm: i64,
+}
+
+impl NodeClock {
+    /// What the node reads when the true time is `true_us`.
+    pub fn local(&self, true_us: u64) -> Time {
+        let drift = (true_us as i128 * self.drift_ppm as i128 / 1_000_000) as i64;
+        let local = (true_us as i64)
+            .saturating_add(self.offset_us)
+            .saturating_add(drift);
+        Time::from_micros(local.max(0) as u64)
+    }
+
+    /// The true time at which the node's clock reads `local`.
+    pub fn true_of(&self, local: Time) -> u64 {
+        let shifted = local.as_micros() as i128 - self.offset_us as i128;
+        let scaled = shifted * 1_000_000 / (1_000_000 + self.drift_ppm as i128);
+        scaled.max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_and_true_time_invert_each_other() {
+        let clock = NodeClock::default();
+        assert_eq!(clock.true_of(clock.local(1_234_567)), 1_234_567);
+        let drifting = NodeClock {
+            offset_us: 5_000,
+            drift_ppm: 100,
+        };
+        let t = drifting.true_of(drifting.local(10_000_000));
+        assert!(t.abs_diff(10_000_000) <= 1, "{t}");
+    }
+}

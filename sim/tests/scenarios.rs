@@ -1,0 +1,109 @@
+//! Every scenario passes on small ClusterSets: no violation, and views converge after
+//! healing. Seeds are fixed; a failure prints the command that replays it.
+
+use shoal_sim::{RunOptions, RunSpec, Scenario, run};
+
+fn assert_passes(scenario: Scenario, seed: u64) {
+    let mut spec = RunSpec::new(5, seed, scenario);
+    spec.duration_s = Some(90);
+    let report = run(&spec, RunOptions::default()).report;
+    assert!(
+        report.passed(),
+        "{scenario} seed {seed} failed: {} violations {:?}, converged {} ({:?})\nreplay: {}",
+        report.violations,
+        report.violation_details,
+        report.converged,
+        report.convergence_error,
+        spec.replay_command()
+    );
+    assert!(report.updates > 0, "the workload published nothing");
+}
+
+#[test]
+fn steady() {
+    for seed in [1, 2] {
+        assert_passes(Scenario::Steady, seed);
+    }
+}
+
+#[test]
+fn churn() {
+    for seed in [1, 2] {
+        assert_passes(Scenario::Churn, seed);
+    }
+}
+
+#[test]
+fn partition_heal() {
+    for seed in [1, 2] {
+        assert_passes(Scenario::PartitionHeal, seed);
+    }
+}
+
+#[test]
+fn oneway() {
+    for seed in [1, 2] {
+        assert_passes(Scenario::Oneway, seed);
+    }
+}
+
+#[test]
+fn lossy() {
+    for seed in [1, 2] {
+        assert_passes(Scenario::Lossy, seed);
+    }
+}
+
+#[test]
+fn crash_restart() {
+    for seed in [1, 2] {
+        assert_passes(Scenario::CrashRestart, seed);
+    }
+}
+
+#[test]
+fn byzantine() {
+    for seed in [1, 2] {
+        assert_passes(Scenario::Byzantine, seed);
+    }
+}
+
+#[test]
+fn chaos() {
+    for seed in [1, 2] {
+        assert_passes(Scenario::Chaos, seed);
+    }
+}
+
+#[test]
+fn byzantine_members_are_caught_not_believed() {
+    let mut spec = RunSpec::new(6, 4, Scenario::Byzantine);
+    spec.duration_s = Some(90);
+    let r = run(&spec, RunOptions::default()).report;
+    assert!(r.passed(), "{:?}", r.violation_details);
+    let b = &r.byzantine;
+    assert!(b.forger.is_some() && b.replayer.is_some() && b.equivocator.is_some());
+    assert!(b.forged_sent > 0 && b.replayed_sent > 0 && b.equivocations_sent > 0);
+    assert!(
+        b.records_forged > 0,
+        "forgeries reached cores and were rejected"
+    );
+    assert!(b.records_equivocation > 0, "equivocations were noticed");
+}
+
+#[test]
+fn crashes_lose_unflushed_writes_and_restarts_keep_the_flushed_ones() {
+    let mut spec = RunSpec::new(5, 1, Scenario::CrashRestart);
+    spec.duration_s = Some(90);
+    let r = run(&spec, RunOptions::default()).report;
+    assert!(r.passed(), "{:?}", r.violation_details);
+    assert!(r.faults.crashes > 0 && r.faults.restarts > 0);
+    assert!(
+        r.faults.lazy_ops_lost > 0,
+        "some crash hit before the background flush"
+    );
+    assert!(
+        r.withdrawal_ms.max.is_some(),
+        "the killed cluster's withdrawal was measured"
+    );
+}
