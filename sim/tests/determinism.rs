@@ -28,10 +28,13 @@ fn recording_a_timeline_does_not_change_the_trace() {
     let mut spec = RunSpec::new(5, 11, Scenario::PartitionHeal);
     spec.duration_s = Some(60);
     let plain = run(&spec, RunOptions::default()).report;
-    let plotted = run(&spec, RunOptions {
+    let plotted = run(
+        &spec,
+        RunOptions {
             timeline: true,
             ..RunOptions::default()
-        });
+        },
+    );
     assert_eq!(plain.trace_hash, plotted.report.trace_hash);
     let timeline = plotted.timeline.expect("asked for a timeline");
     assert_eq!(timeline.clusters.len(), 5);

@@ -28,6 +28,9 @@ pub struct SwimTiming {
     pub gossip_fanout: usize,
     /// How often to re-announce to one random member, which heals split memberships.
     pub announce_period_ms: u64,
+    /// How often to announce to two members believed down. After a partition heals,
+    /// both sides believe the other down; this is how they find each other again.
+    pub announce_down_period_ms: u64,
     /// How long a down member is remembered before it may rejoin with the same identity.
     pub remove_down_after_ms: u64,
 }
@@ -85,6 +88,7 @@ impl SwimTiming {
             gossip_period_ms: 250,
             gossip_fanout: 3,
             announce_period_ms: 30_000,
+            announce_down_period_ms: 5_000,
             remove_down_after_ms: 60_000,
         }
     }
@@ -98,6 +102,7 @@ impl SwimTiming {
             gossip_period_ms: 100,
             gossip_fanout: 3,
             announce_period_ms: 10_000,
+            announce_down_period_ms: 2_000,
             remove_down_after_ms: 30_000,
         }
     }

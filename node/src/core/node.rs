@@ -89,6 +89,9 @@ pub struct Node {
     /// When a join or heal last triggered an anti-entropy round.
     pub(super) last_triggered_anti_entropy: Option<Time>,
     pub(super) isolated: bool,
+    /// When an authenticated message last arrived from each cluster: evidence of life
+    /// that SWIM may not have caught up with.
+    pub(super) last_heard: BTreeMap<ClusterId, Time>,
     pub(super) last_contact_ms: Option<u64>,
 }
 
@@ -153,6 +156,7 @@ impl Node {
             announced_deadline: None,
             last_triggered_anti_entropy: None,
             isolated: true,
+            last_heard: BTreeMap::new(),
             last_contact_ms: persisted.last_contact_ms,
         };
         node.persist(vec![StoreOp::PutGeneration(generation)], Durability::Flush);
@@ -219,7 +223,12 @@ impl Node {
             Channel::Stream => Message::decode_frame(bytes),
         };
         match decoded {
-            Ok(message) => self.handle_message(now, from, message),
+            Ok(message) => {
+                if self.trust.contains(&from.cluster) {
+                    self.last_heard.insert(from.cluster.clone(), now);
+                }
+                self.handle_message(now, from, message);
+            }
             Err(_) => self.stats.decode_errors += 1,
         }
         self.finish_step(false);
@@ -519,6 +528,19 @@ impl Node {
                 now + grace.max(Duration::from_secs(1)),
                 TimerKind::Withdraw(cluster),
             );
+            return;
+        }
+        if self
+            .last_heard
+            .get(&cluster)
+            .is_some_and(|heard| *heard > since)
+        {
+            // The cluster has spoken since it was declared down (a healed partition,
+            // before SWIM readmits it): it is alive. Look again shortly.
+            self.stats.withdrawals_postponed += 1;
+            let again = (grace / 4).max(Duration::from_millis(500));
+            self.timers
+                .schedule(now + again, TimerKind::Withdraw(cluster));
             return;
         }
         if self.clusters.withdraw(&cluster, now) {

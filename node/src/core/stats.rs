@@ -44,6 +44,8 @@ pub struct Stats {
     pub untrusted_members: u64,
     pub import_changes: u64,
     pub withdrawals: u64,
+    /// Withdrawals put off because the cluster was heard from after it was declared down.
+    pub withdrawals_postponed: u64,
     pub restorations: u64,
     /// A withdrawn cluster came back without having restarted: it was alive while
     /// withdrawn (a false positive of failure detection, or a partition).

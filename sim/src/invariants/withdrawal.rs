@@ -281,7 +281,10 @@ mod tests {
     #[test]
     fn the_hard_bound_follows_swim_rounds_up_to_a_minute() {
         let wan = SwimTiming::wan();
-        assert_eq!(detection_bound_us(&wan, 12), (22 * 1_000 + 600 + 2_500 + 500) * 1_000);
+        assert_eq!(
+            detection_bound_us(&wan, 12),
+            (22 * 1_000 + 600 + 2_500 + 500) * 1_000
+        );
         assert_eq!(detection_bound_us(&wan, 2_000), DETECTION_BOUND_MAX_US);
     }
 

@@ -20,9 +20,12 @@ mod node_io;
 mod observe;
 mod timeline;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
-use shoal_node::core::{Node, Stats};
+use shoal_node::core::{Node, Stats, WeakRecordCache};
 use shoal_proto::wire::Channel;
 
 use crate::byzantine::Byzantine;
@@ -154,6 +157,10 @@ pub struct World {
     keys: KeySpace,
     net: Network,
     nodes: Vec<SimNode>,
+    /// Verified records shared by every node's core: each distinct record is verified
+    /// and held in memory once (a pure optimisation: verification is a function of the
+    /// bytes and the origin key).
+    record_cache: Rc<RefCell<WeakRecordCache>>,
     killed: Vec<bool>,
     workload: Workload,
     workload_on: bool,
@@ -174,6 +181,8 @@ pub struct World {
     restarts: u64,
     equivocation_alarms: u64,
     timeline: TimelineLog,
+    /// Shared by every node's core (see `shoal_node::core::WeakRecordCache`).
+    record_cache: std::rc::Rc<std::cell::RefCell<shoal_node::core::WeakRecordCache>>,
 }
 
 impl World {
@@ -220,7 +229,9 @@ impl World {
             convergence_error: None,
             byzantine: Byzantine::new(plan.roles),
             timeline: TimelineLog::new(options.timeline),
+            record_cache: Default::default(),
             killed: vec![false; clusters],
+            record_cache: Rc::default(),
             plan,
             rng,
             topo,
@@ -268,7 +279,11 @@ impl World {
         while let Some((at, event)) = self.queue.pop() {
             if self.progress && at >= next_progress {
                 let pending = self.queue.len();
-                eprintln!("shoal-sim: t={}s, {} events, {pending} pending", at / 1_000_000, self.events);
+                eprintln!(
+                    "shoal-sim: t={}s, {} events, {pending} pending",
+                    at / 1_000_000,
+                    self.events
+                );
                 next_progress += PROGRESS_PERIOD_US;
             }
             self.now = at;

@@ -21,7 +21,7 @@ impl World {
         let persisted = self.nodes[n].disk.persisted(&self.keys);
         let seed: u64 = self.rng.random();
         let local = self.nodes[n].clock.local(self.now);
-        let core = Node::new(
+        let mut core = Node::new(
             self.topo.configs[n].clone(),
             self.topo.clusters[cluster].key.clone(),
             self.topo.trust.clone(),
@@ -30,6 +30,8 @@ impl World {
             persisted,
         )
         .expect("the simulator builds valid configurations");
+        // One cache for every node: each distinct record is verified and stored once.
+        core.set_record_cache(Box::new(std::rc::Rc::clone(&self.record_cache)));
         if let Err(e) = monotonicity::check_restore(&self.nodes[n].disk, &core) {
             self.violations
                 .report(self.now, "monotonicity", format!("node {n}: {e}"));

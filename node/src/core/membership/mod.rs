@@ -74,7 +74,7 @@ pub(super) fn foca_config(config: &Config) -> foca::Config {
         num_members: NonZeroUsize::new(1).expect("non-zero"),
     });
     foca.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-        frequency: Duration::from_millis(s.announce_period_ms),
+        frequency: Duration::from_millis(s.announce_down_period_ms),
         num_members: NonZeroUsize::new(2).expect("non-zero"),
     });
     foca
