@@ -674,13 +674,13 @@ fn a_digest_with_another_membership_hash_gets_the_member_list() {
 }
 
 #[test]
-fn a_member_list_teaches_unknown_trusted_members_only() {
+fn a_member_list_leads_to_announces_to_unknown_trusted_members_only() {
     use shoal_proto::SwimIdentity;
     let mut node = lone_node(true);
     let west = SwimIdentity {
         member: member("west", 0),
         addr: addr(2),
-        generation: 3,
+        generation: 1,
     };
     let stranger = SwimIdentity {
         member: member("mars", 0),
@@ -701,34 +701,68 @@ fn a_member_list_teaches_unknown_trusted_members_only() {
         Channel::Stream,
         &list.encode().unwrap(),
     );
-    assert_eq!(node.members_up(), vec![member("west", 0)]);
-    assert_eq!(node.stats().members_learned, 1);
+    // Second-hand news is not believed: west is announced to, not marked up.
+    assert!(node.members_up().is_empty());
+    assert_eq!(node.stats().members_announced, 1);
     let commands = node.take_commands();
-    assert!(commands.contains(&Command::Notify(Event::MemberUp(member("west", 0)))));
-    assert!(
-        !commands.iter().any(|c| matches!(
-            c,
-            Command::Send {
-                kind: "members",
-                ..
-            }
-        )),
-        "no reply asked"
+    let sends: Vec<_> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Send { to, kind, addr, .. } => Some((to.clone(), *kind, *addr)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sends,
+        vec![(member("west", 0), "swim", Some(addr(2)))],
+        "no reply was asked"
     );
-    // The same list again teaches nothing.
+
+    // West answers first-hand (its own announce); then the same list asks for nothing.
+    let mut west_config = Config::lan(member("west", 0), addr(2), 3);
+    west_config.seeds = vec![Seed {
+        member: member("east", 0),
+        addr: addr(1),
+    }];
+    let mut west_node = Node::new(
+        west_config,
+        key("west"),
+        ring(&["east", "west", "south"]),
+        Time::from_millis(1),
+        3,
+        PersistedState::default(),
+    )
+    .unwrap();
+    let announce = west_node
+        .take_commands()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .unwrap();
+    node.handle_packet(
+        Time::from_millis(6),
+        &member("west", 0),
+        Channel::Datagram,
+        &announce,
+    );
+    assert_eq!(node.members_up(), vec![member("west", 0)]);
+    node.take_commands();
     let again = Message::Members {
         members: vec![west],
         reply: true,
     };
     node.handle_packet(
-        Time::from_millis(6),
+        Time::from_millis(7),
         &member("south", 0),
         Channel::Stream,
         &again.encode().unwrap(),
     );
-    assert_eq!(node.stats().members_learned, 1);
+    assert_eq!(node.stats().members_announced, 1);
+    let commands = node.take_commands();
     assert!(
-        node.take_commands().iter().any(|c| matches!(
+        commands.iter().any(|c| matches!(
             c,
             Command::Send {
                 kind: "members",
@@ -736,6 +770,11 @@ fn a_member_list_teaches_unknown_trusted_members_only() {
             }
         )),
         "a reply was asked"
+    );
+    assert!(
+        !commands
+            .iter()
+            .any(|c| matches!(c, Command::Send { kind: "swim", .. }))
     );
 }
 

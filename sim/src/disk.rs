@@ -29,6 +29,7 @@ struct Image {
     own_version: u64,
     generation: u32,
     last_contact_ms: Option<u64>,
+    peers: Vec<shoal_proto::SwimIdentity>,
 }
 
 impl Image {
@@ -49,6 +50,7 @@ impl Image {
             StoreOp::PutOwnVersion(v) => self.own_version = *v,
             StoreOp::PutGeneration(g) => self.generation = *g,
             StoreOp::PutLastContact(ms) => self.last_contact_ms = Some(*ms),
+            StoreOp::PutPeers(peers) => self.peers = peers.clone(),
         }
     }
 }
@@ -114,6 +116,7 @@ impl Disk {
             own_version: self.durable.own_version,
             generation: self.durable.generation,
             last_contact_ms: self.durable.last_contact_ms,
+            peers: self.durable.peers.clone(),
         }
     }
 

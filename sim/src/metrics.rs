@@ -12,6 +12,10 @@ use std::collections::BTreeMap;
 
 use crate::network::faults::NodeSet;
 
+/// Message kinds that carry membership, not records: SWIM datagrams, and the member
+/// lists that anti-entropy exchanges.
+pub const MEMBERSHIP_KINDS: [&str; 2] = ["swim", "members"];
+
 /// Most records being tracked at once; beyond it new ones are not sampled.
 pub const PROPAGATIONS_PENDING_MAX: usize = 1 << 20;
 
@@ -132,15 +136,20 @@ impl Traffic {
         *self.dropped.entry(why).or_default() += 1;
     }
 
+    /// SWIM datagrams and the member lists anti-entropy exchanges.
     pub fn membership_bytes(&self) -> u64 {
-        self.bytes_by_kind.get("swim").copied().unwrap_or(0)
+        self.bytes_by_kind
+            .iter()
+            .filter(|(k, _)| MEMBERSHIP_KINDS.contains(k))
+            .map(|(_, v)| v)
+            .sum()
     }
 
-    /// Everything but SWIM: pushes, relays, digests, pulls.
+    /// Everything else: pushes, relays, digests, pulls.
     pub fn record_traffic_bytes(&self) -> u64 {
         self.bytes_by_kind
             .iter()
-            .filter(|(k, _)| **k != "swim")
+            .filter(|(k, _)| !MEMBERSHIP_KINDS.contains(k))
             .map(|(_, v)| v)
             .sum()
     }

@@ -132,6 +132,7 @@ pub struct RunReport {
     pub record_bytes_mean: f64,
     /// Record changes published (versions created) over the run.
     pub updates: u64,
+    /// SWIM datagrams plus anti-entropy member lists, per node per virtual second.
     pub membership_bytes_per_node_per_s: f64,
     pub trace_hash: String,
     pub events: u64,

@@ -27,6 +27,10 @@ use super::membership::SwimId;
 use super::node::Node;
 use super::time::Time;
 
+/// Most members announced to in answer to one member list; the rest wait for the next
+/// round.
+const ANNOUNCES_PER_LIST_MAX: usize = 32;
+
 /// A rough per-ref byte cost, to keep a pull inside one frame.
 const REF_BYTES_ESTIMATE: usize = 96;
 
@@ -195,9 +199,12 @@ impl Node {
         }
     }
 
-    /// Applies what a peer knows and this node does not: members of trusted clusters
-    /// that foca has never heard of, or only in an older generation. Members foca knows
-    /// as down in the same generation stay down: a stale list cannot resurrect them.
+    /// Learns of members a peer knows and this node does not: members of trusted
+    /// clusters that foca has never heard of, or only in an older generation. The list
+    /// is second-hand, so it is never applied as it stands (a peer's stale list would
+    /// resurrect a dead member, and the zombie would spread from list to list): this
+    /// node announces itself to each such member instead, and a live one answers
+    /// first-hand. A generation this node saw go down is not even tried.
     pub(super) fn handle_members(
         &mut self,
         now: Time,
@@ -214,11 +221,16 @@ impl Node {
             .into_iter()
             .filter(|id| id.member != self.config.member && self.trust.contains(&id.member.cluster))
             .filter(|id| known.get(&id.member).is_none_or(|g| *g < id.generation))
+            .filter(|id| {
+                !self
+                    .clusters
+                    .seen_down(&id.member.cluster, id.member.replica, id.generation)
+            })
+            .take(ANNOUNCES_PER_LIST_MAX)
             .collect();
-        if !news.is_empty() {
-            self.stats.members_learned += news.len() as u64;
-            let updates = news.into_iter().map(|id| foca::Member::alive(SwimId(id)));
-            self.with_swim(now, |swim, out| swim.apply_many(updates, true, out));
+        for id in news {
+            self.stats.members_announced += 1;
+            self.with_swim(now, |swim, out| swim.announce(SwimId(id), out));
         }
         if reply {
             self.send_members(from, false);

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shoal_proto::wire::Channel;
-use shoal_proto::{ClusterId, MemberId, NetAddr, ServiceKey, SignedRecord};
+use shoal_proto::{ClusterId, MemberId, NetAddr, ServiceKey, SignedRecord, SwimIdentity};
 
 use super::imports::ImportedService;
 use super::time::Time;
@@ -57,6 +57,9 @@ pub enum StoreOp {
     /// When a remote member was last heard from (driver milliseconds), for the age of
     /// a stale view after a restart.
     PutLastContact(u64),
+    /// A sample of members recently up, to announce to after a restart or while
+    /// isolated, when the configured seeds may be gone.
+    PutPeers(Vec<SwimIdentity>),
 }
 
 /// What a node finds in its store at start. The core verifies every record again.
@@ -66,6 +69,7 @@ pub struct PersistedState {
     pub own_version: u64,
     pub generation: u32,
     pub last_contact_ms: Option<u64>,
+    pub peers: Vec<SwimIdentity>,
 }
 
 impl PersistedState {
@@ -79,6 +83,7 @@ impl PersistedState {
             StoreOp::PutOwnVersion(v) => self.own_version = *v,
             StoreOp::PutGeneration(g) => self.generation = *g,
             StoreOp::PutLastContact(ms) => self.last_contact_ms = Some(*ms),
+            StoreOp::PutPeers(peers) => self.peers = peers.clone(),
         }
     }
 }

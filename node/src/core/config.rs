@@ -83,8 +83,8 @@ impl SwimTiming {
     pub fn wan() -> Self {
         Self {
             probe_period_ms: 1_000,
-            probe_rtt_ms: 600,
-            suspect_to_down_ms: 2_500,
+            probe_rtt_ms: 400,
+            suspect_to_down_ms: 2_000,
             gossip_period_ms: 250,
             gossip_fanout: 3,
             announce_period_ms: 30_000,

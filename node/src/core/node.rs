@@ -27,8 +27,11 @@ use super::stats::Stats;
 use super::time::Time;
 use super::timers::{TimerKind, Timers};
 
-/// How often the time of last contact with a remote member is persisted.
+/// How often the time of last contact and a sample of peers are persisted, and how
+/// often an isolated node announces itself to its seeds and remembered peers.
 const LAST_CONTACT_PERIOD: Duration = Duration::from_secs(10);
+/// How many recently seen members are remembered across restarts.
+const PEERS_REMEMBERED_MAX: usize = 16;
 
 /// What this cluster exports for one service, as read from its own Kubernetes objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +96,8 @@ pub struct Node {
     /// that SWIM may not have caught up with.
     pub(super) last_heard: BTreeMap<ClusterId, Time>,
     pub(super) last_contact_ms: Option<u64>,
+    /// Members recently up, persisted, to announce to when the seeds are gone.
+    pub(super) remembered_peers: Vec<SwimIdentity>,
 }
 
 impl std::fmt::Debug for Node {
@@ -158,6 +163,7 @@ impl Node {
             isolated: true,
             last_heard: BTreeMap::new(),
             last_contact_ms: persisted.last_contact_ms,
+            remembered_peers: persisted.peers.clone(),
         };
         node.persist(vec![StoreOp::PutGeneration(generation)], Durability::Flush);
         node.restore(persisted.records.into_values(), now);
@@ -195,21 +201,54 @@ impl Node {
     }
 
     fn start(&mut self, now: Time) {
-        let seeds = self.config.seeds.clone();
-        for seed in seeds {
-            let dst = SwimId(SwimIdentity {
-                member: seed.member,
-                addr: seed.addr,
-                generation: 0,
-            });
-            self.with_swim(now, |swim, out| swim.announce(dst, out));
-        }
+        self.announce_to_known(now);
         let first_round = self.jittered(self.config.anti_entropy_period());
         self.timers
             .schedule(now + first_round, TimerKind::AntiEntropy);
         self.timers
             .schedule(now + LAST_CONTACT_PERIOD, TimerKind::LastContact);
         self.finish_step(true);
+    }
+
+    /// Announces this replica to its seeds and to the peers it remembers: at start, and
+    /// while isolated (foca only announces to members it already knows up).
+    fn announce_to_known(&mut self, now: Time) {
+        let seeds = self.config.seeds.iter().map(|s| SwimIdentity {
+            member: s.member.clone(),
+            addr: s.addr,
+            generation: 0,
+        });
+        let mut targets: Vec<SwimIdentity> =
+            seeds.chain(self.remembered_peers.iter().cloned()).collect();
+        targets.retain(|t| t.member != self.config.member);
+        targets.sort();
+        targets.dedup_by(|a, b| a.member == b.member);
+        for dst in targets {
+            self.with_swim(now, |swim, out| swim.announce(SwimId(dst), out));
+        }
+    }
+
+    /// Persists the time of last contact and a sample of live peers, or, when cut off
+    /// from every remote cluster, tries to rejoin.
+    fn keep_contact(&mut self, now: Time) {
+        if !self.members.has_remote(&self.config.member.cluster) {
+            self.stats.rejoin_attempts += 1;
+            self.announce_to_known(now);
+            return;
+        }
+        let mut up: Vec<SwimIdentity> = self.members.iter().cloned().collect();
+        while up.len() > PEERS_REMEMBERED_MAX {
+            let i = self.random_index(up.len());
+            up.swap_remove(i);
+        }
+        up.sort();
+        self.remembered_peers = up.clone();
+        self.last_contact_ms = Some(now.as_millis());
+        let ops = vec![
+            StoreOp::PutLastContact(now.as_millis()),
+            StoreOp::PutPeers(up),
+        ];
+        self.persist(ops, Durability::Lazy);
     }
 
     // ----- inputs -----
@@ -361,13 +400,7 @@ impl Node {
                 }
                 TimerKind::Withdraw(cluster) => self.withdraw_if_still_down(now, cluster),
                 TimerKind::LastContact => {
-                    if self.members.has_remote(&self.config.member.cluster) {
-                        self.last_contact_ms = Some(now.as_millis());
-                        self.persist(
-                            vec![StoreOp::PutLastContact(now.as_millis())],
-                            Durability::Lazy,
-                        );
-                    }
+                    self.keep_contact(now);
                     self.timers
                         .schedule(now + LAST_CONTACT_PERIOD, TimerKind::LastContact);
                 }

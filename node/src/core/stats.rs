@@ -37,8 +37,10 @@ pub struct Stats {
     pub anti_entropy_rounds: u64,
     pub anti_entropy_in_sync: u64,
     pub pulls_sent: u64,
-    /// Members learned from a peer's list in the membership push-pull.
-    pub members_learned: u64,
+    /// Announces sent to seeds and remembered peers while cut off from every cluster.
+    pub rejoin_attempts: u64,
+    /// Members announced to because a peer's list named them (membership push-pull).
+    pub members_announced: u64,
     pub pull_records_sent: u64,
     /// Members of clusters outside the ClusterSet named by gossip; ignored.
     pub untrusted_members: u64,

@@ -181,8 +181,6 @@ pub struct World {
     restarts: u64,
     equivocation_alarms: u64,
     timeline: TimelineLog,
-    /// Shared by every node's core (see `shoal_node::core::WeakRecordCache`).
-    record_cache: std::rc::Rc<std::cell::RefCell<shoal_node::core::WeakRecordCache>>,
 }
 
 impl World {
@@ -229,7 +227,6 @@ impl World {
             convergence_error: None,
             byzantine: Byzantine::new(plan.roles),
             timeline: TimelineLog::new(options.timeline),
-            record_cache: Default::default(),
             killed: vec![false; clusters],
             record_cache: Rc::default(),
             plan,

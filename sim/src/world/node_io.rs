@@ -1,5 +1,7 @@
 //! Starting nodes, carrying out their commands in order, and delivering messages.
 
+use std::rc::Rc;
+
 use rand::RngExt;
 use shoal_node::core::{Command, Durability, Event as CoreEvent, Node, StoreOp, Time};
 use shoal_proto::MemberId;
@@ -31,7 +33,7 @@ impl World {
         )
         .expect("the simulator builds valid configurations");
         // One cache for every node: each distinct record is verified and stored once.
-        core.set_record_cache(Box::new(std::rc::Rc::clone(&self.record_cache)));
+        core.set_record_cache(Box::new(Rc::clone(&self.record_cache)));
         if let Err(e) = monotonicity::check_restore(&self.nodes[n].disk, &core) {
             self.violations
                 .report(self.now, "monotonicity", format!("node {n}: {e}"));

@@ -107,6 +107,19 @@ impl Clusters {
         self.states.iter().map(|(c, s)| (c, s.liveness))
     }
 
+    /// Whether this node saw `replica` of `cluster` go down in `generation` or later.
+    pub(in crate::core) fn seen_down(
+        &self,
+        cluster: &ClusterId,
+        replica: ReplicaId,
+        generation: u32,
+    ) -> bool {
+        self.states
+            .get(cluster)
+            .and_then(|s| s.down_generations.get(&replica))
+            .is_some_and(|down| *down >= generation)
+    }
+
     pub(in crate::core) fn replica_up(
         &mut self,
         cluster: &ClusterId,
