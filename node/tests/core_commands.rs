@@ -43,6 +43,32 @@ fn record_from(origin: &str, version: u64, octet: u8) -> SignedRecord {
     })
 }
 
+/// The announce a fresh "west" replica, seeded with "east", sends first.
+fn west_announces_to_east() -> Vec<u8> {
+    let mut config = Config::lan(member("west", 0), addr(2), 3);
+    config.seeds = vec![Seed {
+        member: member("east", 0),
+        addr: addr(1),
+    }];
+    let trust = ring(&["east", "west", "south"]);
+    let mut west = Node::new(
+        config,
+        key("west"),
+        trust,
+        Time::from_millis(1),
+        3,
+        PersistedState::default(),
+    )
+    .unwrap();
+    west.take_commands()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .unwrap()
+}
+
 fn push(records: Vec<SignedRecord>, relay: bool) -> Vec<u8> {
     Message::Push { records, relay }.encode().unwrap()
 }
@@ -311,28 +337,7 @@ fn malformed_input_is_counted_and_dropped() {
 #[test]
 fn a_swim_packet_claiming_another_sender_is_dropped() {
     // Node A's announce, delivered as if it came from someone else.
-    let mut a_config = Config::lan(member("west", 0), addr(2), 3);
-    a_config.seeds = vec![Seed {
-        member: member("east", 0),
-        addr: addr(1),
-    }];
-    let mut a = Node::new(
-        a_config,
-        key("west"),
-        ring(&["east", "west", "south"]),
-        Time::from_millis(1),
-        3,
-        PersistedState::default(),
-    )
-    .unwrap();
-    let announce = a
-        .take_commands()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::Send { bytes, .. } => Some(bytes),
-            _ => None,
-        })
-        .unwrap();
+    let announce = west_announces_to_east();
     let mut node = lone_node(true);
     node.handle_packet(
         Time::from_millis(5),
@@ -719,28 +724,7 @@ fn a_member_list_leads_to_announces_to_unknown_trusted_members_only() {
     );
 
     // West answers first-hand (its own announce); then the same list asks for nothing.
-    let mut west_config = Config::lan(member("west", 0), addr(2), 3);
-    west_config.seeds = vec![Seed {
-        member: member("east", 0),
-        addr: addr(1),
-    }];
-    let mut west_node = Node::new(
-        west_config,
-        key("west"),
-        ring(&["east", "west", "south"]),
-        Time::from_millis(1),
-        3,
-        PersistedState::default(),
-    )
-    .unwrap();
-    let announce = west_node
-        .take_commands()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::Send { bytes, .. } => Some(bytes),
-            _ => None,
-        })
-        .unwrap();
+    let announce = west_announces_to_east();
     node.handle_packet(
         Time::from_millis(6),
         &member("west", 0),
