@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 use shoal_proto::{ClusterId, ServiceKey, ServicePort, ServiceType, SignedRecord};
 
+use super::command::{Command, ImportChange};
+use super::node::Node;
+
 /// One service as imported into a cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportedService {
@@ -147,6 +150,125 @@ pub fn derive<'a>(
             .collect(),
         conflicts,
     })
+}
+
+// ----- staging: keeping a node's imports up to date within a step -----
+
+impl Node {
+    pub(super) fn mark_origin_dirty(&mut self, origin: &ClusterId) {
+        let services = self.view.services_of(origin);
+        self.dirty_imports.extend(services);
+    }
+
+    /// Notes that `record` replaced `held` in the view. When the import's type and port
+    /// union cannot change (the usual case: endpoints changed, or an origin joined with
+    /// the same ports), the import is patched in place: one source swapped or inserted,
+    /// O(log origins). Anything else is derived again at the end of the step.
+    pub(super) fn stage_import(
+        &mut self,
+        held: Option<Arc<SignedRecord>>,
+        record: &Arc<SignedRecord>,
+    ) {
+        let service = &record.record.service;
+        if self.patch_import(held.as_ref(), record) {
+            self.patched_imports.insert(service.clone());
+        } else {
+            self.dirty_imports.insert(service.clone());
+        }
+    }
+
+    pub(super) fn patch_import(
+        &mut self,
+        held: Option<&Arc<SignedRecord>>,
+        record: &Arc<SignedRecord>,
+    ) -> bool {
+        let new = &record.record;
+        if new.tombstone
+            || self.dirty_imports.contains(&new.service)
+            || !self.clusters.liveness(&new.origin).imported()
+        {
+            return false;
+        }
+        let Some(import) = self.imports.get_mut(&new.service) else {
+            return false;
+        };
+        let ports_agree = new.ports.iter().all(|p| {
+            import
+                .ports
+                .binary_search_by(|w| w.name.cmp(&p.name))
+                .is_ok_and(|i| import.ports[i] == *p)
+        });
+        let clean = new.service_type == import.service_type
+            && ports_agree
+            && !import.conflicts.iter().any(|c| c.cluster == new.origin);
+        if !clean {
+            return false;
+        }
+        let slot = import
+            .sources
+            .binary_search_by(|s| s.cluster().cmp(&new.origin));
+        match (slot, held) {
+            // The origin's old record is a source. Same ports, or the union could shrink;
+            // and the same age unless nothing conflicts, or another export could become
+            // the oldest and win the type or a port.
+            (Ok(i), Some(held))
+                if Arc::ptr_eq(&import.sources[i].record, held)
+                    && held.record.ports == new.ports
+                    && (held.record.export_created_ms == new.export_created_ms
+                        || import.conflicts.is_empty()) =>
+            {
+                import.sources[i].record = Arc::clone(record);
+                true
+            }
+            // The origin was not a source (new, or its old record was a tombstone).
+            (Err(i), held) if held.is_none_or(|h| h.record.tombstone) => {
+                import.sources.insert(
+                    i,
+                    ImportedCluster {
+                        record: Arc::clone(record),
+                    },
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn recompute_imports(&mut self) {
+        if self.dirty_imports.is_empty() && self.patched_imports.is_empty() {
+            return;
+        }
+        let mut changes = Vec::new();
+        for service in std::mem::take(&mut self.patched_imports) {
+            if !self.dirty_imports.contains(&service) {
+                let import = self.imports.get(&service).cloned();
+                changes.push(ImportChange { service, import });
+            }
+        }
+        for service in std::mem::take(&mut self.dirty_imports) {
+            let derived = self.derive_import(&service);
+            if self.imports.get(&service) == derived.as_ref() {
+                continue;
+            }
+            match &derived {
+                Some(import) => self.imports.insert(service.clone(), import.clone()),
+                None => self.imports.remove(&service),
+            };
+            changes.push(ImportChange {
+                service,
+                import: derived,
+            });
+        }
+        if !changes.is_empty() {
+            self.stats.import_changes += changes.len() as u64;
+            self.commands.push(Command::ApplyImports { changes });
+        }
+    }
+
+    pub(super) fn derive_import(&self, service: &ServiceKey) -> Option<ImportedService> {
+        let live = self.clusters.imported(self.view.service_records(service));
+        derive(service, live)
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@
 //! - `record_cache`: verify each distinct record once (optional, shared in the simulator).
 //! - `dissemination`: eager pushes and their relays.
 //! - `anti_entropy`: digests and pulls that repair what a push missed.
-//! - `imports`: the MCS imports derived from the view and liveness.
+//! - `imports`: the MCS imports derived from the view and liveness, and how a step
+//!   keeps them current.
+//! - `failure`: liveness transitions, withdrawal after the grace period, re-admission.
+//! - `inspect`: accessors and invariant checks.
 //! - `timers`: absolute deadlines.
 //! - `stats`: plain counters.
 //! - `node`: [`Node`], which ties them together.
@@ -27,7 +30,9 @@ mod anti_entropy;
 mod command;
 mod config;
 mod dissemination;
+mod failure;
 mod imports;
+mod inspect;
 mod membership;
 mod node;
 mod record_cache;
