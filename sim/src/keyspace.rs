@@ -11,6 +11,7 @@ use shoal_proto::{ClusterId, ServiceKey, SignedRecord};
 #[derive(Clone, Debug)]
 pub struct KeySpace {
     clusters: BTreeMap<ClusterId, u32>,
+    cluster_ids: Vec<ClusterId>,
     services: BTreeMap<ServiceKey, u32>,
     service_keys: Vec<ServiceKey>,
 }
@@ -20,8 +21,9 @@ impl KeySpace {
         clusters: impl IntoIterator<Item = &'a ClusterId>,
         services: &[ServiceKey],
     ) -> Self {
-        let clusters = clusters
-            .into_iter()
+        let cluster_ids: Vec<ClusterId> = clusters.into_iter().cloned().collect();
+        let clusters = cluster_ids
+            .iter()
             .enumerate()
             .map(|(i, c)| (c.clone(), i as u32))
             .collect();
@@ -32,6 +34,7 @@ impl KeySpace {
             .collect();
         Self {
             clusters,
+            cluster_ids,
             services: service_map,
             service_keys: services.to_vec(),
         }
@@ -53,7 +56,14 @@ impl KeySpace {
         self.services.get(service).map(|s| *s as usize)
     }
 
+    /// The index of a cluster. The simulator's own names (`c0042`) are parsed and
+    /// confirmed in O(1); other names are looked up.
     pub fn cluster_index(&self, cluster: &ClusterId) -> Option<usize> {
+        if let Some(i) = crate::topology::parse_cluster_name(cluster.as_str())
+            && self.cluster_ids.get(i) == Some(cluster)
+        {
+            return Some(i);
+        }
         self.clusters.get(cluster).map(|c| *c as usize)
     }
 

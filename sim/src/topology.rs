@@ -87,7 +87,13 @@ impl Topology {
         self.members.len()
     }
 
+    /// The index of a cluster: its name is parsed and confirmed in O(1).
     pub fn cluster_index(&self, id: &ClusterId) -> Option<usize> {
+        if let Some(c) = parse_cluster_name(id.as_str())
+            && self.clusters.get(c).is_some_and(|info| info.id == *id)
+        {
+            return Some(c);
+        }
         self.index.get(id).copied()
     }
 
@@ -148,6 +154,17 @@ pub fn cluster_name(c: usize) -> String {
     format!("c{c:04}")
 }
 
+/// The number in a name made by [`cluster_name`], if it is one.
+pub fn parse_cluster_name(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix('c')?.as_bytes();
+    if digits.is_empty() || digits.len() > 9 {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + usize::from(b - b'0'))
+    })
+}
+
 /// A node's fake address: 127.{n>>16}.{(n>>8)&255}.{n&255}:7946.
 pub fn addr(node: usize) -> NetAddr {
     let ip = std::net::Ipv4Addr::new(
@@ -157,4 +174,19 @@ pub fn addr(node: usize) -> NetAddr {
         (node & 255) as u8,
     );
     NetAddr::from(std::net::SocketAddr::new(ip.into(), PORT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_parse_back_to_their_index() {
+        for c in [0, 7, 42, 999, 4_095] {
+            assert_eq!(parse_cluster_name(&cluster_name(c)), Some(c));
+        }
+        for bad in ["", "c", "x0001", "c00a1", "c-1", "c1234567890"] {
+            assert_eq!(parse_cluster_name(bad), None, "{bad}");
+        }
+    }
 }
