@@ -67,6 +67,19 @@ impl KeySpace {
         self.clusters.get(cluster).map(|c| *c as usize)
     }
 
+    /// The cluster indexes of an import's sources, in the import's (origin) order.
+    pub fn source_indices(&self, import: Option<&shoal_node::core::ImportedService>) -> Vec<u32> {
+        import
+            .map(|i| {
+                i.sources
+                    .iter()
+                    .filter_map(|src| self.cluster_index(src.cluster()))
+                    .map(|c| c as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The dense index of (origin, service), if both are known.
     pub fn index(&self, origin: &ClusterId, service: &ServiceKey) -> Option<usize> {
         let c = self.cluster_index(origin)?;

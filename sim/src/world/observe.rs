@@ -77,16 +77,7 @@ impl World {
             let Some(s) = self.keys.service_index(&change.service) else {
                 continue;
             };
-            let sources = change
-                .import
-                .map(|i| {
-                    i.sources
-                        .iter()
-                        .filter_map(|src| self.keys.cluster_index(src.cluster()))
-                        .map(|c| c as u32)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let sources = self.keys.source_indices(change.import.as_ref());
             let diff = self.tracker.apply(n, s, sources);
             for c in diff.lost {
                 self.import_lost(n, c);
@@ -254,17 +245,7 @@ impl World {
             found.push(("monotonicity", format!("node {n}: {e}")));
         }
         for (s, service) in self.keys.services().iter().enumerate() {
-            let mut theirs: Vec<u32> = core
-                .imports()
-                .get(service)
-                .map(|i| {
-                    i.sources
-                        .iter()
-                        .filter_map(|src| self.keys.cluster_index(src.cluster()))
-                        .map(|c| c as u32)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut theirs = self.keys.source_indices(core.imports().get(service));
             theirs.sort_unstable();
             if theirs != self.tracker.sources(n, s) {
                 found.push((
