@@ -27,8 +27,11 @@
 //!   times out (capped at a minute for large ClusterSets, where rounds are long).
 //!   Breaking that bound is a violation: a withdrawal that is stuck, not slow.
 
-use shoal_node::core::SwimTiming;
 use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+
+use shoal_node::core::{ImportedCluster, SwimTiming};
+use shoal_proto::{ClusterId, SignedRecord};
 
 /// How long the design says detecting a dead cluster takes (a target, see above).
 pub const DETECTION_TARGET_US: u64 = 5_000_000;
@@ -50,15 +53,27 @@ pub fn detection_bound_us(swim: &SwimTiming, members: usize) -> u64 {
 }
 
 /// Which clusters each node imports from, derived from its `ApplyImports` commands.
+///
+/// An import of a widely exported service has one source per cluster, and every
+/// record arrival re-emits it whole. To keep that O(sources) walk cheap, each source
+/// remembers the record it came from (a `Weak`, which also keeps the address from
+/// being reused): a source whose record is the very same allocation as before keeps
+/// its cluster without a lookup.
 #[derive(Debug)]
 pub struct ImportTracker {
     services: usize,
-    /// [node][service]: the source clusters, sorted.
-    sources: Vec<Vec<Vec<u32>>>,
+    /// [node][service]: the sources, in the import's order.
+    sources: Vec<Vec<Vec<Source>>>,
     /// [node][cluster]: how many services the node imports from the cluster.
     counts: Vec<Vec<u16>>,
     /// [cluster]: how many live nodes import at least one of its services.
     importers: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Source {
+    cluster: u32,
+    record: Weak<SignedRecord>,
 }
 
 /// Clusters a node started or stopped importing from, after one change.
@@ -72,27 +87,84 @@ impl ImportTracker {
     pub fn new(nodes: usize, clusters: usize, services: usize) -> Self {
         Self {
             services,
-            sources: vec![Vec::new(); nodes],
+            sources: (0..nodes).map(|_| Vec::new()).collect(),
             counts: vec![vec![0; clusters]; nodes],
             importers: vec![0; clusters],
         }
     }
 
-    /// The import of `service` at `node` now draws from `new_sources`.
-    pub fn apply(
+    /// The import of `service` at `node` now draws from `imported` (empty: no
+    /// import). `index_of` names a source's cluster.
+    pub fn apply_import(
         &mut self,
         node: usize,
         service: usize,
-        mut new_sources: Vec<u32>,
+        imported: &[ImportedCluster],
+        index_of: impl Fn(&ClusterId) -> Option<usize>,
     ) -> SourceChange {
-        new_sources.sort_unstable();
-        new_sources.dedup();
-        if self.sources[node].is_empty() {
-            self.sources[node] = vec![Vec::new(); self.services];
+        let mut old = self.take(node, service);
+        let before = sorted_clusters(old.iter().map(|s| s.cluster));
+        let mut next = Vec::with_capacity(imported.len());
+        let same = |o: &Source, src: &ImportedCluster| {
+            std::ptr::eq(o.record.as_ptr(), Arc::as_ptr(&src.record))
+        };
+        // Walk both lists in order: an unchanged source is the same allocation at the
+        // same place; one removal shows as a match one step ahead in the old list.
+        let mut i = 0;
+        for src in imported {
+            if old.get(i + 1).is_some_and(|o| same(o, src)) && !same(&old[i], src) {
+                i += 1;
+            }
+            if old.get(i).is_some_and(|o| same(o, src)) {
+                next.push(std::mem::take(&mut old[i]));
+                i += 1;
+                continue;
+            }
+            let Some(c) = index_of(src.cluster()) else {
+                continue;
+            };
+            if old.get(i).is_some_and(|o| o.cluster == c as u32) {
+                i += 1; // the same cluster with a newer record
+            }
+            next.push(Source {
+                cluster: c as u32,
+                record: Arc::downgrade(&src.record),
+            });
         }
-        let old = std::mem::take(&mut self.sources[node][service]);
-        let (gone, came) = sorted_difference(&old, &new_sources);
-        self.sources[node][service] = new_sources;
+        self.replace(node, service, before, next)
+    }
+
+    /// The import of `service` at `node` now draws from `clusters`.
+    pub fn apply(&mut self, node: usize, service: usize, clusters: Vec<u32>) -> SourceChange {
+        let old = self.take(node, service);
+        let before = sorted_clusters(old.iter().map(|s| s.cluster));
+        let next = clusters
+            .into_iter()
+            .map(|cluster| Source {
+                cluster,
+                record: Weak::new(),
+            })
+            .collect();
+        self.replace(node, service, before, next)
+    }
+
+    fn take(&mut self, node: usize, service: usize) -> Vec<Source> {
+        if self.sources[node].is_empty() {
+            self.sources[node] = (0..self.services).map(|_| Vec::new()).collect();
+        }
+        std::mem::take(&mut self.sources[node][service])
+    }
+
+    fn replace(
+        &mut self,
+        node: usize,
+        service: usize,
+        before: Vec<u32>,
+        next: Vec<Source>,
+    ) -> SourceChange {
+        let after = sorted_clusters(next.iter().map(|s| s.cluster));
+        self.sources[node][service] = next;
+        let (gone, came) = sorted_difference(&before, &after);
         let mut change = SourceChange::default();
         for c in gone {
             self.decrement(node, c as usize, &mut change);
@@ -125,9 +197,12 @@ impl ImportTracker {
         self.importers[cluster]
     }
 
-    /// The source clusters of one service at one node.
-    pub fn sources(&self, node: usize, service: usize) -> &[u32] {
-        self.sources[node].get(service).map_or(&[], Vec::as_slice)
+    /// The source clusters of one service at one node, sorted.
+    pub fn sources(&self, node: usize, service: usize) -> Vec<u32> {
+        let list = self.sources[node]
+            .get(service)
+            .map_or(&[][..], Vec::as_slice);
+        sorted_clusters(list.iter().map(|s| s.cluster))
     }
 
     fn increment(&mut self, node: usize, c: usize, change: &mut SourceChange) {
@@ -145,6 +220,17 @@ impl ImportTracker {
             change.lost.push(c);
         }
     }
+}
+
+/// Cluster indexes sorted and without duplicates (usually already sorted: imports list
+/// sources by cluster name, and names sort like indexes).
+fn sorted_clusters(clusters: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut v: Vec<u32> = clusters.collect();
+    if !v.is_sorted() {
+        v.sort_unstable();
+    }
+    v.dedup();
+    v
 }
 
 /// (In `old` only, in `new` only) of two sorted lists, in one merge pass.

@@ -77,8 +77,11 @@ impl World {
             let Some(s) = self.keys.service_index(&change.service) else {
                 continue;
             };
-            let sources = self.keys.source_indices(change.import.as_ref());
-            let diff = self.tracker.apply(n, s, sources);
+            let sources = change.import.as_ref().map_or(&[][..], |i| &i.sources[..]);
+            let keys = &self.keys;
+            let diff = self
+                .tracker
+                .apply_import(n, s, sources, |c| keys.cluster_index(c));
             for c in diff.lost {
                 self.import_lost(n, c);
             }
