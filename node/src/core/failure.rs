@@ -41,6 +41,25 @@ impl Node {
                 // transport would refuse them anyway. They are never push targets.
                 self.stats.untrusted_members += 1;
             }
+            OwnedNotification::MemberUp(id)
+                if self.clusters.seen_down(
+                    &id.0.member.cluster,
+                    id.0.member.replica,
+                    id.0.generation,
+                ) =>
+            {
+                // Down is terminal for a SWIM identity, but foca forgets down members
+                // after `remove_down_after`, and a peer that missed the news (or a
+                // restarted one it fed) still lists the dead generation as alive. This
+                // node remembers longer: it re-declares the identity down, and foca
+                // gossips that, which also cures the peers that spread the zombie. A
+                // replica that is in fact alive answers by rejoining with a new
+                // generation, as it would within foca's own memory.
+                self.stats.zombies_refused += 1;
+                self.with_swim(now, |swim, out| {
+                    swim.apply_many(std::iter::once(foca::Member::down(id)), true, out)
+                });
+            }
             OwnedNotification::MemberUp(id) => {
                 self.members.insert(&id);
                 self.commands
@@ -178,5 +197,119 @@ impl Node {
             self.commands
                 .push(Command::Notify(Event::ClusterWithdrawn(cluster)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use foca::{Foca, Member};
+    use rand::SeedableRng;
+    use rand::rngs::ChaCha8Rng;
+    use shoal_proto::wire::Channel;
+    use shoal_proto::{ClusterKey, KeyRing, NetAddr, ReplicaId, SwimIdentity};
+
+    use super::super::command::PersistedState;
+    use super::super::config::Config;
+    use super::super::membership::Swim;
+    use super::super::membership::{SwimCodec, foca_config};
+    use super::*;
+
+    fn id(cluster: &str, last_octet: u8, generation: u32) -> SwimId {
+        SwimId(SwimIdentity {
+            member: MemberId {
+                cluster: ClusterId::new(cluster).unwrap(),
+                replica: ReplicaId(0),
+            },
+            addr: NetAddr::from(std::net::SocketAddr::from(([127, 0, 0, last_octet], 7946))),
+            generation,
+        })
+    }
+
+    fn key(cluster: &str) -> ClusterKey {
+        ClusterKey::from_seed(ClusterId::new(cluster).unwrap(), [cluster.len() as u8; 32])
+    }
+
+    /// A peer that missed the news of a death (or a restarted node it fed) gossips the
+    /// dead generation as alive after this node's foca forgot it. This node must not
+    /// import the dead cluster again: it declares the identity down once more.
+    #[test]
+    fn a_generation_seen_down_is_not_resurrected_by_second_hand_gossip() {
+        let mut trust = KeyRing::new();
+        for name in ["east", "west", "south"] {
+            trust
+                .insert(ClusterId::new(name).unwrap(), key(name).public())
+                .unwrap();
+        }
+        let east = id("east", 1, 1);
+        let west = id("west", 2, 1);
+        let south = id("south", 3, 1);
+        let config = Config::wan(east.0.member.clone(), east.0.addr, 3);
+        let mut node = Node::new(
+            config.clone(),
+            key("east"),
+            trust,
+            Time::ZERO,
+            7,
+            PersistedState::default(),
+        )
+        .unwrap();
+
+        // East saw south's generation 1 go down, and its foca has since forgotten it.
+        let mut now = Time::from_millis(1_000);
+        node.handle_membership(now, OwnedNotification::MemberUp(south.clone()));
+        now = Time::from_millis(2_000);
+        node.handle_membership(now, OwnedNotification::MemberDown(south.clone()));
+        assert!(matches!(
+            node.liveness(&south.0.member.cluster),
+            Liveness::Down { .. }
+        ));
+
+        // West still lists south alive and announces itself to east with that gossip.
+        let mut west_swim = Foca::new(
+            west.clone(),
+            foca_config(&Config::wan(west.0.member.clone(), west.0.addr, 3)),
+            ChaCha8Rng::seed_from_u64(9),
+            SwimCodec,
+        );
+        let gossip_to_east = |swim: &mut Swim, news: SwimId| {
+            let mut out = SwimOutput::default();
+            let updates = [Member::alive(east.clone()), Member::alive(news)];
+            swim.apply_many(updates.into_iter(), true, &mut out)
+                .unwrap();
+            swim.gossip(&mut out).unwrap();
+            let (_, packet) = out.sends.into_iter().find(|(to, _)| *to == east).unwrap();
+            Message::Swim(packet).encode().unwrap()
+        };
+        let bytes = gossip_to_east(&mut west_swim, south.clone());
+        node.take_commands();
+        now = Time::from_millis(3_000);
+        node.handle_packet(now, &west.0.member, Channel::Datagram, &bytes);
+
+        assert_eq!(node.stats().zombies_refused, 1);
+        assert_eq!(node.members_up(), vec![west.0.member.clone()]);
+        assert!(matches!(
+            node.liveness(&south.0.member.cluster),
+            Liveness::Down { .. }
+        ));
+        let state = node
+            .swim
+            .iter_membership_state()
+            .find(|m| m.id().0.member == south.0.member)
+            .map(|m| m.state());
+        assert_eq!(state, Some(foca::State::Down));
+        assert!(
+            !node
+                .take_commands()
+                .contains(&Command::Notify(Event::MemberUp(south.0.member.clone())))
+        );
+
+        // A later generation of the same replica (a real restart) is welcome.
+        let bytes = gossip_to_east(&mut west_swim, id("south", 3, 2));
+        now = Time::from_millis(4_000);
+        node.handle_packet(now, &west.0.member, Channel::Datagram, &bytes);
+        assert_eq!(node.liveness(&south.0.member.cluster), Liveness::Alive);
+        assert_eq!(node.stats().zombies_refused, 1);
     }
 }

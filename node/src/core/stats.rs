@@ -44,6 +44,10 @@ pub struct Stats {
     pub pull_records_sent: u64,
     /// Members of clusters outside the ClusterSet named by gossip; ignored.
     pub untrusted_members: u64,
+    /// A member generation this node saw go down, reported alive again by second-hand
+    /// gossip after foca forgot it (or by a peer that missed the news); declared down
+    /// again instead.
+    pub zombies_refused: u64,
     pub import_changes: u64,
     pub withdrawals: u64,
     /// Withdrawals put off because the cluster was heard from after it was declared down.
