@@ -23,5 +23,7 @@ pub use record::{
     Endpoint, EndpointConditions, ExportRecord, IpAddress, NetworkMode, PortProtocol, RecordError,
     ServicePort, ServiceType,
 };
-pub use sign::{ClusterKey, KeyRing, SignedRecord, Verified, VerifiedWeak, VerifyError};
+pub use sign::{
+    ClusterKey, KeyRing, KeyRingError, SignedRecord, Verified, VerifiedWeak, VerifyError,
+};
 pub use wire::{Channel, Message, OriginSummary, OriginWant, RecordRef, SwimIdentity};

@@ -43,6 +43,20 @@ pub enum VerifyError {
     TooLarge(#[from] codec::EncodeError),
 }
 
+/// Why a key was not added to a [`KeyRing`]. The ring is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRingError {
+    /// The key is malformed or of small order.
+    #[error("the public key of {0} is malformed or weak")]
+    BadKey(ClusterId),
+    /// The ring already holds `KEY_RING_CLUSTERS_MAX` clusters.
+    #[error("the key ring is full ({KEY_RING_CLUSTERS_MAX} clusters)")]
+    Full,
+}
+
+/// Most clusters a key ring holds; their indexes stay below 2^31.
+pub const KEY_RING_CLUSTERS_MAX: usize = 1 << 31;
+
 /// A value whose signature has been checked. Only [`verify`] and [`ClusterKey::sign`]
 /// construct one; the field is private.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -166,7 +180,7 @@ impl ClusterKey {
 /// The public keys of the ClusterSet's members, each certified by the CA.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyRing {
-    keys: BTreeMap<ClusterId, VerifyingKey>,
+    keys: BTreeMap<ClusterId, (VerifyingKey, u32)>,
 }
 
 impl KeyRing {
@@ -175,19 +189,30 @@ impl KeyRing {
     }
 
     /// Adds or replaces a member's key. A malformed or small-order key is refused.
-    pub fn insert(&mut self, cluster: ClusterId, public: [u8; 32]) -> Result<(), VerifyError> {
-        let key = VerifyingKey::from_bytes(&public)
-            .map_err(|_| VerifyError::BadSignature(cluster.clone()))?;
+    pub fn insert(&mut self, cluster: ClusterId, public: [u8; 32]) -> Result<(), KeyRingError> {
+        let key =
+            VerifyingKey::from_bytes(&public).map_err(|_| KeyRingError::BadKey(cluster.clone()))?;
         if key.is_weak() {
-            return Err(VerifyError::BadSignature(cluster));
+            return Err(KeyRingError::BadKey(cluster));
         }
-        self.keys.insert(cluster, key);
+        let index = match self.keys.get(&cluster) {
+            Some((_, index)) => *index,
+            None if self.keys.len() >= KEY_RING_CLUSTERS_MAX => return Err(KeyRingError::Full),
+            None => u32::try_from(self.keys.len()).map_err(|_| KeyRingError::Full)?,
+        };
+        self.keys.insert(cluster, (key, index));
         Ok(())
     }
 
     /// The public key held for `cluster`.
     pub fn public(&self, cluster: &ClusterId) -> Option<[u8; 32]> {
-        self.keys.get(cluster).map(|k| k.to_bytes())
+        self.keys.get(cluster).map(|(k, _)| k.to_bytes())
+    }
+
+    /// A small number for `cluster`, stable for the life of this ring: the order in
+    /// which it was first inserted. Lets hot paths compare members by number.
+    pub fn index(&self, cluster: &ClusterId) -> Option<u32> {
+        self.keys.get(cluster).map(|(_, index)| *index)
     }
 
     pub fn contains(&self, cluster: &ClusterId) -> bool {
@@ -210,7 +235,7 @@ impl KeyRing {
 /// Checks `signed` against its origin's key in `ring`.
 pub fn verify(ring: &KeyRing, signed: SignedRecord) -> Result<Verified<SignedRecord>, VerifyError> {
     let origin = &signed.record.origin;
-    let key = ring
+    let (key, _) = ring
         .keys
         .get(origin)
         .ok_or_else(|| VerifyError::UnknownOrigin(origin.clone()))?;

@@ -324,13 +324,31 @@ fn the_key_ring_refuses_weak_keys() {
     identity[0] = 1;
     assert_eq!(
         ring.insert(cluster("cluster-a"), identity),
-        Err(VerifyError::BadSignature(cluster("cluster-a")))
+        Err(shoal_proto::KeyRingError::BadKey(cluster("cluster-a")))
     );
     assert!(ring.is_empty());
     let a = key("cluster-a", 1);
     assert_eq!(ring.insert(cluster("cluster-a"), a.public()), Ok(()));
     assert!(ring.contains(&cluster("cluster-a")));
     assert_eq!(ring.len(), 1);
+}
+
+#[test]
+fn key_ring_indexes_follow_first_insertion_and_survive_a_key_change() {
+    let mut ring = shoal_proto::KeyRing::new();
+    ring.insert(cluster("cluster-b"), key("cluster-b", 2).public())
+        .unwrap();
+    ring.insert(cluster("cluster-a"), key("cluster-a", 1).public())
+        .unwrap();
+    ring.insert(cluster("cluster-b"), key("cluster-b", 3).public())
+        .unwrap();
+    assert_eq!(ring.index(&cluster("cluster-b")), Some(0));
+    assert_eq!(ring.index(&cluster("cluster-a")), Some(1));
+    assert_eq!(ring.index(&cluster("cluster-c")), None);
+    assert_eq!(
+        ring.public(&cluster("cluster-b")),
+        Some(key("cluster-b", 3).public())
+    );
 }
 
 #[test]

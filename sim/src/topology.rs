@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
@@ -37,7 +38,7 @@ pub struct Topology {
     pub replicas: usize,
     pub members: Vec<MemberId>,
     pub configs: Vec<Config>,
-    pub trust: KeyRing,
+    pub trust: Arc<KeyRing>,
     index: BTreeMap<ClusterId, usize>,
 }
 
@@ -74,7 +75,7 @@ impl Topology {
             replicas: spec.replicas,
             members,
             configs: Vec::new(),
-            trust,
+            trust: Arc::new(trust),
             index,
         };
         topology.configs = (0..spec.nodes())

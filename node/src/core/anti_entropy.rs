@@ -230,7 +230,8 @@ impl Node {
             .collect();
         for id in news {
             self.stats.members_announced += 1;
-            self.with_swim(now, |swim, out| swim.announce(SwimId(id), out));
+            let id = SwimId::new(id, &self.trust);
+            self.with_swim(now, |swim, out| swim.announce(id, out));
         }
         if reply {
             self.send_members(from, false);

@@ -215,16 +215,28 @@ mod tests {
     use super::super::membership::Swim;
     use super::super::membership::{SwimCodec, foca_config};
     use super::*;
+    use std::sync::Arc;
 
     fn id(cluster: &str, last_octet: u8, generation: u32) -> SwimId {
-        SwimId(SwimIdentity {
+        let identity = SwimIdentity {
             member: MemberId {
                 cluster: ClusterId::new(cluster).unwrap(),
                 replica: ReplicaId(0),
             },
             addr: NetAddr::from(std::net::SocketAddr::from(([127, 0, 0, last_octet], 7946))),
             generation,
-        })
+        };
+        SwimId::new(identity, &trust())
+    }
+
+    fn trust() -> KeyRing {
+        let mut trust = KeyRing::new();
+        for name in ["east", "west", "south"] {
+            trust
+                .insert(ClusterId::new(name).unwrap(), key(name).public())
+                .unwrap();
+        }
+        trust
     }
 
     fn key(cluster: &str) -> ClusterKey {
@@ -236,12 +248,7 @@ mod tests {
     /// import the dead cluster again: it declares the identity down once more.
     #[test]
     fn a_generation_seen_down_is_not_resurrected_by_second_hand_gossip() {
-        let mut trust = KeyRing::new();
-        for name in ["east", "west", "south"] {
-            trust
-                .insert(ClusterId::new(name).unwrap(), key(name).public())
-                .unwrap();
-        }
+        let trust = trust();
         let east = id("east", 1, 1);
         let west = id("west", 2, 1);
         let south = id("south", 3, 1);
@@ -249,7 +256,7 @@ mod tests {
         let mut node = Node::new(
             config.clone(),
             key("east"),
-            trust,
+            trust.clone(),
             Time::ZERO,
             7,
             PersistedState::default(),
@@ -271,7 +278,7 @@ mod tests {
             west.clone(),
             foca_config(&Config::wan(west.0.member.clone(), west.0.addr, 3)),
             ChaCha8Rng::seed_from_u64(9),
-            SwimCodec,
+            SwimCodec::new(Arc::new(trust.clone())),
         );
         let gossip_to_east = |swim: &mut Swim, news: SwimId| {
             let mut out = SwimOutput::default();

@@ -79,13 +79,12 @@ impl Node {
         self.last_contact_ms
     }
 
-    /// Cheap structural checks, suitable after every event: O(origins + clusters).
+    /// Cheap structural checks, suitable after every event: O(log) in the state.
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         let fail = |what: String| InvariantViolation {
             member: self.config.member.clone(),
             what,
         };
-        self.clusters.check().map_err(fail)?;
         let own_max = self
             .view
             .origin(&self.config.member.cluster)
@@ -105,13 +104,15 @@ impl Node {
         Ok(())
     }
 
-    /// Full checks: recompute every summary and every import. O(view).
+    /// Full checks: cluster liveness against replicas, every summary and every import.
+    /// O(clusters + view).
     pub fn check_invariants_deep(&self) -> Result<(), InvariantViolation> {
         self.check_invariants()?;
         let fail = |what: String| InvariantViolation {
             member: self.config.member.clone(),
             what,
         };
+        self.clusters.check().map_err(fail)?;
         self.view.check().map_err(fail)?;
         for import in self.imports.values() {
             if let Some(source) = import

@@ -68,7 +68,7 @@ pub struct InvariantViolation {
 pub struct Node {
     pub(super) config: Config,
     pub(super) key: ClusterKey,
-    pub(super) trust: KeyRing,
+    pub(super) trust: Arc<KeyRing>,
     pub(super) rng: ChaCha8Rng,
     pub(super) swim: Swim,
     pub(super) members: Members,
@@ -115,26 +115,30 @@ impl Node {
     pub fn new(
         config: Config,
         key: ClusterKey,
-        trust: KeyRing,
+        trust: impl Into<Arc<KeyRing>>,
         now: Time,
         seed: u64,
         persisted: PersistedState,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let trust: Arc<KeyRing> = trust.into();
         check_key(&config, &key, &trust)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let generation = persisted.generation.wrapping_add(1);
-        let identity = SwimId(SwimIdentity {
-            member: config.member.clone(),
-            addr: config.addr,
-            generation,
-        });
+        let identity = SwimId::new(
+            SwimIdentity {
+                member: config.member.clone(),
+                addr: config.addr,
+                generation,
+            },
+            &trust,
+        );
         let swim_rng = ChaCha8Rng::seed_from_u64(rng.random());
         let swim = Foca::new(
             identity,
             membership::foca_config(&config),
             swim_rng,
-            SwimCodec,
+            SwimCodec::new(Arc::clone(&trust)),
         );
         let clusters = Clusters::new(config.member.cluster.clone(), &trust, now);
         let mut node = Node {
@@ -222,7 +226,8 @@ impl Node {
         targets.sort();
         targets.dedup_by(|a, b| a.member == b.member);
         for dst in targets {
-            self.with_swim(now, |swim, out| swim.announce(SwimId(dst), out));
+            let dst = SwimId::new(dst, &self.trust);
+            self.with_swim(now, |swim, out| swim.announce(dst, out));
         }
     }
 

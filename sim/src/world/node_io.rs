@@ -1,6 +1,7 @@
 //! Starting nodes, carrying out their commands in order, and delivering messages.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rand::RngExt;
 use shoal_node::core::{Command, Durability, Event as CoreEvent, Node, StoreOp, Time};
@@ -26,7 +27,7 @@ impl World {
         let mut core = Node::new(
             self.topo.configs[n].clone(),
             self.topo.clusters[cluster].key.clone(),
-            self.topo.trust.clone(),
+            Arc::clone(&self.topo.trust),
             local,
             seed,
             persisted,
