@@ -88,11 +88,13 @@ impl PersistedState {
     }
 }
 
-/// A change to one service's import. `None` removes the import.
+/// A change to one service's import. `None` removes the import. The import is shared
+/// with the node, so a change costs O(1) however many clusters export the service; a
+/// sink that keeps it makes the node's next patch copy it once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportChange {
     pub service: ServiceKey,
-    pub import: Option<ImportedService>,
+    pub import: Option<Arc<ImportedService>>,
 }
 
 /// Notable events, for logs and metrics.

@@ -189,7 +189,7 @@ impl Node {
         {
             return false;
         }
-        let Some(import) = self.imports.get_mut(&new.service) else {
+        let Some(import) = self.imports.get(&new.service) else {
             return false;
         };
         let ports_agree = new.ports.iter().all(|p| {
@@ -207,7 +207,7 @@ impl Node {
         let slot = import
             .sources
             .binary_search_by(|s| s.cluster().cmp(&new.origin));
-        match (slot, held) {
+        let patch = match (slot, held) {
             // The origin's old record is a source. Same ports, or the union could shrink;
             // and the same age unless nothing conflicts, or another export could become
             // the oldest and win the type or a port.
@@ -217,21 +217,24 @@ impl Node {
                     && (held.record.export_created_ms == new.export_created_ms
                         || import.conflicts.is_empty()) =>
             {
-                import.sources[i].record = Arc::clone(record);
-                true
+                Ok(i)
             }
             // The origin was not a source (new, or its old record was a tombstone).
-            (Err(i), held) if held.is_none_or(|h| h.record.tombstone) => {
-                import.sources.insert(
-                    i,
-                    ImportedCluster {
-                        record: Arc::clone(record),
-                    },
-                );
-                true
-            }
-            _ => false,
+            (Err(i), held) if held.is_none_or(|h| h.record.tombstone) => Err(i),
+            _ => return false,
+        };
+        let Some(import) = self.imports.get_mut(&new.service) else {
+            return false;
+        };
+        let import = Arc::make_mut(import);
+        let source = ImportedCluster {
+            record: Arc::clone(record),
+        };
+        match patch {
+            Ok(i) => import.sources[i] = source,
+            Err(i) => import.sources.insert(i, source),
         }
+        true
     }
 
     pub(super) fn recompute_imports(&mut self) {
@@ -246,12 +249,12 @@ impl Node {
             }
         }
         for service in std::mem::take(&mut self.dirty_imports) {
-            let derived = self.derive_import(&service);
+            let derived = self.derive_import(&service).map(Arc::new);
             if self.imports.get(&service) == derived.as_ref() {
                 continue;
             }
             match &derived {
-                Some(import) => self.imports.insert(service.clone(), import.clone()),
+                Some(import) => self.imports.insert(service.clone(), Arc::clone(import)),
                 None => self.imports.remove(&service),
             };
             changes.push(ImportChange {

@@ -56,7 +56,7 @@ impl Node {
         (self.view.root(), self.view.len())
     }
 
-    pub fn imports(&self) -> &BTreeMap<ServiceKey, ImportedService> {
+    pub fn imports(&self) -> &BTreeMap<ServiceKey, Arc<ImportedService>> {
         &self.imports
     }
 
@@ -133,7 +133,7 @@ impl Node {
             if self.dirty_imports.contains(service) || self.patched_imports.contains(service) {
                 continue;
             }
-            if self.derive_import(service).as_ref() != self.imports.get(service) {
+            if self.derive_import(service).as_ref() != self.imports.get(service).map(|i| &**i) {
                 return Err(fail(format!("import of {service} is out of date")));
             }
         }

@@ -74,7 +74,7 @@ pub struct Node {
     pub(super) members: Members,
     pub(super) clusters: Clusters,
     pub(super) view: View,
-    pub(super) imports: BTreeMap<ServiceKey, ImportedService>,
+    pub(super) imports: BTreeMap<ServiceKey, Arc<ImportedService>>,
     /// Services whose import must be derived again at the end of the step.
     pub(super) dirty_imports: BTreeSet<ServiceKey>,
     /// Services whose import was patched in place during the step; to be emitted.

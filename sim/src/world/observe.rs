@@ -248,7 +248,7 @@ impl World {
             found.push(("monotonicity", format!("node {n}: {e}")));
         }
         for (s, service) in self.keys.services().iter().enumerate() {
-            let mut theirs = self.keys.source_indices(core.imports().get(service));
+            let mut theirs = self.keys.source_indices(core.imports().get(service).map(|i| &**i));
             theirs.sort_unstable();
             if theirs != self.tracker.sources(n, s) {
                 found.push((
