@@ -11,11 +11,10 @@ use std::process::{Command, ExitCode};
 use crate::report::{RunReport, ratio};
 
 /// Replicas per cluster for the 1,000-cluster rows: one, because time does not allow
-/// two. With today's core a 1,000-node run takes hours of wall time (membership
-/// updates, import derivation and signature checks each cost O(clusters) or more per
-/// record or per packet), and 2,000 nodes would double it; memory (O(nodes x
-/// records) decoded record copies, O(nodes^2) membership state) would also approach
-/// 16 GiB at 10 services.
+/// two. With today's core a 1,000-node run still takes far longer than its target:
+/// during the export wave, every record that loses a port conflict makes each receiver
+/// derive that import again, O(origins), and maps keyed by names compare strings on
+/// every lookup. 2,000 nodes would at least double it.
 pub const REPLICAS_AT_1000: usize = 1;
 
 /// One bench row: what to run.
