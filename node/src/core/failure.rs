@@ -204,6 +204,8 @@ impl Node {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::sync::Arc;
+
     use foca::{Foca, Member};
     use rand::SeedableRng;
     use rand::rngs::ChaCha8Rng;
@@ -212,10 +214,8 @@ mod tests {
 
     use super::super::command::PersistedState;
     use super::super::config::Config;
-    use super::super::membership::Swim;
-    use super::super::membership::{SwimCodec, foca_config};
+    use super::super::membership::{Swim, SwimCodec, foca_config};
     use super::*;
-    use std::sync::Arc;
 
     fn id(cluster: &str, last_octet: u8, generation: u32) -> SwimId {
         let identity = SwimIdentity {
@@ -273,7 +273,7 @@ mod tests {
             Liveness::Down { .. }
         ));
 
-        // West still lists south alive and announces itself to east with that gossip.
+        // West still lists south alive and gossips that to east.
         let mut west_swim = Foca::new(
             west.clone(),
             foca_config(&Config::wan(west.0.member.clone(), west.0.addr, 3)),

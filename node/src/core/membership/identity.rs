@@ -1,13 +1,13 @@
 //! The SWIM identity (a replica, its address and generation) and the bincode codec
 //! foca uses for it. Every decode is size-limited.
 
+use std::sync::Arc;
+
 use bincode::config::{self, Configuration, LittleEndian, Varint};
 use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Identity, Member, Message};
 use serde::{Deserialize, Serialize};
 use shoal_proto::codec::DATAGRAM_BYTES_MAX;
-use std::sync::Arc;
-
 use shoal_proto::{KeyRing, MemberId, SwimIdentity};
 
 /// The address foca compares members by: the cluster's index in this node's trust
