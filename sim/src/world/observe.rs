@@ -248,7 +248,9 @@ impl World {
             found.push(("monotonicity", format!("node {n}: {e}")));
         }
         for (s, service) in self.keys.services().iter().enumerate() {
-            let mut theirs = self.keys.source_indices(core.imports().get(service).map(|i| &**i));
+            let mut theirs = self
+                .keys
+                .source_indices(core.imports().get(service).map(|i| &**i));
             theirs.sort_unstable();
             if theirs != self.tracker.sources(n, s) {
                 found.push((
