@@ -197,8 +197,8 @@ impl KeyRing {
         }
         let index = match self.keys.get(&cluster) {
             Some((_, index)) => *index,
-            None if self.keys.len() >= KEY_RING_CLUSTERS_MAX => return Err(KeyRingError::Full),
-            None => u32::try_from(self.keys.len()).map_err(|_| KeyRingError::Full)?,
+            None if self.keys.len() < KEY_RING_CLUSTERS_MAX => self.keys.len() as u32,
+            None => return Err(KeyRingError::Full),
         };
         self.keys.insert(cluster, (key, index));
         Ok(())
