@@ -592,28 +592,22 @@ fn check_patches_against_derivation(seed: u64) {
     .unwrap();
     let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
     let mut versions = [0u64; 6];
+    let mut shapes: [Option<shoal_node::core::ExportSpec>; 6] = Default::default();
     for step in 0..600u64 {
         let o = rng.random_range(1..names.len());
         versions[o] += 1;
-        let mut s = spec(
-            ["web", "db"][rng.random_range(0..2)],
-            rng.random_range(1..4),
-            rng.random_range(1..4),
-        );
-        if rng.random_bool(0.2) {
-            s.ports[0].port = 8080;
-        }
-        if rng.random_bool(0.2) {
-            s.ports.push(shoal_proto::ServicePort {
-                name: "grpc".into(),
-                protocol: shoal_proto::PortProtocol::Tcp,
-                port: 9000,
-                app_protocol: None,
-            });
-        }
-        if rng.random_bool(0.1) {
-            s.service_type = ServiceType::Headless;
-        }
+        let name = ["web", "db"][rng.random_range(0..2)];
+        let last_octet = rng.random_range(1..250);
+        // Half the time only the endpoints change, the usual case in a real cluster.
+        let s = match &shapes[o] {
+            Some(shape) if shape.service.name.as_str() == name && rng.random_bool(0.5) => {
+                let mut s = shape.clone();
+                s.endpoints = spec(name, 1, last_octet).endpoints;
+                s
+            }
+            _ => random_shape(&mut rng, name, last_octet),
+        };
+        shapes[o] = Some(s.clone());
         let tombstone = rng.random_bool(0.1);
         let record = key(names[o]).sign_unchecked(ExportRecord {
             origin: cluster(names[o]),
@@ -638,6 +632,35 @@ fn check_patches_against_derivation(seed: u64) {
             .unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}"));
     }
     assert!(node.stats().records_accepted > 300);
+}
+
+/// An export of `name` with a random age, type and ports: `http` on 80 or 8080, and
+/// sometimes `grpc` on 9000 or 9090, so that exports of every age win and lose ports.
+fn random_shape(
+    rng: &mut rand::rngs::ChaCha8Rng,
+    name: &str,
+    last_octet: u8,
+) -> shoal_node::core::ExportSpec {
+    use rand::RngExt;
+    let mut s = spec(name, rng.random_range(1..8), last_octet);
+    if rng.random_bool(0.2) {
+        s.ports[0].port = 8080;
+    }
+    if rng.random_bool(0.4) {
+        s.ports.push(shoal_proto::ServicePort {
+            name: "grpc".into(),
+            protocol: shoal_proto::PortProtocol::Tcp,
+            port: [9000, 9090][rng.random_range(0..2)],
+            app_protocol: None,
+        });
+        if rng.random_bool(0.3) {
+            s.ports.remove(0);
+        }
+    }
+    if rng.random_bool(0.1) {
+        s.service_type = ServiceType::Headless;
+    }
+    s
 }
 
 #[test]

@@ -160,81 +160,55 @@ impl Node {
         self.dirty_imports.extend(services);
     }
 
-    /// Notes that `record` replaced `held` in the view. When the import's type and port
-    /// union cannot change (the usual case: endpoints changed, or an origin joined with
-    /// the same ports), the import is patched in place: one source swapped or inserted,
-    /// O(log origins). Anything else is derived again at the end of the step.
+    /// Notes that `record` replaced `held` in the view. When the import can be brought
+    /// up to date without looking at the other origins, it is patched in place: one
+    /// source swapped or inserted, and for an export that loses a conflict, its conflict
+    /// entries. Anything else is derived again at the end of the step.
     pub(super) fn stage_import(
         &mut self,
         held: Option<Arc<SignedRecord>>,
         record: &Arc<SignedRecord>,
     ) {
         let service = &record.record.service;
-        if self.patch_import(held.as_ref(), record) {
-            self.patched_imports.insert(service.clone());
-        } else {
-            self.dirty_imports.insert(service.clone());
+        match self.patch_import(held.as_ref(), record) {
+            Patch::Unchanged => {}
+            Patch::Patched => {
+                self.patched_imports.insert(service.clone());
+            }
+            Patch::Derive => {
+                self.dirty_imports.insert(service.clone());
+            }
         }
     }
 
-    pub(super) fn patch_import(
+    fn patch_import(
         &mut self,
         held: Option<&Arc<SignedRecord>>,
         record: &Arc<SignedRecord>,
-    ) -> bool {
+    ) -> Patch {
         let new = &record.record;
-        if new.tombstone
-            || self.dirty_imports.contains(&new.service)
-            || !self.clusters.liveness(&new.origin).imported()
-        {
-            return false;
+        if !self.clusters.liveness(&new.origin).imported() {
+            // A withdrawn origin contributes nothing; it is derived in when it is back.
+            return Patch::Unchanged;
         }
-        let Some(import) = self.imports.get(&new.service) else {
-            return false;
-        };
-        let ports_agree = new.ports.iter().all(|p| {
-            import
-                .ports
-                .binary_search_by(|w| w.name.cmp(&p.name))
-                .is_ok_and(|i| import.ports[i] == *p)
-        });
-        let clean = new.service_type == import.service_type
-            && ports_agree
-            && !import.conflicts.iter().any(|c| c.cluster == new.origin);
-        if !clean {
-            return false;
+        if new.tombstone || self.dirty_imports.contains(&new.service) {
+            return Patch::Derive;
         }
-        let slot = import
-            .sources
-            .binary_search_by(|s| s.cluster().cmp(&new.origin));
-        let patch = match (slot, held) {
-            // The origin's old record is a source. Same ports, or the union could shrink;
-            // and the same age unless nothing conflicts, or another export could become
-            // the oldest and win the type or a port.
-            (Ok(i), Some(held))
-                if Arc::ptr_eq(&import.sources[i].record, held)
-                    && held.record.ports == new.ports
-                    && (held.record.export_created_ms == new.export_created_ms
-                        || import.conflicts.is_empty()) =>
-            {
-                Ok(i)
-            }
-            // The origin was not a source (new, or its old record was a tombstone).
-            (Err(i), held) if held.is_none_or(|h| h.record.tombstone) => Err(i),
-            _ => return false,
-        };
         let Some(import) = self.imports.get_mut(&new.service) else {
-            return false;
+            return Patch::Derive;
         };
-        let import = Arc::make_mut(import);
-        let source = ImportedCluster {
-            record: Arc::clone(record),
+        let edit = match held.filter(|h| !h.record.tombstone) {
+            Some(held) => plan_replacement(import, held, record),
+            None => plan_insertion(import, record),
         };
-        match patch {
-            Ok(i) => import.sources[i] = source,
-            Err(i) => import.sources.insert(i, source),
+        match edit {
+            Some(Edit::Nothing) => Patch::Unchanged,
+            Some(edit) => {
+                edit.apply(Arc::make_mut(import), record);
+                Patch::Patched
+            }
+            None => Patch::Derive,
         }
-        true
     }
 
     pub(super) fn recompute_imports(&mut self) {
@@ -272,6 +246,162 @@ impl Node {
         let live = self.clusters.imported(self.view.service_records(service));
         derive(service, live)
     }
+}
+
+/// What [`Node::stage_import`] did with a record.
+enum Patch {
+    /// The import does not hold the record and is not affected by it.
+    Unchanged,
+    /// The import was patched in place.
+    Patched,
+    /// The import must be derived again from all origins.
+    Derive,
+}
+
+/// An in-place change to one import, planned before touching it, so that an import
+/// shared with an earlier [`ImportChange`] is copied only when it really changes.
+enum Edit {
+    Nothing,
+    /// Replace the source at this index with the new record.
+    Swap(usize),
+    /// Add a new origin's export.
+    Insert {
+        /// Where its source goes; `None` when it loses on the service type.
+        source: Option<usize>,
+        /// Port names no one defined before, in the record's order.
+        ports: Vec<ServicePort>,
+        /// Its conflicts, in derivation order, and where they go.
+        conflicts: Vec<Conflict>,
+        conflicts_at: usize,
+    },
+}
+
+impl Edit {
+    fn apply(self, import: &mut ImportedService, record: &Arc<SignedRecord>) {
+        let source = ImportedCluster {
+            record: Arc::clone(record),
+        };
+        match self {
+            Edit::Nothing => {}
+            Edit::Swap(i) => import.sources[i] = source,
+            Edit::Insert {
+                source: at,
+                ports,
+                conflicts,
+                conflicts_at,
+            } => {
+                if let Some(i) = at {
+                    import.sources.insert(i, source);
+                }
+                for port in ports {
+                    let i = import
+                        .ports
+                        .binary_search_by(|p| p.name.cmp(&port.name))
+                        .unwrap_or_else(|i| i);
+                    import.ports.insert(i, port);
+                }
+                import
+                    .conflicts
+                    .splice(conflicts_at..conflicts_at, conflicts);
+            }
+        }
+    }
+}
+
+/// The origin's previous record `held` is replaced by `record`. Without a change of
+/// type, ports or age, no other origin's standing can change: the source is swapped
+/// (or, for an export already left out on its type, nothing changes at all).
+fn plan_replacement(
+    import: &ImportedService,
+    held: &Arc<SignedRecord>,
+    record: &Arc<SignedRecord>,
+) -> Option<Edit> {
+    let (old, new) = (&held.record, &record.record);
+    if old.service_type != new.service_type || old.ports != new.ports {
+        return None;
+    }
+    // With no conflicts at all, every export agrees on the type and on every port, so
+    // which one is the oldest does not matter.
+    if old.export_created_ms != new.export_created_ms && !import.conflicts.is_empty() {
+        return None;
+    }
+    match import
+        .sources
+        .binary_search_by(|s| s.cluster().cmp(&new.origin))
+    {
+        Ok(i) if Arc::ptr_eq(&import.sources[i].record, held) => Some(Edit::Swap(i)),
+        Err(_) if new.service_type != import.service_type => Some(Edit::Nothing),
+        _ => None,
+    }
+}
+
+/// A new origin exports the service (or exports it again after a tombstone). Younger
+/// than the oldest export, it cannot change the type. Each of its ports then agrees
+/// with the winner, loses to an older winner (a conflict), or names a port no one
+/// defined (the union grows). A port it would win is left to a full derivation.
+fn plan_insertion(import: &ImportedService, record: &Arc<SignedRecord>) -> Option<Edit> {
+    let new = &record.record;
+    let slot = import
+        .sources
+        .binary_search_by(|s| s.cluster().cmp(&new.origin))
+        .err()?;
+    let mine = age(record);
+    let oldest = import.sources.iter().map(|s| age(&s.record)).min()?;
+    if mine <= oldest || import.conflicts.iter().any(|c| c.cluster == new.origin) {
+        return None;
+    }
+    let conflicts_at = import.conflicts.partition_point(|c| c.cluster < new.origin);
+    if new.service_type != import.service_type {
+        let kind = ConflictKind::Type {
+            exported: new.service_type,
+            imported: import.service_type,
+        };
+        return Some(Edit::Insert {
+            source: None,
+            ports: Vec::new(),
+            conflicts: vec![Conflict {
+                cluster: new.origin.clone(),
+                kind,
+            }],
+            conflicts_at,
+        });
+    }
+    let mut ports: Vec<ServicePort> = Vec::new();
+    let mut conflicts: Vec<Conflict> = Vec::new();
+    for port in &new.ports {
+        let name = port.name.as_str();
+        if ports.iter().any(|p| p.name == name) {
+            return None;
+        }
+        match import.ports.binary_search_by(|p| p.name.as_str().cmp(name)) {
+            Ok(i) if import.ports[i] == *port => {}
+            Ok(_) => {
+                let winner = import
+                    .sources
+                    .iter()
+                    .filter(|s| s.record.record.ports.iter().any(|p| p.name == name))
+                    .map(|s| age(&s.record))
+                    .min()?;
+                if winner >= mine {
+                    return None;
+                }
+                let kind = ConflictKind::Port { name: name.into() };
+                if !conflicts.iter().any(|c| c.kind == kind) {
+                    conflicts.push(Conflict {
+                        cluster: new.origin.clone(),
+                        kind,
+                    });
+                }
+            }
+            Err(_) => ports.push(port.clone()),
+        }
+    }
+    Some(Edit::Insert {
+        source: Some(slot),
+        ports,
+        conflicts,
+        conflicts_at,
+    })
 }
 
 #[cfg(test)]
