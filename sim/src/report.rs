@@ -112,6 +112,9 @@ pub struct RunReport {
     pub violations: u64,
     pub violation_details: Vec<String>,
     pub false_withdrawals: u64,
+    /// Withdrawals of a live cluster reachable only over clogged links (seconds of
+    /// delay, heavy loss): not counted as false.
+    pub clogged_withdrawals: u64,
     pub withdrawals_refuted: u64,
     pub propagation_ms: Percentiles,
     pub propagation_samples: usize,
@@ -169,12 +172,13 @@ impl RunReport {
             if self.passed() { "PASS" } else { "FAIL" }
         );
         out += &format!(
-            "  converged: {} ({} ms after heal); violations: {}; false withdrawals: {}; refuted: {}\n",
+            "  converged: {} ({} ms after heal); violations: {}; false withdrawals: {} ({} over clogged links); refuted: {}\n",
             self.converged,
             self.converged_after_heal_ms
                 .map_or("-".into(), |v| v.to_string()),
             self.violations,
             self.false_withdrawals,
+            self.clogged_withdrawals,
             self.withdrawals_refuted
         );
         out += &format!(

@@ -188,6 +188,15 @@ impl Config {
         Duration::from_millis(self.withdraw_grace_ms)
     }
 
+    /// How long before a withdrawal the node starts announcing itself to the down
+    /// cluster's last known replicas: three probe round trips, one per attempt, so
+    /// that a cluster reachable again (a healed partition that SWIM has not re-merged
+    /// yet) is heard from in time and its withdrawal put off. At most half the grace
+    /// period.
+    pub fn last_chance_window(&self) -> Duration {
+        Duration::from_millis(3 * self.swim.probe_rtt_ms).min(self.withdraw_grace() / 2)
+    }
+
     pub(crate) fn anti_entropy_period(&self) -> Duration {
         Duration::from_millis(self.anti_entropy_period_ms)
     }

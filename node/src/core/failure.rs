@@ -5,13 +5,24 @@
 use std::time::Duration;
 
 use foca::OwnedNotification;
-use shoal_proto::{ClusterId, MemberId, Message};
+use shoal_proto::{ClusterId, MemberId, Message, SwimIdentity};
 
 use super::command::{Command, Durability, Event, StoreOp};
 use super::membership::{Liveness, Swim, SwimId, SwimOutput, Transition};
 use super::node::Node;
 use super::time::Time;
 use super::timers::TimerKind;
+
+/// Announces to a down cluster's replicas before withdrawing it: with 20% loss each
+/// way, one exchange fails a third of the time, three fail together 1 time in 20.
+pub(super) const LAST_CHANCE_ATTEMPTS: u32 = 3;
+
+/// The last-chance probes of one outage: when the first went out, and how many have.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LastChance {
+    first: Time,
+    sent: u32,
+}
 
 impl Node {
     pub(super) fn with_swim(
@@ -124,7 +135,11 @@ impl Node {
         match transition {
             Transition::None => {}
             Transition::Down(cluster) => {
-                let at = now + self.config.withdraw_grace();
+                let grace = self.config.withdraw_grace();
+                let at = now + grace;
+                let probe_at = now + grace.saturating_sub(self.config.last_chance_window());
+                self.timers
+                    .schedule(probe_at, TimerKind::LastChance(cluster.clone()));
                 self.timers
                     .schedule(at, TimerKind::Withdraw(cluster.clone()));
                 self.commands
@@ -159,6 +174,76 @@ impl Node {
         }
     }
 
+    /// Shortly before a withdrawal, announces this node to every replica of `cluster` it
+    /// last saw up, [`LAST_CHANCE_ATTEMPTS`] times across the last-chance window. A
+    /// partition may have healed before SWIM noticed (foca announces to only two random
+    /// down members per period); a live replica answers, and the answer puts the
+    /// withdrawal off (see `withdraw_if_still_down`). A dead cluster costs a few
+    /// datagrams per replica, once per outage.
+    pub(super) fn probe_before_withdrawal(&mut self, now: Time, cluster: ClusterId) {
+        let since = match self.clusters.liveness(&cluster) {
+            Liveness::Down { since } | Liveness::Unknown { since } => since,
+            Liveness::Alive | Liveness::Withdrawn { .. } => return,
+        };
+        let heard = self.last_heard.get(&cluster).is_some_and(|at| *at > since);
+        if heard || self.isolated {
+            return;
+        }
+        let probe = self
+            .last_chance
+            .entry(cluster.clone())
+            .or_insert(LastChance {
+                first: now,
+                sent: 0,
+            });
+        if probe.first < since {
+            *probe = LastChance {
+                first: now,
+                sent: 0,
+            };
+        }
+        if probe.sent >= LAST_CHANCE_ATTEMPTS {
+            return;
+        }
+        probe.sent += 1;
+        if probe.sent < LAST_CHANCE_ATTEMPTS {
+            let next = now + self.config.last_chance_window() / LAST_CHANCE_ATTEMPTS;
+            self.timers
+                .schedule(next, TimerKind::LastChance(cluster.clone()));
+        }
+        for identity in self.probe_targets(&cluster) {
+            self.stats.last_chance_probes += 1;
+            let dst = SwimId::new(identity, &self.trust);
+            self.with_swim(now, |swim, out| swim.announce(dst, out));
+        }
+    }
+
+    /// Where `cluster`'s replicas were last known to listen: the identities seen going
+    /// down, else (after a restart, when liveness is `Unknown`) the remembered peers
+    /// and seeds of that cluster. One per replica.
+    fn probe_targets(&self, cluster: &ClusterId) -> Vec<SwimIdentity> {
+        let remembered = self.remembered_peers.iter().cloned();
+        let seeds = self.config.seeds.iter().map(|s| SwimIdentity {
+            member: s.member.clone(),
+            addr: s.addr,
+            generation: 0,
+        });
+        let mut targets: Vec<SwimIdentity> = self
+            .members
+            .down_replicas(cluster)
+            .cloned()
+            .chain(
+                remembered
+                    .chain(seeds)
+                    .filter(|p| p.member.cluster == *cluster),
+            )
+            .collect();
+        // A stable sort keeps each member's down identity (the latest) first.
+        targets.sort_by(|a, b| a.member.cmp(&b.member));
+        targets.dedup_by(|a, b| a.member == b.member);
+        targets
+    }
+
     pub(super) fn withdraw_if_still_down(&mut self, now: Time, cluster: ClusterId) {
         let grace = self.config.withdraw_grace();
         let since = match self.clusters.liveness(&cluster) {
@@ -189,6 +274,19 @@ impl Node {
             let again = (grace / 4).max(Duration::from_millis(500));
             self.timers
                 .schedule(now + again, TimerKind::Withdraw(cluster));
+            return;
+        }
+        let window = self.config.last_chance_window();
+        let probed = self
+            .last_chance
+            .get(&cluster)
+            .is_some_and(|p| p.first >= since && now >= p.first + window);
+        if !probed {
+            // No last-chance probe went out in time for this outage: this node was
+            // cut off when it was due, or has just restarted. Probe now, decide later.
+            self.probe_before_withdrawal(now, cluster.clone());
+            self.timers
+                .schedule(now + window, TimerKind::Withdraw(cluster));
             return;
         }
         if self.clusters.withdraw(&cluster, now) {
@@ -318,5 +416,98 @@ mod tests {
         node.handle_packet(now, &west.0.member, Channel::Datagram, &bytes);
         assert_eq!(node.liveness(&south.0.member.cluster), Liveness::Alive);
         assert_eq!(node.stats().zombies_refused, 1);
+    }
+
+    /// The announces this step sent to `to`.
+    fn announces_to(commands: &[Command], to: &MemberId) -> Vec<Vec<u8>> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Send {
+                    to: dst,
+                    kind: "swim",
+                    bytes,
+                    ..
+                } if dst == to => Some(bytes.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// East saw south's only replica go down at 2 s, and south in fact sits behind a
+    /// partition that heals without SWIM noticing. Shortly before the grace period ends,
+    /// east announces itself to south three times; south answers, and the withdrawal
+    /// is put off. Without an answer, the withdrawal comes exactly at the grace period.
+    #[test]
+    fn a_down_cluster_is_probed_before_withdrawal_and_an_answer_puts_it_off() {
+        for south_answers in [true, false] {
+            let trust = trust();
+            let east = id("east", 1, 1);
+            let west = id("west", 2, 1);
+            let south = id("south", 3, 1);
+            let config = Config::wan(east.0.member.clone(), east.0.addr, 3);
+            let grace = config.withdraw_grace();
+            let window = config.last_chance_window();
+            let mut node = Node::new(
+                config,
+                key("east"),
+                trust.clone(),
+                Time::ZERO,
+                7,
+                PersistedState::default(),
+            )
+            .unwrap();
+            node.handle_membership(Time::from_millis(500), OwnedNotification::MemberUp(west));
+            node.handle_membership(
+                Time::from_millis(1_000),
+                OwnedNotification::MemberUp(south.clone()),
+            );
+            let down_at = Time::from_millis(2_000);
+            node.handle_membership(down_at, OwnedNotification::MemberDown(south.clone()));
+            node.take_commands();
+
+            let mut south_swim = Foca::new(
+                south.clone(),
+                foca_config(&Config::wan(south.0.member.clone(), south.0.addr, 3)),
+                ChaCha8Rng::seed_from_u64(3),
+                SwimCodec::new(Arc::new(trust.clone())),
+            );
+            let mut probes = 0;
+            let first_probe = down_at + (grace - window);
+            let step = window / LAST_CHANCE_ATTEMPTS;
+            for attempt in 0..LAST_CHANCE_ATTEMPTS {
+                let now = first_probe + step * attempt;
+                node.handle_timeout(Time::from_micros(now.as_micros() - 1));
+                let before = announces_to(&node.take_commands(), &south.0.member);
+                assert!(before.is_empty(), "attempt {attempt} came early");
+                node.handle_timeout(now);
+                let sent = announces_to(&node.take_commands(), &south.0.member);
+                if south_answers && attempt > 0 {
+                    assert!(sent.is_empty(), "south answered; no more probes");
+                    continue;
+                }
+                assert_eq!(sent.len(), 1, "attempt {attempt}");
+                probes += 1;
+                if south_answers {
+                    let Ok(Message::Swim(packet)) = Message::decode_datagram(&sent[0]) else {
+                        panic!("not a SWIM datagram")
+                    };
+                    let mut out = SwimOutput::default();
+                    south_swim.handle_data(&packet, &mut out).unwrap();
+                    let (_, reply) = out.sends.into_iter().next().expect("south answers");
+                    let reply = Message::Swim(reply).encode().unwrap();
+                    node.handle_packet(now, &south.0.member, Channel::Datagram, &reply);
+                }
+            }
+            assert_eq!(node.stats().last_chance_probes, probes);
+
+            node.handle_timeout(down_at + grace);
+            let withdrawn = matches!(
+                node.liveness(&south.0.member.cluster),
+                Liveness::Withdrawn { .. }
+            );
+            assert_eq!(withdrawn, !south_answers, "south answers: {south_answers}");
+            assert_eq!(node.stats().withdrawals_postponed, u64::from(south_answers));
+        }
     }
 }

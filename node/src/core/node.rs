@@ -93,6 +93,8 @@ pub struct Node {
     /// When an authenticated message last arrived from each cluster: evidence of life
     /// that SWIM may not have caught up with.
     pub(super) last_heard: BTreeMap<ClusterId, Time>,
+    /// The last-chance probes of each down cluster's current outage (see `failure`).
+    pub(super) last_chance: BTreeMap<ClusterId, super::failure::LastChance>,
     pub(super) last_contact_ms: Option<u64>,
     /// Members recently up, persisted, to announce to when the seeds are gone.
     pub(super) remembered_peers: Vec<SwimIdentity>,
@@ -164,6 +166,7 @@ impl Node {
             last_triggered_anti_entropy: None,
             isolated: true,
             last_heard: BTreeMap::new(),
+            last_chance: BTreeMap::new(),
             last_contact_ms: persisted.last_contact_ms,
             remembered_peers: persisted.peers.clone(),
         };
@@ -401,6 +404,7 @@ impl Node {
                     let next = self.jittered(self.config.anti_entropy_period());
                     self.timers.schedule(now + next, TimerKind::AntiEntropy);
                 }
+                TimerKind::LastChance(cluster) => self.probe_before_withdrawal(now, cluster),
                 TimerKind::Withdraw(cluster) => self.withdraw_if_still_down(now, cluster),
                 TimerKind::LastContact => {
                     self.keep_contact(now);

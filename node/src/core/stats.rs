@@ -52,6 +52,9 @@ pub struct Stats {
     pub withdrawals: u64,
     /// Withdrawals put off because the cluster was heard from after it was declared down.
     pub withdrawals_postponed: u64,
+    /// Announces to a down cluster's last known replicas shortly before its grace
+    /// period ends (one per replica).
+    pub last_chance_probes: u64,
     pub restorations: u64,
     /// A withdrawn cluster came back without having restarted: it was alive while
     /// withdrawn (a false positive of failure detection, or a partition).

@@ -14,6 +14,8 @@ pub(super) const TIMERS_MAX: usize = 1 << 20;
 pub(super) enum TimerKind {
     Swim(foca::Timer<SwimId>),
     AntiEntropy,
+    /// The cluster's grace period ends soon: probe its last known replicas once more.
+    LastChance(ClusterId),
     /// The cluster's grace period ends: withdraw it if it is still down.
     Withdraw(ClusterId),
     /// Persist when a remote member was last heard from.

@@ -274,8 +274,11 @@ pub struct Withdrawal {
     reported: BTreeSet<(usize, usize, u64)>,
     /// Death to the last live importer dropping the cluster, in milliseconds.
     pub samples_ms: Vec<f64>,
-    /// Imports dropped for a cluster that had a live replica the node could reach.
+    /// Imports dropped for a cluster with a live replica the node could reach over
+    /// a clear link, and had been able to for the core's last-chance window.
     pub false_withdrawals: u64,
+    /// Imports dropped for a live cluster reachable only over clogged links.
+    pub clogged_withdrawals: u64,
     /// Nodes that dropped a dead cluster later than grace + [`DETECTION_TARGET_US`]
     /// after they could know, and all such drops.
     pub late: u64,
@@ -297,6 +300,7 @@ impl Withdrawal {
             reported: BTreeSet::new(),
             samples_ms: Vec::new(),
             false_withdrawals: 0,
+            clogged_withdrawals: 0,
         }
     }
 

@@ -79,6 +79,16 @@ impl Fault {
         }
     }
 
+    /// Whether this fault is a clog on the link between `a` and `b`, either way.
+    fn clogs(&self, x: usize, y: usize) -> bool {
+        match self {
+            Fault::Clog { a, b, .. } => {
+                (a.contains(x) && b.contains(y)) || (b.contains(x) && a.contains(y))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether this fault cuts links (a clog only slows them).
     pub fn is_cut(&self) -> bool {
         !matches!(self, Fault::Clog { .. })
@@ -92,10 +102,15 @@ pub struct Clog {
     pub loss: f64,
 }
 
-/// The faults active now.
+/// How long lifted faults are remembered, for [`Faults::connected_since`].
+pub const LIFTED_HORIZON_US: u64 = 120_000_000;
+
+/// The faults active now, and the cuts lifted recently.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     active: BTreeMap<u32, Fault>,
+    /// Faults lifted within [`LIFTED_HORIZON_US`], with the time they were lifted.
+    lifted: Vec<(u64, Fault)>,
 }
 
 impl Faults {
@@ -107,12 +122,22 @@ impl Faults {
         self.active.insert(id, fault);
     }
 
-    pub fn remove(&mut self, id: u32) -> Option<Fault> {
-        self.active.remove(&id)
+    pub fn remove(&mut self, id: u32, now_us: u64) -> Option<Fault> {
+        let fault = self.active.remove(&id)?;
+        self.remember_lifted(now_us, fault.clone());
+        Some(fault)
     }
 
-    pub fn clear(&mut self) {
-        self.active.clear();
+    pub fn clear(&mut self, now_us: u64) {
+        for (_, fault) in std::mem::take(&mut self.active) {
+            self.remember_lifted(now_us, fault);
+        }
+    }
+
+    fn remember_lifted(&mut self, now_us: u64, fault: Fault) {
+        self.lifted
+            .retain(|(at, _)| at + LIFTED_HORIZON_US > now_us);
+        self.lifted.push((now_us, fault));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -133,21 +158,35 @@ impl Faults {
         !self.blocked(a, b) && !self.blocked(b, a)
     }
 
+    /// Both directions have worked without a break since `since_us` (within the
+    /// horizon; earlier than that, the link counts as connected).
+    pub fn connected_since(&self, a: usize, b: usize, since_us: u64) -> bool {
+        self.connected(a, b)
+            && !self
+                .lifted
+                .iter()
+                .any(|(at, f)| *at > since_us && (f.blocks(a, b) || f.blocks(b, a)))
+    }
+
+    /// No clog has slowed the link, either way, since `since_us` (within the horizon).
+    pub fn clear_since(&self, a: usize, b: usize, since_us: u64) -> bool {
+        let clogs = |f: &Fault| f.clogs(a, b);
+        self.clog(a, b).is_none() && !self.lifted.iter().any(|(at, f)| *at > since_us && clogs(f))
+    }
+
     /// The worst clog on the link, if any.
     pub fn clog(&self, from: usize, to: usize) -> Option<Clog> {
         let mut worst: Option<Clog> = None;
         for fault in self.active.values() {
             let Fault::Clog {
-                a,
-                b,
                 extra_delay_us,
                 loss,
+                ..
             } = fault
             else {
                 continue;
             };
-            let hit = (a.contains(from) && b.contains(to)) || (b.contains(from) && a.contains(to));
-            if hit {
+            if fault.clogs(from, to) {
                 let w = worst.get_or_insert(Clog {
                     extra_delay_us: 0,
                     loss: 0.0,
@@ -185,10 +224,16 @@ mod tests {
         );
         assert!(faults.blocked(2, 3) && faults.blocked(3, 2));
         assert!(!faults.blocked(3, 1));
-        faults.remove(1);
+        faults.remove(1, 1_000);
         faults.add(3, Fault::Isolate { node: 3 });
         assert!(faults.blocked(0, 3) && faults.blocked(3, 0));
         assert!(faults.connected(0, 1));
+        assert!(faults.connected_since(0, 1, 1_000));
+        assert!(
+            !faults.connected_since(0, 1, 999),
+            "the one-way cut was lifted at 1,000"
+        );
+        assert!(!faults.connected_since(2, 3, 0) && !faults.connected_since(0, 2, 0));
         assert_eq!(
             NodeSet::from_nodes(130, [0, 64, 129])
                 .iter()

@@ -16,7 +16,7 @@ impl World {
         match action {
             Action::AddFault { id, fault, label } => self.add_fault(id, fault, label),
             Action::RemoveFault { id } => {
-                self.net.faults.remove(id);
+                self.net.faults.remove(id, self.now);
                 self.timeline.fault_ended(id, self.now);
                 self.recompute_reachability();
             }
@@ -116,7 +116,7 @@ impl World {
     /// Lifts every fault, restarts crashed nodes (not killed clusters), stops the
     /// workload and the byzantine members, and starts the liveness phase.
     fn heal(&mut self) {
-        self.net.faults.clear();
+        self.net.faults.clear(self.now);
         self.net.params = self.plan.base_links;
         self.timeline.heal(self.now);
         self.workload_on = false;

@@ -38,6 +38,7 @@ impl World {
             violations: self.violations.count,
             violation_details: self.violations.details.clone(),
             false_withdrawals: self.withdrawal.false_withdrawals,
+            clogged_withdrawals: self.withdrawal.clogged_withdrawals,
             withdrawals_refuted: stats.withdrawals_refuted,
             propagation_ms: Percentiles::of(&self.propagation.samples_ms),
             propagation_samples: self.propagation.samples_ms.len(),

@@ -170,6 +170,9 @@ pub struct World {
     authenticity: Authenticity,
     tracker: ImportTracker,
     withdrawal: Withdrawal,
+    /// The core's last-chance window: how recent a heal may be for a withdrawal not to
+    /// count as false.
+    last_chance_window_us: u64,
     convergence: Convergence,
     convergence_error: Option<String>,
     trace: TraceHash,
@@ -211,6 +214,7 @@ impl World {
             .collect();
         let clusters = topo.clusters.len();
         let grace_us = topo.configs[0].withdraw_grace_ms * 1_000;
+        let last_chance_window_us = topo.configs[0].last_chance_window().as_micros() as u64;
         let detection_us = detection_bound_us(&topo.configs[0].swim, topo.nodes());
         let mut convergence = Convergence::new(&keys, clusters);
         if let Some(eq) = plan.roles.equivocator {
@@ -223,6 +227,7 @@ impl World {
             queue: EventQueue::default(),
             tracker: ImportTracker::new(topo.nodes(), clusters, keys.services().len()),
             withdrawal: Withdrawal::new(clusters, grace_us, detection_us),
+            last_chance_window_us,
             convergence,
             convergence_error: None,
             byzantine: Byzantine::new(plan.roles),

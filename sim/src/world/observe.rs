@@ -100,8 +100,12 @@ impl World {
             .core
             .as_ref()
             .is_some_and(|core| matches!(core.liveness(id), Liveness::Withdrawn { .. }));
-        if withdrawn && self.reachable_live_replica(n, c) {
-            self.withdrawal.false_withdrawals += 1;
+        if withdrawn {
+            match self.reach(n, c) {
+                Reach::Clear => self.withdrawal.false_withdrawals += 1,
+                Reach::Clogged => self.withdrawal.clogged_withdrawals += 1,
+                Reach::None => {}
+            }
         }
         if let Some(dead) = self.withdrawal.dead_since(c) {
             let since = self.node_since(n).max(dead);
@@ -144,11 +148,26 @@ impl World {
         self.nodes[n].started_at.max(self.nodes[n].connected_since)
     }
 
-    /// Ground truth: some replica of `c` runs and `n` can talk with it both ways.
-    fn reachable_live_replica(&self, n: usize, c: usize) -> bool {
-        self.topo
-            .nodes_of(c)
-            .any(|m| self.alive(m) && self.net.faults.connected(n, m))
+    /// Ground truth a node could have learned: whether some replica of `c` has run,
+    /// and talked with `n` both ways, for at least the core's last-chance window, and
+    /// whether the link was clear (not clogged) all that time. A withdrawal within
+    /// that window of a heal or a restart is not false: no detector learns of a heal
+    /// faster than a round trip, and the core's last probes went out before it.
+    fn reach(&self, n: usize, c: usize) -> Reach {
+        let since = self.now.saturating_sub(self.last_chance_window_us);
+        let mut reach = Reach::None;
+        for m in self.topo.nodes_of(c) {
+            if self.alive(m)
+                && self.nodes[m].started_at <= since
+                && self.net.faults.connected_since(n, m, since)
+            {
+                if self.net.faults.clear_since(n, m, since) {
+                    return Reach::Clear;
+                }
+                reach = Reach::Clogged;
+            }
+        }
+        reach
     }
 
     fn reaches_live_remote(&self, n: usize) -> bool {
@@ -300,4 +319,13 @@ impl World {
             }
         }
     }
+}
+
+/// How a node can reach a cluster, by ground truth (see [`World::reach`]).
+enum Reach {
+    None,
+    /// Only over links clogged within the window: seconds of delay and heavy loss,
+    /// beyond what the failure detector is tuned to tell from a dead peer.
+    Clogged,
+    Clear,
 }

@@ -86,10 +86,17 @@ pub(super) fn foca_config(config: &Config) -> foca::Config {
 pub(super) struct Members {
     up: BTreeMap<MemberId, SwimIdentity>,
     hash: u64,
+    /// The last identity of each member seen go down and not up since: where to
+    /// probe a down cluster before withdrawing it. At most [`MEMBERS_DOWN_MAX`].
+    down: BTreeMap<MemberId, SwimIdentity>,
 }
+
+/// Most down members remembered for last-chance probes; beyond it, none are added.
+const MEMBERS_DOWN_MAX: usize = 1 << 16;
 
 impl Members {
     pub(super) fn insert(&mut self, id: &SwimId) {
+        self.down.remove(&id.0.member);
         if let Some(old) = self.up.insert(id.0.member.clone(), id.0.clone()) {
             self.hash ^= old.digest_hash();
         }
@@ -102,6 +109,9 @@ impl Members {
             Some(current) if current.generation <= id.0.generation => {
                 self.hash ^= current.digest_hash();
                 self.up.remove(&id.0.member);
+                if self.down.len() < MEMBERS_DOWN_MAX {
+                    self.down.insert(id.0.member.clone(), id.0.clone());
+                }
                 true
             }
             _ => false,
@@ -133,18 +143,15 @@ impl Members {
         out
     }
 
+    /// The replicas of `cluster` last seen going down, with their last identity.
+    pub(super) fn down_replicas(&self, cluster: &ClusterId) -> impl Iterator<Item = &SwimIdentity> {
+        self.down.range(replica_range(cluster)).map(|(_, id)| id)
+    }
+
     /// The other replicas of this cluster: one range of the ordered map.
     pub(super) fn siblings(&self, me: &MemberId) -> Vec<MemberId> {
-        let first = MemberId {
-            cluster: me.cluster.clone(),
-            replica: ReplicaId(0),
-        };
-        let last = MemberId {
-            cluster: me.cluster.clone(),
-            replica: ReplicaId(u16::MAX),
-        };
         self.up
-            .range(first..=last)
+            .range(replica_range(&me.cluster))
             .map(|(m, _)| m)
             .filter(|m| *m != me)
             .cloned()
@@ -161,4 +168,17 @@ impl Members {
             .flatten()
             .any(|m| &m.cluster != local)
     }
+}
+
+/// Every member id of `cluster`, as a range of the ordered member map.
+fn replica_range(cluster: &ClusterId) -> std::ops::RangeInclusive<MemberId> {
+    let first = MemberId {
+        cluster: cluster.clone(),
+        replica: ReplicaId(0),
+    };
+    let last = MemberId {
+        cluster: cluster.clone(),
+        replica: ReplicaId(u16::MAX),
+    };
+    first..=last
 }
