@@ -144,6 +144,11 @@ label_type!(
     ServiceName,
     "service name"
 );
+label_type!(
+    /// The name of a quorum lease, for example `payments-write-leader`.
+    LeaseName,
+    "lease name"
+);
 
 /// One replica of a cluster's Shoal StatefulSet (its pod ordinal).
 #[derive(

@@ -11,14 +11,16 @@
 
 pub mod codec;
 pub mod ids;
+pub mod lease;
 pub mod record;
 pub mod sign;
 pub mod wire;
 
 pub use codec::{DecodeError, EncodeError};
 pub use ids::{
-    ClusterId, IdError, MemberId, Namespace, NetAddr, ReplicaId, ServiceKey, ServiceName,
+    ClusterId, IdError, LeaseName, MemberId, Namespace, NetAddr, ReplicaId, ServiceKey, ServiceName,
 };
+pub use lease::{FencingToken, Grant, LeaseMessage};
 pub use record::{
     Endpoint, EndpointConditions, ExportRecord, IpAddress, NetworkMode, PortProtocol, RecordError,
     ServicePort, ServiceType,

@@ -13,6 +13,7 @@ use crate::codec::{
     FRAME_DECODE_BUDGET,
 };
 use crate::ids::{ClusterId, MemberId, NetAddr, ServiceKey};
+use crate::lease::{LEASE_MS_MAX, LeaseMessage};
 use crate::sign::SignedRecord;
 
 /// Most records in one push or pull answer.
@@ -89,6 +90,8 @@ pub enum Message {
         members: Vec<SwimIdentity>,
         reply: bool,
     },
+    /// The quorum lease (PaxosLease), between proposers and voters.
+    Lease(LeaseMessage),
 }
 
 /// Which bounded channel a message travels on.
@@ -117,6 +120,7 @@ impl Message {
             Message::DigestOrigins { .. } => "digest_origins",
             Message::Pull { .. } => "pull",
             Message::Members { .. } => "members",
+            Message::Lease(m) => m.kind(),
         }
     }
 
@@ -146,6 +150,16 @@ impl Message {
                     None => Ok(()),
                 }
             }
+            Message::Lease(
+                LeaseMessage::Propose { grant, .. }
+                | LeaseMessage::Promise {
+                    open: Some((grant, _)),
+                    ..
+                },
+            ) if grant.lease_ms > LEASE_MS_MAX => Err(DecodeError::Malformed(format!(
+                "a lease of {} ms, more than {LEASE_MS_MAX}",
+                grant.lease_ms
+            ))),
             _ => Ok(()),
         }
     }

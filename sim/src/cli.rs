@@ -20,10 +20,12 @@ use crate::{RunOptions, bench, plot};
 pub const USAGE: &str = "usage:
   shoal-sim run --clusters N [--replicas R] [--services S] [--endpoints E] --seed SEED
                 --scenario NAME [--duration-s D] [--json] [--plot FILE.svg] [--progress]
-  shoal-sim sweep --seeds K --scenario NAME|all [--clusters N] [--replicas R] [--services S]
+  shoal-sim sweep --seeds K --scenario NAME|all|lease [--clusters N] [--replicas R] [--services S]
                   [--endpoints E] [--duration-s D] [--start-seed S] [--threads T]
   shoal-sim bench [--skip-large]
-scenarios: steady churn partition-heal oneway lossy crash-restart byzantine chaos";
+scenarios: steady churn partition-heal oneway lossy crash-restart byzantine chaos
+           lease-partition lease-pause lease-ring lease-restart lease-drift lease-drift-beyond
+(sweep: --scenario all cycles the first eight, --scenario lease the five safe lease ones)";
 
 /// Options that take no value.
 const SWITCHES: [&str; 4] = ["json", "skip-large", "help", "progress"];
@@ -231,8 +233,9 @@ fn cmd_sweep(args: &Args) -> Result<ExitCode, CliError> {
     ])?;
     let seeds = args.required("seeds")?;
     let scenario = match args.text("scenario").ok_or(CliError::Missing("scenario"))? {
-        "all" => None,
-        name => Some(name.parse::<Scenario>()?),
+        "all" => Scenario::ALL.to_vec(),
+        "lease" => Scenario::LEASE.to_vec(),
+        name => vec![name.parse::<Scenario>()?],
     };
     let base = sizes(args, sweep::default_spec())?;
     let config = SweepConfig {

@@ -1,8 +1,9 @@
 //! Each node's notion of time, as one function of (node, true time).
 //!
-//! Today every node's clock is the true clock. The quorum lease (DESIGN.md, invariant
-//! 5) needs drifting clocks; they will be added here, and nowhere else: the world only
-//! ever converts through [`NodeClock::local`] and [`NodeClock::true_of`].
+//! A node's clock runs at a rate within `drift_ppm` of true time, from an offset, and
+//! may jump forward. The world only ever converts through [`NodeClock::local`] and
+//! [`NodeClock::true_of`]. Lease scenarios give every node a drift within the lease's
+//! bound; `lease-drift-beyond` goes past it.
 
 use shoal_node::core::Time;
 
@@ -14,6 +15,18 @@ pub struct NodeClock {
 }
 
 impl NodeClock {
+    pub fn drifting(drift_ppm: i64) -> Self {
+        Self {
+            offset_us: 0,
+            drift_ppm,
+        }
+    }
+
+    /// The clock steps forward by `by_us` (a suspended process whose clock ran on).
+    pub fn jump(&mut self, by_us: i64) {
+        self.offset_us = self.offset_us.saturating_add(by_us);
+    }
+
     /// What the node reads when the true time is `true_us`.
     pub fn local(&self, true_us: u64) -> Time {
         let drift = (true_us as i128 * self.drift_ppm as i128 / 1_000_000) as i64;
@@ -23,11 +36,16 @@ impl NodeClock {
         Time::from_micros(local.max(0) as u64)
     }
 
-    /// The true time at which the node's clock reads `local`.
+    /// The first true time at which the node's clock reads `local` or later.
     pub fn true_of(&self, local: Time) -> u64 {
         let shifted = local.as_micros() as i128 - self.offset_us as i128;
         let scaled = shifted * 1_000_000 / (1_000_000 + self.drift_ppm as i128);
-        scaled.max(0) as u64
+        let mut t = scaled.max(0) as u64;
+        // Integer division may land a microsecond or two short.
+        while self.local(t) < local && t < u64::MAX {
+            t += 1;
+        }
+        t
     }
 }
 

@@ -30,6 +30,7 @@ struct Image {
     generation: u32,
     last_contact_ms: Option<u64>,
     peers: Vec<shoal_proto::SwimIdentity>,
+    lease_votes: Option<BTreeMap<shoal_proto::LeaseName, shoal_node::core::VoterRecord>>,
 }
 
 impl Image {
@@ -51,6 +52,11 @@ impl Image {
             StoreOp::PutGeneration(g) => self.generation = *g,
             StoreOp::PutLastContact(ms) => self.last_contact_ms = Some(*ms),
             StoreOp::PutPeers(peers) => self.peers = peers.clone(),
+            StoreOp::PutLeaseVote(lease, record) => {
+                self.lease_votes
+                    .get_or_insert_default()
+                    .insert(lease.clone(), record.clone());
+            }
         }
     }
 }
@@ -117,7 +123,17 @@ impl Disk {
             generation: self.durable.generation,
             last_contact_ms: self.durable.last_contact_ms,
             peers: self.durable.peers.clone(),
+            lease_votes: self.durable.lease_votes.clone(),
         }
+    }
+
+    /// The lease voter's state is gone (a voter that restarts without its promises).
+    /// The rest of the store survives: a publisher that loses its own record versions
+    /// cannot yet recover them from its peers (see the issue notes).
+    pub fn lose_lease_votes(&mut self) {
+        self.pending
+            .retain(|op| !matches!(op, StoreOp::PutLeaseVote(..)));
+        self.durable.lease_votes = None;
     }
 
     /// Durable records, by key-space index (overflow records are not listed).

@@ -11,13 +11,14 @@
 //! Table of contents:
 //! - [`spec`]: what a run is (clusters, replicas, seed, scenario...) and its replay command.
 //! - [`engine`]: virtual time and the event queue.
-//! - [`clock`]: each node's clock as a function of true time (drift comes later).
+//! - [`clock`]: each node's clock as a function of true time: drift and jumps.
 //! - [`topology`]: clusters, regions, keys, nodes and their core configurations.
 //! - [`keyspace`]: dense indexes for (origin, service).
 //! - [`network`]: latency by region, loss, duplication, reordering, partitions, clogs.
 //! - [`disk`]: what survives a crash (flushed and lazy writes).
 //! - [`workload`]: exports and their changes.
 //! - [`byzantine`]: forger, replayer and equivocator.
+//! - [`lease`]: the lease workload's voters, competitors and fenced store.
 //! - [`scenario`]: one function per scenario, building a fault schedule.
 //! - [`invariants`]: one file per invariant.
 //! - [`metrics`]: propagation latency and traffic.
@@ -38,6 +39,7 @@ pub mod disk;
 pub mod engine;
 pub mod invariants;
 pub mod keyspace;
+pub mod lease;
 pub mod metrics;
 pub mod network;
 pub mod plot;

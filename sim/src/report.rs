@@ -7,6 +7,23 @@ use serde::{Deserialize, Serialize};
 use shoal_node::core::Stats;
 
 /// p50, p99 and max of a set of samples; all `null` when there are none.
+/// Lease figures of one run (invariants 5 and 6).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeaseReport {
+    /// Tenures begun: a (cluster, token) pair seen holding for the first time.
+    pub acquisitions: u64,
+    /// Most clusters holding at one true instant (1 expected).
+    pub max_concurrent_holders: usize,
+    /// Writes the fenced store accepted with a token lower than one it accepted before.
+    pub stale_writes_accepted: u64,
+    /// Writes the fenced store rejected for a stale token (fencing at work).
+    pub stale_writes_rejected: u64,
+    pub writes_accepted: u64,
+    /// From a fault hitting the holder (cut off, paused) to the next holder.
+    pub takeover_ms: Percentiles,
+    pub tokens_monotonic: bool,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: Option<f64>,
@@ -139,6 +156,9 @@ pub struct RunReport {
     pub membership_bytes_per_node_per_s: f64,
     pub trace_hash: String,
     pub events: u64,
+    /// The quorum lease, in lease scenarios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseReport>,
     pub wall_ms: u64,
     /// Peak resident memory of this process (VmHWM), when the OS tells.
     pub peak_rss_mib: Option<f64>,

@@ -55,6 +55,24 @@ pub enum Action {
     KillCluster {
         cluster: usize,
     },
+    /// Cut the cluster holding the lease now (if any) off from every other cluster,
+    /// until `until_us` (or healing).
+    IsolateLeaseHolder {
+        until_us: u64,
+    },
+    /// Stop the lease holder's process for `pause_us` (a GC pause), with a write
+    /// decided just before the pause still to be sent.
+    PauseLeaseHolder {
+        pause_us: u64,
+    },
+    /// The lease holder's clock steps forward.
+    JumpLeaseHolderClock {
+        by_us: i64,
+    },
+    /// A crashed voter's lease promises are lost from its disk.
+    LoseLeaseVotes {
+        node: usize,
+    },
     Heal,
 }
 
@@ -115,6 +133,13 @@ impl Builder<'_> {
     fn safety_span(&self) -> (u64, u64) {
         (self.plan.faults_from_us, self.plan.heal_at_us)
     }
+
+    /// The safety span of a lease scenario: from one lease after the first requests,
+    /// when a holder has had time to appear.
+    fn lease_span(&self) -> (u64, u64) {
+        let from = (self.plan.exports_at_us + LEASE_US).min(self.plan.heal_at_us);
+        (from.max(self.plan.faults_from_us), self.plan.heal_at_us)
+    }
 }
 
 /// Builds the plan of `spec.scenario`.
@@ -147,6 +172,11 @@ pub fn plan(spec: &RunSpec, topo: &Topology, rng: &mut ChaCha8Rng) -> Plan {
         Scenario::CrashRestart => crash_restart(&mut b, rng),
         Scenario::Byzantine => byzantine(&mut b, rng),
         Scenario::Chaos => chaos(&mut b, rng),
+        Scenario::LeasePartition => lease_partition(&mut b, rng),
+        Scenario::LeasePause => lease_pause(&mut b),
+        Scenario::LeaseRing => lease_ring(&mut b),
+        Scenario::LeaseRestart => lease_restart(&mut b, rng),
+        Scenario::LeaseDrift | Scenario::LeaseDriftBeyond => lease_drift(&mut b, rng),
     }
     let heal = b.plan.heal_at_us;
     b.at(heal, Action::Heal);
@@ -348,6 +378,99 @@ fn chaos_episode(b: &mut Builder<'_>, rng: &mut ChaCha8Rng, start: u64, end: u64
             let node = rng.random_range(0..nodes);
             b.outage(node, start, end - start);
         }
+    }
+}
+
+// ----- lease scenarios: the clusters of `lease::competitors` keep asking for the lease -----
+
+/// The lease is granted with 10 s timers (the WAN preset); faults start once a holder
+/// has had time to appear.
+const LEASE_US: u64 = 10 * S;
+
+/// The holder's cluster is cut off from all others, twice, while other replicas crash
+/// and restart (churn during the partition).
+fn lease_partition(b: &mut Builder<'_>, rng: &mut ChaCha8Rng) {
+    let (from, to) = b.lease_span();
+    let mut t = from;
+    while t + 3 * LEASE_US < to {
+        let until = t + 3 * LEASE_US;
+        b.at(t, Action::IsolateLeaseHolder { until_us: until });
+        let node = rng.random_range(0..b.topo.nodes());
+        b.outage(node, t + S, rng.random_range(2 * S..8 * S));
+        t = until + 2 * LEASE_US;
+    }
+}
+
+/// The holder's process stops for longer than a lease, with a write in flight.
+fn lease_pause(b: &mut Builder<'_>) {
+    let (from, to) = b.lease_span();
+    let mut t = from;
+    while t + 3 * LEASE_US < to {
+        b.at(
+            t,
+            Action::PauseLeaseHolder {
+                pause_us: LEASE_US * 3 / 2,
+            },
+        );
+        t += 3 * LEASE_US;
+    }
+}
+
+/// The voters in a ring: each reaches only its two neighbours, so every voter is in a
+/// majority with its neighbours, and the majorities overlap.
+fn lease_ring(b: &mut Builder<'_>) {
+    let voters = crate::lease::voter_count(b.topo.clusters.len());
+    let (from, to) = b.safety_span();
+    for i in 0..voters {
+        for j in i + 1..voters {
+            let adjacent = j - i == 1 || (i == 0 && j == voters - 1);
+            if adjacent {
+                continue;
+            }
+            let a = b.nodes_of_clusters(&[i]);
+            let c = b.nodes_of_clusters(&[j]);
+            b.fault(
+                from,
+                to,
+                Fault::OneWay {
+                    from: a.clone(),
+                    to: c.clone(),
+                },
+                "ring",
+            );
+            b.fault(from, to, Fault::OneWay { from: c, to: a }, "ring");
+        }
+    }
+}
+
+/// Voters crash and restart, alternately with their promises on disk and without them.
+fn lease_restart(b: &mut Builder<'_>, rng: &mut ChaCha8Rng) {
+    let voters = crate::lease::voter_count(b.topo.clusters.len());
+    let (from, to) = b.lease_span();
+    let mut t = from;
+    let mut lose = false;
+    while t + 2 * LEASE_US < to {
+        let node = b.topo.publisher_of(rng.random_range(0..voters));
+        let down = rng.random_range(S..LEASE_US);
+        b.at(t, Action::Crash { node });
+        if lose {
+            b.at(t + 1, Action::LoseLeaseVotes { node });
+        }
+        b.at(t + down, Action::Restart { node });
+        lose = !lose;
+        t += down + rng.random_range(2 * S..LEASE_US);
+    }
+}
+
+/// Clocks drift (within the bound, or beyond it for `lease-drift-beyond`, set in
+/// `world`), and the holder's clock steps forward now and then.
+fn lease_drift(b: &mut Builder<'_>, rng: &mut ChaCha8Rng) {
+    let (from, to) = b.lease_span();
+    let mut t = from;
+    while t < to {
+        let by_us = rng.random_range(S / 10..LEASE_US / 2) as i64;
+        b.at(t, Action::JumpLeaseHolderClock { by_us });
+        t += rng.random_range(5 * S..15 * S);
     }
 }
 

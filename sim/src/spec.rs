@@ -29,9 +29,16 @@ pub enum Scenario {
     CrashRestart,
     Byzantine,
     Chaos,
+    LeasePartition,
+    LeasePause,
+    LeaseRing,
+    LeaseRestart,
+    LeaseDrift,
+    LeaseDriftBeyond,
 }
 
 impl Scenario {
+    /// Every scenario, in the order `sweep --scenario all` cycles through them.
     pub const ALL: [Scenario; 8] = [
         Scenario::Steady,
         Scenario::Churn,
@@ -43,6 +50,28 @@ impl Scenario {
         Scenario::Chaos,
     ];
 
+    /// The lease scenarios that must keep lease safety (`sweep --scenario lease`).
+    pub const LEASE: [Scenario; 5] = [
+        Scenario::LeasePartition,
+        Scenario::LeasePause,
+        Scenario::LeaseRing,
+        Scenario::LeaseRestart,
+        Scenario::LeaseDrift,
+    ];
+
+    /// Whether the run exercises the quorum lease.
+    pub fn is_lease(self) -> bool {
+        matches!(
+            self,
+            Scenario::LeasePartition
+                | Scenario::LeasePause
+                | Scenario::LeaseRing
+                | Scenario::LeaseRestart
+                | Scenario::LeaseDrift
+                | Scenario::LeaseDriftBeyond
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Steady => "steady",
@@ -53,6 +82,12 @@ impl Scenario {
             Scenario::CrashRestart => "crash-restart",
             Scenario::Byzantine => "byzantine",
             Scenario::Chaos => "chaos",
+            Scenario::LeasePartition => "lease-partition",
+            Scenario::LeasePause => "lease-pause",
+            Scenario::LeaseRing => "lease-ring",
+            Scenario::LeaseRestart => "lease-restart",
+            Scenario::LeaseDrift => "lease-drift",
+            Scenario::LeaseDriftBeyond => "lease-drift-beyond",
         }
     }
 
@@ -75,14 +110,18 @@ impl fmt::Display for Scenario {
 /// An unknown scenario name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario {0:?}; known: steady, churn, partition-heal, oneway, lossy, crash-restart, byzantine, chaos"
+    "unknown scenario {0:?}; known: steady, churn, partition-heal, oneway, lossy, crash-restart, byzantine, chaos, lease-partition, lease-pause, lease-ring, lease-restart, lease-drift, lease-drift-beyond"
 )]
 pub struct UnknownScenario(pub String);
 
 impl FromStr for Scenario {
     type Err = UnknownScenario;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Scenario::ALL
+        let named = Scenario::ALL
+            .into_iter()
+            .chain(Scenario::LEASE)
+            .chain([Scenario::LeaseDriftBeyond]);
+        named
             .into_iter()
             .find(|sc| sc.name() == s)
             .ok_or_else(|| UnknownScenario(s.to_owned()))

@@ -27,8 +27,8 @@ pub struct SweepConfig {
     pub base: RunSpec,
     pub seeds: u64,
     pub start_seed: u64,
-    /// `None`: cycle through every scenario.
-    pub scenario: Option<Scenario>,
+    /// The scenarios the seeds cycle through (one, `all`, or `lease`).
+    pub scenario: Vec<Scenario>,
     pub threads: usize,
 }
 
@@ -38,9 +38,7 @@ impl SweepConfig {
         (0..self.seeds)
             .map(|i| RunSpec {
                 seed: self.start_seed + i,
-                scenario: self
-                    .scenario
-                    .unwrap_or(Scenario::ALL[(i % Scenario::ALL.len() as u64) as usize]),
+                scenario: self.scenario[(i % self.scenario.len() as u64) as usize],
                 ..self.base.clone()
             })
             .collect()

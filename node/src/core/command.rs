@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shoal_proto::wire::Channel;
-use shoal_proto::{ClusterId, MemberId, NetAddr, ServiceKey, SignedRecord, SwimIdentity};
+use shoal_proto::{
+    ClusterId, FencingToken, LeaseName, MemberId, NetAddr, ServiceKey, SignedRecord, SwimIdentity,
+};
 
 use super::imports::ImportedService;
+use super::lease::VoterRecord;
 use super::time::Time;
 
 /// One instruction to the driver. Carry them out in order.
@@ -60,6 +63,8 @@ pub enum StoreOp {
     /// A sample of members recently up, to announce to after a restart or while
     /// isolated, when the configured seeds may be gone.
     PutPeers(Vec<SwimIdentity>),
+    /// A lease voter's promise and accepted grant, written before its reply.
+    PutLeaseVote(LeaseName, VoterRecord),
 }
 
 /// What a node finds in its store at start. The core verifies every record again.
@@ -70,6 +75,9 @@ pub struct PersistedState {
     pub generation: u32,
     pub last_contact_ms: Option<u64>,
     pub peers: Vec<SwimIdentity>,
+    /// A lease voter's state; `None` when the store holds none (a new voter, or one
+    /// that lost its disk), which makes the voter wait one lease duration.
+    pub lease_votes: Option<BTreeMap<LeaseName, VoterRecord>>,
 }
 
 impl PersistedState {
@@ -84,6 +92,11 @@ impl PersistedState {
             StoreOp::PutGeneration(g) => self.generation = *g,
             StoreOp::PutLastContact(ms) => self.last_contact_ms = Some(*ms),
             StoreOp::PutPeers(peers) => self.peers = peers.clone(),
+            StoreOp::PutLeaseVote(lease, record) => {
+                self.lease_votes
+                    .get_or_insert_default()
+                    .insert(lease.clone(), record.clone());
+            }
         }
     }
 }
@@ -118,4 +131,17 @@ pub enum Event {
     Isolated,
     /// Remote members are reachable again.
     Connected,
+    /// This cluster now holds the lease, with this fencing token.
+    LeaseAcquired {
+        lease: LeaseName,
+        token: FencingToken,
+    },
+    /// This cluster's hold on the lease ended without a renewal: stop writing.
+    LeaseLost {
+        lease: LeaseName,
+    },
+    /// This cluster gave the lease up.
+    LeaseReleased {
+        lease: LeaseName,
+    },
 }

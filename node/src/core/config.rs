@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shoal_proto::{MemberId, NetAddr};
+use shoal_proto::{ClusterId, MemberId, NetAddr};
 
 /// A well-known member to announce to at start. Its generation is unknown, so SWIM
 /// addresses it by member id only.
@@ -57,7 +57,91 @@ pub struct Config {
     pub withdraw_grace_ms: u64,
     /// How often to run anti-entropy with one random member. Range: 100 ms to 10 min.
     pub anti_entropy_period_ms: u64,
+    pub lease: LeaseConfig,
 }
+
+/// The quorum lease. The voters are fixed here and never derived from membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// The voting clusters (their replica 0 votes). Empty: no leases. At most 64.
+    pub voters: Vec<ClusterId>,
+    /// How long a grant lasts, timed by each voter from when it receives it. Range:
+    /// 500 ms to 1 hour.
+    pub lease_ms: u64,
+    /// How long after a grant's proposal the holder renews it. Range: 100 ms to half of
+    /// `lease_ms`, so that a lost renewal round can be retried before the lease ends.
+    pub renew_ms: u64,
+    /// How long one round (prepare, then propose) may take before it is retried.
+    /// Range: 10 ms to `renew_ms`.
+    pub round_timeout_ms: u64,
+    /// The bound on any clock's rate error, in parts per million (100 ppm = 0.01%).
+    /// The holder's own validity is `lease_ms × (1 − ρ) / (1 + ρ)`. Range: 0 to
+    /// 100,000 (10%).
+    pub drift_ppm: u32,
+}
+
+impl LeaseConfig {
+    /// Across regions: a 10 s lease renewed every 3 s.
+    pub fn wan(voters: Vec<ClusterId>) -> Self {
+        Self {
+            voters,
+            lease_ms: 10_000,
+            renew_ms: 3_000,
+            round_timeout_ms: 1_000,
+            drift_ppm: 1_000,
+        }
+    }
+
+    /// On one network: a 4 s lease renewed every second.
+    pub fn lan(voters: Vec<ClusterId>) -> Self {
+        Self {
+            voters,
+            lease_ms: 4_000,
+            renew_ms: 1_000,
+            round_timeout_ms: 300,
+            drift_ppm: 1_000,
+        }
+    }
+
+    /// How long the holder may act on a grant, from when it sent the proposal: the
+    /// lease shortened so that, with every clock within the drift bound, it ends in
+    /// true time before any voter's timer does.
+    pub fn holder_validity(&self) -> Duration {
+        let rho = u128::from(self.drift_ppm);
+        let lease_us = u128::from(self.lease_ms) * 1_000;
+        let us = lease_us * (1_000_000 - rho) / (1_000_000 + rho);
+        Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.voters.len() > LEASE_VOTERS_MAX {
+            return Err(ConfigError {
+                field: "lease.voters",
+                reason: format!("{} voters, more than {LEASE_VOTERS_MAX}", self.voters.len()),
+            });
+        }
+        let mut sorted = self.voters.clone();
+        sorted.sort();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError {
+                field: "lease.voters",
+                reason: format!("lists {} twice", w[0]),
+            });
+        }
+        out_of_range("lease.lease_ms", self.lease_ms, 500, 3_600_000)?;
+        out_of_range("lease.renew_ms", self.renew_ms, 100, self.lease_ms / 2)?;
+        out_of_range(
+            "lease.round_timeout_ms",
+            self.round_timeout_ms,
+            10,
+            self.renew_ms,
+        )?;
+        out_of_range("lease.drift_ppm", u64::from(self.drift_ppm), 0, 100_000)
+    }
+}
+
+/// Most lease voters: a majority of them answers every round.
+pub const LEASE_VOTERS_MAX: usize = 64;
 
 /// A configuration field out of range. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +204,7 @@ impl Config {
             swim: SwimTiming::wan(),
             withdraw_grace_ms: 10_000,
             anti_entropy_period_ms: 2_000,
+            lease: LeaseConfig::wan(Vec::new()),
         }
     }
 
@@ -129,6 +214,7 @@ impl Config {
             swim: SwimTiming::lan(),
             withdraw_grace_ms: 2_000,
             anti_entropy_period_ms: 1_000,
+            lease: LeaseConfig::lan(Vec::new()),
             ..Self::wan(member, addr, members_expected)
         }
     }
@@ -181,7 +267,7 @@ impl Config {
                 reason: format!("lists this replica itself ({})", seed.member),
             });
         }
-        Ok(())
+        self.lease.validate()
     }
 
     pub(crate) fn withdraw_grace(&self) -> Duration {

@@ -17,6 +17,7 @@
 //! - `imports`: the MCS imports derived from the view and liveness, and how a step
 //!   keeps them current.
 //! - `failure`: liveness transitions, withdrawal after the grace period, re-admission.
+//! - `lease`: the quorum lease (PaxosLease voters and proposers, fencing tokens).
 //! - `inspect`: accessors and invariant checks.
 //! - `timers`: absolute deadlines.
 //! - `stats`: plain counters.
@@ -33,6 +34,7 @@ mod dissemination;
 mod failure;
 mod imports;
 mod inspect;
+mod lease;
 mod membership;
 mod node;
 mod record_cache;
@@ -42,8 +44,9 @@ mod time;
 mod timers;
 
 pub use command::{Command, Durability, Event, ImportChange, PersistedState, StoreOp};
-pub use config::{Config, ConfigError, Seed, SwimTiming};
+pub use config::{Config, ConfigError, LEASE_VOTERS_MAX, LeaseConfig, Seed, SwimTiming};
 pub use imports::{Conflict, ConflictKind, ImportedCluster, ImportedService};
+pub use lease::{LEASES_MAX, LeaseError, LeaseRequest, LeaseStatus, VoterRecord};
 pub use membership::Liveness;
 pub use node::{ExportSpec, InputError, InvariantViolation, Node};
 pub use record_cache::{NoRecordCache, RecordCache, WeakRecordCache};

@@ -18,6 +18,7 @@ use shoal_proto::{
 use super::command::{Command, Durability, Event, PersistedState, StoreOp};
 use super::config::{Config, ConfigError};
 use super::imports::ImportedService;
+use super::lease::{Leases, Voter};
 use super::membership::{self, Clusters, Members, Swim, SwimCodec, SwimId};
 use super::record_cache::{NoRecordCache, RecordCache};
 use super::records::{MergeOutcome, View};
@@ -98,6 +99,7 @@ pub struct Node {
     pub(super) last_contact_ms: Option<u64>,
     /// Members recently up, persisted, to announce to when the seeds are gone.
     pub(super) remembered_peers: Vec<SwimIdentity>,
+    pub(super) leases: Leases,
 }
 
 impl std::fmt::Debug for Node {
@@ -169,7 +171,13 @@ impl Node {
             last_chance: BTreeMap::new(),
             last_contact_ms: persisted.last_contact_ms,
             remembered_peers: persisted.peers.clone(),
+            leases: Leases::default(),
         };
+        node.leases.voter = Voter::restore(
+            now,
+            Duration::from_millis(node.config.lease.lease_ms),
+            persisted.lease_votes.as_ref(),
+        );
         node.persist(vec![StoreOp::PutGeneration(generation)], Durability::Flush);
         node.restore(persisted.records.into_values(), now);
         node.start(now);
@@ -291,6 +299,7 @@ impl Node {
             Message::Members { members, reply } => self.handle_members(now, from, members, reply),
             Message::DigestOrigins { entries } => self.handle_digest_origins(from, entries),
             Message::Pull { wants } => self.handle_pull(from, wants),
+            Message::Lease(message) => self.handle_lease_message(now, from, message),
         }
     }
 
@@ -406,6 +415,11 @@ impl Node {
                 }
                 TimerKind::LastChance(cluster) => self.probe_before_withdrawal(now, cluster),
                 TimerKind::Withdraw(cluster) => self.withdraw_if_still_down(now, cluster),
+                TimerKind::LeaseRound { lease, round } => {
+                    self.lease_round_timeout(now, lease, round)
+                }
+                TimerKind::LeaseRetry(lease) => self.lease_retry(now, lease),
+                TimerKind::LeaseExpiry(lease) => self.lease_expiry(now, lease),
                 TimerKind::LastContact => {
                     self.keep_contact(now);
                     self.timers
@@ -563,7 +577,7 @@ impl Node {
     }
 
     /// Ends a step: derive changed imports and tell the driver when to call back.
-    fn finish_step(&mut self, always_announce: bool) {
+    pub(super) fn finish_step(&mut self, always_announce: bool) {
         self.recompute_imports();
         let next = self.timers.next();
         if let Some(at) = next

@@ -61,4 +61,22 @@ pub struct Stats {
     pub withdrawals_refuted: u64,
     /// A message could not be encoded within its channel's limit; not sent.
     pub encode_errors: u64,
+    /// Lease rounds started (acquisitions, renewals and retries).
+    pub lease_rounds: u64,
+    pub lease_acquisitions: u64,
+    pub lease_renewals: u64,
+    /// Holds that ended without a renewal.
+    pub lease_lost: u64,
+    /// Rounds that found another holder's grant open at a voter, and waited.
+    pub lease_blocked: u64,
+    pub lease_round_timeouts: u64,
+    /// Lease messages from, or to, a member that is not a configured voter; dropped.
+    pub lease_not_voter: u64,
+    /// Lease messages this voter ignored while it waits out one lease duration after
+    /// starting without its promises.
+    pub lease_voter_waiting: u64,
+    /// A proposal naming another cluster than its sender as holder; dropped.
+    pub lease_forged: u64,
+    /// Lease messages about a lease beyond [`crate::core::LEASES_MAX`]; dropped.
+    pub lease_bound_drops: u64,
 }

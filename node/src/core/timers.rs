@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use shoal_proto::ClusterId;
+use shoal_proto::{ClusterId, LeaseName};
 
 use super::membership::SwimId;
 use super::time::Time;
@@ -20,6 +20,15 @@ pub(super) enum TimerKind {
     Withdraw(ClusterId),
     /// Persist when a remote member was last heard from.
     LastContact,
+    /// A lease round's deadline: if it has not finished, try again.
+    LeaseRound {
+        lease: LeaseName,
+        round: u64,
+    },
+    /// Renew the lease, or try again to acquire it.
+    LeaseRetry(LeaseName),
+    /// The holder's own validity ends, unless it was renewed meanwhile.
+    LeaseExpiry(LeaseName),
 }
 
 #[derive(Debug, Default)]

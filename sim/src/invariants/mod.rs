@@ -7,6 +7,9 @@
 //! - `convergence` (1): after healing, every live view equals the union of the latest
 //!   records, within a bound.
 //! - `determinism` (7): the trace hash, and the comparison of two runs.
+//! - `lease_safety` (5): at most one lease holder at any true instant, tokens that
+//!   strictly grow, no stale write accepted. Lease liveness (6), a holder within 3
+//!   lease durations of healing, is one check in `world::lease`.
 //!
 //! Safety checks run after every event; convergence runs in the liveness phase. Each
 //! node's own `check_invariants()` runs after every event it handles, and
@@ -15,6 +18,7 @@
 pub mod authenticity;
 pub mod convergence;
 pub mod determinism;
+pub mod lease_safety;
 pub mod monotonicity;
 pub mod withdrawal;
 

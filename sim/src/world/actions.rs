@@ -38,11 +38,19 @@ impl World {
                     self.crash(node);
                 }
             }
+            Action::IsolateLeaseHolder { until_us } => self.isolate_lease_holder(until_us),
+            Action::PauseLeaseHolder { pause_us } => self.pause_lease_holder(pause_us),
+            Action::JumpLeaseHolderClock { by_us } => self.jump_lease_holder_clock(by_us),
+            Action::LoseLeaseVotes { node } => {
+                if !self.alive(node) {
+                    self.nodes[node].disk.lose_lease_votes();
+                }
+            }
             Action::Heal => self.heal(),
         }
     }
 
-    fn add_fault(&mut self, id: u32, fault: Fault, label: String) {
+    pub(super) fn add_fault(&mut self, id: u32, fault: Fault, label: String) {
         let rows = self.fault_rows(&fault);
         self.timeline.fault_started(id, label, rows, self.now);
         self.net.faults.add(id, fault);

@@ -16,6 +16,7 @@
 
 mod actions;
 mod finish;
+mod lease;
 mod node_io;
 mod observe;
 mod timeline;
@@ -93,6 +94,9 @@ enum Event {
     DeepCheck,
     Converge,
     WithdrawalCheck { cluster: u32 },
+    LeaseTick,
+    StoreWrite { token: u64 },
+    LeaseLiveness,
     End,
 }
 
@@ -113,6 +117,9 @@ impl Event {
             Event::Converge => (10, 0, 0),
             Event::WithdrawalCheck { cluster } => (11, *cluster, 0),
             Event::End => (12, 0, 0),
+            Event::LeaseTick => (13, 0, 0),
+            Event::StoreWrite { token } => (14, 0, *token),
+            Event::LeaseLiveness => (15, 0, 0),
         }
     }
 }
@@ -134,6 +141,8 @@ struct SimNode {
     reachable: bool,
     connected_since: u64,
     crash_on_lazy: Option<u64>,
+    /// A paused process (a GC pause) handles nothing before this true time.
+    paused_until: u64,
 }
 
 /// The phase of a run.
@@ -163,6 +172,7 @@ pub struct World {
     record_cache: Rc<RefCell<WeakRecordCache>>,
     killed: Vec<bool>,
     workload: Workload,
+    lease: Option<lease::LeaseWorld>,
     workload_on: bool,
     byzantine: Byzantine,
     phase: Phase,
@@ -210,6 +220,7 @@ impl World {
                 reachable: false,
                 connected_since: 0,
                 crash_on_lazy: None,
+                paused_until: 0,
             })
             .collect();
         let clusters = topo.clusters.len();
@@ -241,6 +252,7 @@ impl World {
             net,
             nodes,
             workload,
+            lease: None,
             workload_on: false,
             phase: Phase::Safety,
             violations: Violations::default(),
@@ -254,6 +266,9 @@ impl World {
             restarts: 0,
             equivocation_alarms: 0,
         };
+        if world.spec.scenario.is_lease() {
+            world.set_up_lease();
+        }
         world.schedule_start();
         world
     }
@@ -303,6 +318,20 @@ impl World {
         {
             return true; // superseded by an earlier wake-up
         }
+        let paused = match &event {
+            Event::Deliver(d) => Some(d.to as usize),
+            Event::Wake { node } => Some(*node as usize),
+            _ => None,
+        };
+        if let Some(n) = paused.filter(|n| self.paused(*n)) {
+            // A paused process handles nothing; its input waits for it.
+            let at = self.nodes[n].paused_until;
+            if let Event::Wake { .. } = event {
+                self.nodes[n].queued_wake = Some(at);
+            }
+            self.queue.push(at, event);
+            return true;
+        }
         let (kind, node, payload) = event.trace_key();
         self.trace.event(self.now, kind, node, payload);
         self.events += 1;
@@ -319,8 +348,12 @@ impl World {
             Event::DeepCheck => self.deep_check_sample(),
             Event::Converge => self.check_convergence(),
             Event::WithdrawalCheck { cluster } => self.check_withdrawal(cluster as usize),
+            Event::LeaseTick => self.lease_tick(),
+            Event::StoreWrite { token } => self.store_write(token),
+            Event::LeaseLiveness => self.check_lease_liveness(),
             Event::End => return false,
         }
+        self.check_lease();
         self.phase != Phase::Done
     }
 

@@ -51,6 +51,7 @@ impl World {
         self.timeline.node_up(n, self.now);
         self.with_node(n, |_, _| {});
         self.node_came_up(n);
+        self.request_lease(n);
         if self.topo.is_publisher(n) && self.workload_started() {
             for change in self.workload.current(cluster) {
                 self.feed(n, change);

@@ -309,8 +309,11 @@ impl World {
             Ok(()) => {
                 self.convergence.converged_at = Some(self.now);
                 self.convergence_error = None;
-                let at = (self.now + SETTLE_US).min(self.plan.end_us);
-                self.queue.push(at, Event::End);
+                // A lease run ends at its liveness check instead.
+                if self.lease.is_none() {
+                    let at = (self.now + SETTLE_US).min(self.plan.end_us);
+                    self.queue.push(at, Event::End);
+                }
             }
             Err(e) => {
                 self.convergence_error = Some(e);
