@@ -65,8 +65,8 @@ pub struct Config {
 pub struct LeaseConfig {
     /// The voting clusters (their replica 0 votes). Empty: no leases. At most 64.
     pub voters: Vec<ClusterId>,
-    /// How long a grant lasts, timed by each voter from when it receives it. Range:
-    /// 500 ms to 1 hour.
+    /// How long a grant lasts, timed by each voter from when it receives it. A voter
+    /// refuses a grant longer than its own `lease_ms`. Range: 500 ms to 1 hour.
     pub lease_ms: u64,
     /// How long after a grant's proposal the holder renews it. Range: 100 ms to half of
     /// `lease_ms`, so that a lost renewal round can be retried before the lease ends.
@@ -103,7 +103,7 @@ impl LeaseConfig {
         }
     }
 
-    /// How long the holder may act on a grant, from when it sent the proposal: the
+    /// How long the holder may act on a grant, from when it sent the round's Prepare: the
     /// lease shortened so that, with every clock within the drift bound, it ends in
     /// true time before any voter's timer does.
     pub fn holder_validity(&self) -> Duration {

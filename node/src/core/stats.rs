@@ -77,6 +77,8 @@ pub struct Stats {
     pub lease_voter_waiting: u64,
     /// A proposal naming another cluster than its sender as holder; dropped.
     pub lease_forged: u64,
+    /// A proposal whose lease is longer than this voter's own `lease_ms`; dropped.
+    pub lease_grant_too_long: u64,
     /// Lease messages about a lease beyond [`crate::core::LEASES_MAX`]; dropped.
     pub lease_bound_drops: u64,
 }

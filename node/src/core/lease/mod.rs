@@ -9,8 +9,10 @@
 //!   holder's own validity, which ends early by the drift bound.
 //!
 //! Safety rests on two facts. Voters time a grant from when they receive it, and the
-//! holder times it from before it sent the proposal, shortened by the drift bound: the
-//! holder's validity ends, in true time, before any voter's timer does. And a proposer
+//! holder times it from before it sent the round's Prepare, shortened by the drift
+//! bound: the holder's validity ends, in true time, before any voter's timer does, and
+//! a promise older than the round (perhaps forgotten by a voter that restarted without
+//! its disk and waited one lease) can never stretch it. And a proposer
 //! may only propose when none of a majority of voters reports an open grant of another
 //! holder. So at most one holder exists at any true instant, given clocks whose rates
 //! stay within `drift_ppm` of true time.

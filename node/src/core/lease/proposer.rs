@@ -35,14 +35,18 @@ enum Phase {
     Idle,
     Preparing {
         round: u64,
+        /// When the Prepare went out: the holder's validity counts from here.
+        started: Time,
         promises: BTreeMap<ClusterId, Option<(Grant, u64)>>,
         rejects: BTreeSet<ClusterId>,
     },
     Proposing {
         round: u64,
         grant: Grant,
-        /// When the proposal went out: the holder's validity counts from here.
-        sent_at: Time,
+        /// When the round's Prepare went out: the holder's validity counts from here,
+        /// so that a promise given before then (and perhaps forgotten by a voter that
+        /// restarted without its disk, and waited one lease) cannot extend it.
+        started: Time,
         accepted: BTreeSet<ClusterId>,
         rejects: BTreeSet<ClusterId>,
     },
@@ -112,6 +116,7 @@ impl Node {
         proposer.max_round = round;
         proposer.phase = Phase::Preparing {
             round,
+            started: now,
             promises: BTreeMap::new(),
             rejects: BTreeSet::new(),
         };
@@ -154,11 +159,15 @@ impl Node {
             return;
         };
         let Phase::Preparing {
-            round: r, promises, ..
+            round: r,
+            started,
+            promises,
+            ..
         } = &mut proposer.phase
         else {
             return;
         };
+        let started = *started;
         if *r != round {
             return;
         }
@@ -197,7 +206,7 @@ impl Node {
         proposer.phase = Phase::Proposing {
             round,
             grant: grant.clone(),
-            sent_at: now,
+            started,
             accepted: BTreeSet::new(),
             rejects: BTreeSet::new(),
         };
@@ -230,7 +239,7 @@ impl Node {
         let Phase::Proposing {
             round: r,
             grant,
-            sent_at,
+            started,
             accepted,
             ..
         } = &mut proposer.phase
@@ -246,9 +255,9 @@ impl Node {
         }
         let held = Held {
             token: grant.token,
-            valid_until: *sent_at + validity,
+            valid_until: *started + validity,
         };
-        let renew_at = *sent_at + renew;
+        let renew_at = *started + renew;
         let fresh = proposer
             .held
             .is_none_or(|h| h.token != held.token || now >= h.valid_until);

@@ -159,6 +159,12 @@ impl Node {
             self.stats.lease_forged += 1;
             return;
         }
+        if grant.lease_ms > self.config.lease.lease_ms {
+            // Longer than this voter's own lease: the wait after a restart without
+            // its votes (one own lease) would not cover it.
+            self.stats.lease_grant_too_long += 1;
+            return;
+        }
         if !self.voting(now) {
             return;
         }
