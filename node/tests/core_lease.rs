@@ -865,3 +865,20 @@ fn a_promise_forgotten_by_a_restarted_voter_cannot_make_a_second_holder() {
         "two holders at once (at most one may hold the lease at any instant): {holders:?}"
     );
 }
+
+/// Accepts that complete a majority only after the validity they would grant has run
+/// out (the round was stalled, say by a pause) make no holder.
+#[test]
+fn a_majority_reached_after_its_validity_ended_holds_nothing() {
+    let mut east = lease_node("east", ms(1), ready());
+    let west = member("west", 0);
+    east.handle_lease_request(ms(10), LeaseRequest::Acquire(lease()))
+        .unwrap();
+    deliver(&mut east, ms(20), &west, promise(1, None));
+    let late = ms(10) + holder_validity();
+    let commands = deliver(&mut east, late, &west, accepted(1));
+    assert!(lease_commands(commands).is_empty(), "no LeaseAcquired");
+    assert_eq!(east.lease_held(&lease()), None);
+    assert!(!east.lease_status(late, &lease()).write_ready);
+    assert_eq!(east.stats().lease_acquisitions, 0);
+}

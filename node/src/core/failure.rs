@@ -189,18 +189,13 @@ impl Node {
         if heard || self.isolated {
             return;
         }
-        let probe = self
-            .last_chance
-            .entry(cluster.clone())
-            .or_insert(LastChance {
-                first: now,
-                sent: 0,
-            });
+        let fresh = LastChance {
+            first: now,
+            sent: 0,
+        };
+        let probe = self.last_chance.entry(cluster.clone()).or_insert(fresh);
         if probe.first < since {
-            *probe = LastChance {
-                first: now,
-                sent: 0,
-            };
+            *probe = fresh; // left from an earlier outage
         }
         if probe.sent >= LAST_CHANCE_ATTEMPTS {
             return;

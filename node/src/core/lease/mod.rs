@@ -12,10 +12,10 @@
 //! holder times it from before it sent the round's Prepare, shortened by the drift
 //! bound: the holder's validity ends, in true time, before any voter's timer does, and
 //! a promise older than the round (perhaps forgotten by a voter that restarted without
-//! its disk and waited one lease) can never stretch it. And a proposer
-//! may only propose when none of a majority of voters reports an open grant of another
-//! holder. So at most one holder exists at any true instant, given clocks whose rates
-//! stay within `drift_ppm` of true time.
+//! its disk and waited one lease) can never stretch it. And a proposer may only
+//! propose when none of a majority of voters reports an open grant of another holder.
+//! So at most one holder exists at any true instant, given clocks whose rates stay
+//! within `drift_ppm` of true time.
 //!
 //! **Architecture invariant:** the voter set comes from configuration only. It never
 //! shrinks with membership, or a partition would shrink the majority.

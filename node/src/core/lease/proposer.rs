@@ -35,7 +35,9 @@ enum Phase {
     Idle,
     Preparing {
         round: u64,
-        /// When the Prepare went out: the holder's validity counts from here.
+        /// When the round's Prepare went out: the holder's validity counts from here,
+        /// so that a promise given before then (and perhaps forgotten by a voter that
+        /// restarted without its disk, and waited one lease) cannot extend it.
         started: Time,
         promises: BTreeMap<ClusterId, Option<(Grant, u64)>>,
         rejects: BTreeSet<ClusterId>,
@@ -43,9 +45,7 @@ enum Phase {
     Proposing {
         round: u64,
         grant: Grant,
-        /// When the round's Prepare went out: the holder's validity counts from here,
-        /// so that a promise given before then (and perhaps forgotten by a voter that
-        /// restarted without its disk, and waited one lease) cannot extend it.
+        /// Carried over from `Preparing`.
         started: Time,
         accepted: BTreeSet<ClusterId>,
         rejects: BTreeSet<ClusterId>,
@@ -258,6 +258,15 @@ impl Node {
             valid_until: *started + validity,
         };
         let renew_at = *started + renew;
+        if now >= held.valid_until {
+            // The round took longer than the validity it would grant: nothing held.
+            proposer.phase = Phase::Idle;
+            self.stats.lease_round_timeouts += 1;
+            let backoff = self.lease_backoff();
+            self.timers
+                .schedule(now + backoff, TimerKind::LeaseRetry(lease));
+            return;
+        }
         let fresh = proposer
             .held
             .is_none_or(|h| h.token != held.token || now >= h.valid_until);
