@@ -5,3 +5,5 @@
 //! simulator both drive that same code; neither re-implements protocol logic.
 
 pub mod core;
+#[cfg(feature = "runtime")]
+pub mod runtime;

@@ -10,8 +10,19 @@ use super::super::node::Node;
 use super::super::time::Time;
 use super::LEASES_MAX;
 
-/// What a voter persists per lease, before it replies.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a voter persists per lease, before it replies. Stores encode it with the
+/// canonical codec.
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct VoterRecord {
     /// The highest round promised.
     pub promised: u64,
