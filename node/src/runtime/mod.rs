@@ -13,3 +13,12 @@
 //!
 //! **Architecture invariant:** the runtime carries out the core's commands in order and
 //! never decides protocol questions itself.
+
+pub mod api;
+pub mod backend;
+pub mod certs;
+pub mod config;
+pub mod driver;
+pub mod http;
+pub mod store;
+pub mod transport;

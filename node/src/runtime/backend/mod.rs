@@ -1,0 +1,1 @@
+//! The desired Kubernetes objects for an import, and the standalone backend.

@@ -1,0 +1,1 @@
+//! The ClusterSet CA and per-cluster certificates.

@@ -1,0 +1,1 @@
+//! The loop that feeds the core and carries out its commands.
