@@ -835,3 +835,43 @@ fn a_shared_record_cache_verifies_once_and_never_trusts_altered_content() {
     );
     assert_eq!(cache.borrow().len(), 1);
 }
+
+#[test]
+fn a_store_without_versions_counts_from_the_wall_clock() {
+    let config = Config::lan(member("east", 0), addr(1), 3);
+    let store = PersistedState {
+        wall_clock_ms: 1_700_000_000_123,
+        ..PersistedState::default()
+    };
+    let mut node = Node::new(
+        config.clone(),
+        key("east"),
+        ring(&["east", "west", "south"]),
+        Time::from_millis(1),
+        7,
+        store.clone(),
+    )
+    .unwrap();
+    assert_eq!(node.generation(), 1_700_000_001);
+    node.handle_export(Time::from_millis(2), spec("web", 1_000, 1))
+        .unwrap();
+    assert_eq!(node.own_version(), 1_700_000_000_124);
+
+    // A store that holds versions keeps counting from them, whatever the clock says.
+    let kept = PersistedState {
+        own_version: 42,
+        generation: 7,
+        ..store
+    };
+    let node = Node::new(
+        config,
+        key("east"),
+        ring(&["east", "west", "south"]),
+        Time::from_millis(1),
+        7,
+        kept,
+    )
+    .unwrap();
+    assert_eq!(node.generation(), 8);
+    assert_eq!(node.own_version(), 42);
+}

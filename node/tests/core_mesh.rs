@@ -173,3 +173,53 @@ fn an_isolated_node_keeps_serving_its_last_view() {
     assert!(east.imports().contains_key(&service("web")));
     assert_eq!(east.stats().withdrawals, 0);
 }
+
+/// The endpoint address octet of `origin`'s record for "web" at `node`.
+fn web_octet(node: &shoal_node::core::Node, origin: &str) -> Option<u8> {
+    let record = node.record(&cluster(origin), &service("web"))?;
+    match record.record.endpoints.first()?.addresses.first()? {
+        shoal_proto::IpAddress::V4(octets) => Some(octets[3]),
+        shoal_proto::IpAddress::V6(octets) => Some(octets[15]),
+    }
+}
+
+#[test]
+fn a_publisher_that_lost_its_store_moves_its_versions_above_what_peers_hold() {
+    let mut mesh = Mesh::new(&["east", "west", "south"], 1);
+    mesh.run_for_ms(3_000);
+    let east = member("east", 0);
+    for octet in 1..=5 {
+        mesh.export(&east, spec("web", 1_000, octet));
+    }
+    mesh.run_for_ms(500);
+    assert!(everyone_holds(&mesh, "east", 5));
+
+    // The disk is gone: the restarted publisher counts its versions from zero, and
+    // its first export now (version 1) is older than what every peer holds.
+    mesh.kill(&east);
+    mesh.stores
+        .insert(east.clone(), shoal_node::core::PersistedState::default());
+    mesh.restart(&east);
+    mesh.export(&east, spec("web", 1_000, 9));
+    assert_eq!(mesh.node(&east).own_version(), 1);
+    mesh.run_for_ms(10_000);
+
+    for (m, node) in &mesh.nodes {
+        assert_eq!(
+            web_octet(node, "east"),
+            Some(9),
+            "{m} holds east's new content"
+        );
+        let version = node
+            .record(&cluster("east"), &service("web"))
+            .unwrap()
+            .record
+            .version;
+        assert!(version > 5, "{m} holds version {version}");
+        node.check_invariants_deep().unwrap();
+    }
+    let east_node = &mesh.nodes[&east];
+    assert!(east_node.own_version() > 5);
+    assert_eq!(east_node.stats().own_records_recovered, 1);
+    assert_eq!(mesh.stores[&east].own_version, east_node.own_version());
+}

@@ -1,6 +1,7 @@
 //! `shoal-sim bench`: steady-state figures at 10, 100 and 1,000 clusters against their
-//! floors and the project's targets, a withdrawal row, and the large row (1,000
-//! clusters x 10 services for 5 virtual minutes) with wall time and peak memory.
+//! floors and the project's targets, a withdrawal row, a lease takeover row, and the
+//! large rows (1,000 clusters, and 1,000 clusters x 10 services for 5 virtual minutes)
+//! with wall time and peak memory.
 //!
 //! Each row runs in a child process of this binary (`shoal-sim run ... --json`), so
 //! that its peak RSS (VmHWM) is its own. Targets are printed beside the figures and
@@ -70,6 +71,11 @@ pub fn rows(skip_large: bool) -> Vec<Row> {
             scenario: "crash-restart",
             ..steady("", 100, 2)
         },
+        Row {
+            label: "lease takeover",
+            scenario: "lease-partition",
+            ..steady("", 5, 2)
+        },
     ];
     if !skip_large {
         rows.push(steady("steady", 1_000, REPLICAS_AT_1000));
@@ -106,6 +112,28 @@ fn ms(x: Option<f64>) -> String {
 }
 
 fn render_row(row: &Row, r: &RunReport) -> String {
+    if let Some(lease) = &r.lease {
+        return format!(
+            "{:<15} {:>5} {:>2} {:>3} | takeover ms p50 {} max {} ({} takeovers), target {:.0} | holders at once {} | {} | {:>8} {:>8.0} {:>4}",
+            row.label,
+            r.clusters,
+            r.replicas,
+            r.services,
+            ms(lease.takeover_ms.p50),
+            ms(lease.takeover_ms.max),
+            lease.acquisitions.saturating_sub(1),
+            lease.takeover_target_ms,
+            lease.max_concurrent_holders,
+            if lease.tokens_monotonic {
+                "tokens grow"
+            } else {
+                "TOKENS NOT MONOTONIC"
+            },
+            r.wall_ms,
+            r.peak_rss_mib.unwrap_or(0.0),
+            if r.passed() { "ok" } else { "FAIL" },
+        );
+    }
     let p = &r.propagation_ms;
     let w = &r.withdrawal_ms;
     format!(
@@ -138,6 +166,7 @@ const TARGETS: &str = "targets (printed, never asserted):
   propagation p99 <= 400 ms at N=100 R=2 (floor: one-way latency to the farthest cluster)
   bytes per update <= 2x floor, floor = (N-1) x mean encoded record size
   a dead cluster withdrawn within grace (10 s) + 5 s: withdrawal ms <= 15000, late = 0
+  lease takeover after the holder is cut off <= lease x (1 + drift) + 2 x largest RTT + renew interval
   1000 clusters x 10 services x 5 virtual minutes: wall <= 600000 ms, RSS <= 16384 MiB";
 
 /// Runs every row and prints the table. Exit status 1 if a row could not run.

@@ -27,6 +27,15 @@ impl NodeClock {
         self.offset_us = self.offset_us.saturating_add(by_us);
     }
 
+    /// From true time `true_us` on, the clock runs at `drift_ppm`; what it reads now
+    /// does not change.
+    pub fn set_drift(&mut self, true_us: u64, drift_ppm: i64) {
+        let before = self.local(true_us).as_micros() as i64;
+        self.drift_ppm = drift_ppm;
+        let after = self.local(true_us).as_micros() as i64;
+        self.offset_us = self.offset_us.saturating_add(before - after);
+    }
+
     /// What the node reads when the true time is `true_us`.
     pub fn local(&self, true_us: u64) -> Time {
         let drift = (true_us as i128 * self.drift_ppm as i128 / 1_000_000) as i64;
@@ -52,6 +61,18 @@ impl NodeClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_drift_keeps_the_reading_and_changes_the_rate() {
+        let mut clock = NodeClock::drifting(100_000);
+        let before = clock.local(10_000_000);
+        clock.set_drift(10_000_000, -100_000);
+        assert_eq!(clock.local(10_000_000), before);
+        assert_eq!(
+            clock.local(11_000_000).as_micros() - before.as_micros(),
+            900_000
+        );
+    }
 
     #[test]
     fn local_and_true_time_invert_each_other() {

@@ -124,16 +124,15 @@ impl Disk {
             last_contact_ms: self.durable.last_contact_ms,
             peers: self.durable.peers.clone(),
             lease_votes: self.durable.lease_votes.clone(),
+            wall_clock_ms: 0,
         }
     }
 
-    /// The lease voter's state is gone (a voter that restarts without its promises).
-    /// The rest of the store survives: a publisher that loses its own record versions
-    /// cannot yet recover them from its peers (see the issue notes).
-    pub fn lose_lease_votes(&mut self) {
-        self.pending
-            .retain(|op| !matches!(op, StoreOp::PutLeaseVote(..)));
-        self.durable.lease_votes = None;
+    /// The disk is gone (a node restarted on a new volume): records, own versions,
+    /// generation, peers and lease votes.
+    pub fn wipe(&mut self) {
+        self.pending.clear();
+        self.durable = Image::default();
     }
 
     /// Durable records, by key-space index (overflow records are not listed).

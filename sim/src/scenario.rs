@@ -69,8 +69,12 @@ pub enum Action {
     JumpLeaseHolderClock {
         by_us: i64,
     },
-    /// A crashed voter's lease promises are lost from its disk.
-    LoseLeaseVotes {
+    /// The lease holder's clock now runs at this rate error.
+    DriftLeaseHolderClock {
+        drift_ppm: i64,
+    },
+    /// A crashed node's disk is lost: it restarts with an empty store.
+    LoseDisk {
         node: usize,
     },
     Heal,
@@ -176,7 +180,8 @@ pub fn plan(spec: &RunSpec, topo: &Topology, rng: &mut ChaCha8Rng) -> Plan {
         Scenario::LeasePause => lease_pause(&mut b),
         Scenario::LeaseRing => lease_ring(&mut b),
         Scenario::LeaseRestart => lease_restart(&mut b, rng),
-        Scenario::LeaseDrift | Scenario::LeaseDriftBeyond => lease_drift(&mut b, rng),
+        Scenario::LeaseDrift => lease_drift(&mut b, rng),
+        Scenario::LeaseDriftBeyond => lease_drift_beyond(&mut b),
     }
     let heal = b.plan.heal_at_us;
     b.at(heal, Action::Heal);
@@ -443,7 +448,8 @@ fn lease_ring(b: &mut Builder<'_>) {
     }
 }
 
-/// Voters crash and restart, alternately with their promises on disk and without them.
+/// Voters (each its cluster's publisher) crash and restart, alternately with their disk
+/// and without it: then their lease promises and their own record versions are gone.
 fn lease_restart(b: &mut Builder<'_>, rng: &mut ChaCha8Rng) {
     let voters = crate::lease::voter_count(b.topo.clusters.len());
     let (from, to) = b.lease_span();
@@ -454,7 +460,7 @@ fn lease_restart(b: &mut Builder<'_>, rng: &mut ChaCha8Rng) {
         let down = rng.random_range(S..LEASE_US);
         b.at(t, Action::Crash { node });
         if lose {
-            b.at(t + 1, Action::LoseLeaseVotes { node });
+            b.at(t + 1, Action::LoseDisk { node });
         }
         b.at(t + down, Action::Restart { node });
         lose = !lose;
@@ -462,8 +468,7 @@ fn lease_restart(b: &mut Builder<'_>, rng: &mut ChaCha8Rng) {
     }
 }
 
-/// Clocks drift (within the bound, or beyond it for `lease-drift-beyond`, set in
-/// `world`), and the holder's clock steps forward now and then.
+/// Clocks drift within the bound, and the holder's clock steps forward now and then.
 fn lease_drift(b: &mut Builder<'_>, rng: &mut ChaCha8Rng) {
     let (from, to) = b.lease_span();
     let mut t = from;
@@ -471,6 +476,30 @@ fn lease_drift(b: &mut Builder<'_>, rng: &mut ChaCha8Rng) {
         let by_us = rng.random_range(S / 10..LEASE_US / 2) as i64;
         b.at(t, Action::JumpLeaseHolderClock { by_us });
         t += rng.random_range(5 * S..15 * S);
+    }
+}
+
+/// Past the drift bound: every clock runs 10% fast, then the holder's clock turns 10%
+/// slow and its cluster is cut off. Its own validity now outlasts the voters' timers
+/// by about a fifth of a lease, and the majority side elects a new holder while the
+/// old one still believes it holds: the lease safety checker must report it.
+fn lease_drift_beyond(b: &mut Builder<'_>) {
+    let (from, to) = b.lease_span();
+    let mut t = from;
+    while t + 3 * LEASE_US < to {
+        b.at(
+            t,
+            Action::DriftLeaseHolderClock {
+                drift_ppm: -crate::lease::DRIFT_BEYOND_PPM,
+            },
+        );
+        b.at(
+            t + 1,
+            Action::IsolateLeaseHolder {
+                until_us: t + 3 * LEASE_US,
+            },
+        );
+        t += 5 * LEASE_US;
     }
 }
 

@@ -166,3 +166,24 @@ fn lease_ring_restart_and_drift_keep_one_holder() {
         assert_lease_passes(scenario, 2, 5);
     }
 }
+
+/// Past the drift bound the lease is not safe, and the checker must say so: two
+/// holders at once. The fenced store still accepts no stale write.
+#[test]
+fn drift_beyond_the_bound_is_detected_as_two_holders() {
+    let mut spec = RunSpec::new(5, 1, Scenario::LeaseDriftBeyond);
+    spec.duration_s = Some(120);
+    let report = run(&spec, RunOptions::default()).report;
+    assert!(!report.passed(), "the overlap must be reported");
+    assert!(
+        report
+            .violation_details
+            .iter()
+            .any(|v| v.contains("holders at once")),
+        "{:?}",
+        report.violation_details
+    );
+    let lease = report.lease.expect("a lease scenario reports the lease");
+    assert_eq!(lease.max_concurrent_holders, 2, "{lease:?}");
+    assert_eq!(lease.stale_writes_accepted, 0, "{lease:?}");
+}

@@ -78,6 +78,15 @@ pub struct PersistedState {
     /// A lease voter's state; `None` when the store holds none (a new voter, or one
     /// that lost its disk), which makes the voter wait one lease duration.
     pub lease_votes: Option<BTreeMap<LeaseName, VoterRecord>>,
+    /// Not from the store: wall-clock time at start, Unix milliseconds, from the
+    /// driver. A store that holds no own version (a new one, or one that was lost)
+    /// starts the cluster's record versions here, and one without a generation starts
+    /// generations at these seconds. Peers hold what this cluster signed before its
+    /// store was lost: a version signed again with other contents would be rejected as
+    /// equivocation, and a generation they saw down is never admitted again. This
+    /// assumes fewer than 1,000 publications per second, and a restart at least a
+    /// second after the previous start.
+    pub wall_clock_ms: u64,
 }
 
 impl PersistedState {

@@ -44,6 +44,28 @@ pub struct ExportSpec {
     pub network: NetworkMode,
 }
 
+/// The first own version to count from: the stored one, or for a store without one,
+/// the wall clock (see [`PersistedState::wall_clock_ms`]).
+fn start_version(persisted: &PersistedState) -> u64 {
+    if persisted.own_version == 0 {
+        persisted.wall_clock_ms
+    } else {
+        persisted.own_version
+    }
+}
+
+/// This start's membership generation: one above the stored one, or for a store
+/// without one, the wall clock's seconds.
+fn start_generation(persisted: &PersistedState) -> u32 {
+    let floor = u32::try_from(persisted.wall_clock_ms / 1_000).unwrap_or(u32::MAX - 1);
+    let last = if persisted.generation == 0 {
+        floor
+    } else {
+        persisted.generation
+    };
+    last.wrapping_add(1)
+}
+
 /// A local request the core refused. State unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
@@ -100,6 +122,9 @@ pub struct Node {
     /// Members recently up, persisted, to announce to when the seeds are gone.
     pub(super) remembered_peers: Vec<SwimIdentity>,
     pub(super) leases: Leases,
+    /// Services republished above a version that came back from peers, since start
+    /// (see `recover_own_record`). At most one entry per own service.
+    pub(super) republished_since_start: BTreeSet<ServiceKey>,
 }
 
 impl std::fmt::Debug for Node {
@@ -128,7 +153,7 @@ impl Node {
         let trust: Arc<KeyRing> = trust.into();
         check_key(&config, &key, &trust)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let generation = persisted.generation.wrapping_add(1);
+        let generation = start_generation(&persisted);
         let identity = SwimId::new(
             SwimIdentity {
                 member: config.member.clone(),
@@ -162,7 +187,7 @@ impl Node {
             commands: Vec::new(),
             stats: Stats::default(),
             record_cache: Box::new(NoRecordCache),
-            own_version: persisted.own_version,
+            own_version: start_version(&persisted),
             generation,
             announced_deadline: None,
             last_triggered_anti_entropy: None,
@@ -172,6 +197,7 @@ impl Node {
             last_contact_ms: persisted.last_contact_ms,
             remembered_peers: persisted.peers.clone(),
             leases: Leases::default(),
+            republished_since_start: BTreeSet::new(),
         };
         node.leases.voter = Voter::restore(
             now,
@@ -494,6 +520,9 @@ impl Node {
         match outcome {
             MergeOutcome::Accepted { .. } => {
                 self.stats.records_accepted += 1;
+                if record.record.origin == self.config.member.cluster && self.config.publisher {
+                    return self.recover_own_record(held, record);
+                }
                 self.stage_import(held, &record);
                 Some(record)
             }
@@ -515,6 +544,55 @@ impl Node {
                 None
             }
         }
+    }
+
+    /// A record of this cluster's, newer than any this publisher holds, came back from
+    /// a peer: the publisher lost its store (or part of it) and restarted its versions
+    /// lower. Versions move above the peer's, durably; and if this publisher had already
+    /// published the service again since, that content is published once more, above
+    /// the returned version, so that peers, which drop lower versions, take it. With
+    /// nothing published since, the returned record stands until the next export or
+    /// unexport of the service replaces it.
+    fn recover_own_record(
+        &mut self,
+        held: Option<Arc<SignedRecord>>,
+        returned: Arc<SignedRecord>,
+    ) -> Option<Arc<SignedRecord>> {
+        self.stats.own_records_recovered += 1;
+        self.own_version = self.own_version.max(returned.record.version);
+        self.persist(
+            vec![StoreOp::PutOwnVersion(self.own_version)],
+            Durability::Flush,
+        );
+        self.stage_import(held.clone(), &returned);
+        let Some(current) = held else {
+            return Some(returned);
+        };
+        if same_contents(&current.record, &returned.record)
+            || !self
+                .republished_since_start
+                .insert(current.record.service.clone())
+        {
+            // Once per service per start: two replicas that both believe they publish
+            // would otherwise outbid each other without end. Later disagreements wait
+            // for the driver's next export of the service.
+            return Some(returned);
+        }
+        let republished = self.publish(current.record.service.clone(), |version, origin| {
+            ExportRecord {
+                origin,
+                version,
+                ..current.record.clone()
+            }
+        });
+        if republished.is_err() {
+            // The held record was signed and valid; only a bug makes it fail now.
+            self.stats.own_records_recovered_failed += 1;
+            return Some(returned);
+        }
+        // `publish` staged and pushed the republished record; the returned one is
+        // superseded and is not relayed.
+        None
     }
 
     /// Verifies a record, or finds it already verified in the record cache.

@@ -24,6 +24,11 @@ pub struct Stats {
     pub records_stale: u64,
     /// Same version, different bytes: rejected and alarmed.
     pub records_equivocation: u64,
+    /// Records of this cluster's, newer than this publisher's own version, that came
+    /// back from peers after it lost its store: versions moved above them.
+    pub own_records_recovered: u64,
+    /// Republishing after such a recovery failed (a bug: the content was valid).
+    pub own_records_recovered_failed: u64,
     /// The signature does not verify with the origin's key (forgeries land here).
     pub records_forged: u64,
     pub records_unknown_origin: u64,

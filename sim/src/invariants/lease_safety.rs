@@ -6,7 +6,7 @@
 //! and whose own validity, converted to true time through their clock, has not ended.
 //! A hold only begins at an event, so checking at every event sees every overlap.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::FencingToken;
 
@@ -22,6 +22,8 @@ pub struct Holding {
 pub struct LeaseSafety {
     /// Every (cluster, token) tenure seen.
     tenures: BTreeSet<(usize, FencingToken)>,
+    /// Each tenure's token to its rank: the order in which tenures began.
+    ranks: BTreeMap<FencingToken, u64>,
     /// The highest token seen, and whose.
     highest: Option<(FencingToken, usize)>,
     pub acquisitions: u64,
@@ -52,6 +54,7 @@ impl LeaseSafety {
             if !self.tenures.insert((h.cluster, h.token)) {
                 continue;
             }
+            self.ranks.entry(h.token).or_insert(self.acquisitions);
             self.acquisitions += 1;
             self.fresh.push((h.cluster, h.token));
             if let Some((top, owner)) = self.highest
@@ -69,6 +72,12 @@ impl LeaseSafety {
             }
         }
         problems
+    }
+
+    /// The rank of the tenure that holds `token`: 0 for the first tenure seen, and so
+    /// on. `None` if no tenure with that token ever began.
+    pub fn rank(&self, token: FencingToken) -> Option<u64> {
+        self.ranks.get(&token).copied()
     }
 }
 

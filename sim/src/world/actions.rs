@@ -41,9 +41,12 @@ impl World {
             Action::IsolateLeaseHolder { until_us } => self.isolate_lease_holder(until_us),
             Action::PauseLeaseHolder { pause_us } => self.pause_lease_holder(pause_us),
             Action::JumpLeaseHolderClock { by_us } => self.jump_lease_holder_clock(by_us),
-            Action::LoseLeaseVotes { node } => {
+            Action::DriftLeaseHolderClock { drift_ppm } => {
+                self.drift_lease_holder_clock(drift_ppm);
+            }
+            Action::LoseDisk { node } => {
                 if !self.alive(node) {
-                    self.nodes[node].disk.lose_lease_votes();
+                    self.nodes[node].disk.wipe();
                 }
             }
             Action::Heal => self.heal(),

@@ -55,6 +55,7 @@ impl World {
                 stale_writes_rejected: l.store.rejected,
                 writes_accepted: l.store.accepted,
                 takeover_ms: Percentiles::of(&l.takeover_ms),
+                takeover_target_ms: round3(self.takeover_target_us() / 1_000.0),
                 tokens_monotonic: l.safety.tokens_monotonic,
             }),
             events: self.events,
@@ -133,6 +134,31 @@ impl World {
     }
 
     /// One-way latency from each cluster to its farthest other cluster, averaged.
+    /// Lease × (1 + drift) + 2 × the largest RTT between any two clusters + one
+    /// renewal interval, from the first node's lease configuration.
+    fn takeover_target_us(&self) -> f64 {
+        let Some(config) = self.topo.configs.first().map(|c| &c.lease) else {
+            return 0.0;
+        };
+        let table = crate::network::regions::LatencyTable::default();
+        let largest_one_way = self
+            .topo
+            .clusters
+            .iter()
+            .flat_map(|a| {
+                self.topo
+                    .clusters
+                    .iter()
+                    .map(|b| table.one_way_us(a.region, b.region))
+            })
+            .max()
+            .unwrap_or(0);
+        let lease_us = config.lease_ms as f64 * 1_000.0;
+        lease_us * (1.0 + f64::from(config.drift_ppm) / 1e6)
+            + 4.0 * largest_one_way as f64
+            + config.renew_ms as f64 * 1_000.0
+    }
+
     fn floor_propagation_us(&self) -> f64 {
         let clusters = self.topo.clusters.len();
         if clusters < 2 {

@@ -50,13 +50,12 @@ impl World {
         let ids: Vec<_> = self.topo.clusters.iter().map(|c| c.id.clone()).collect();
         let config = lease::config(&ids);
         let bound = i64::from(config.drift_ppm);
-        let spread = match self.spec.scenario {
-            Scenario::LeaseDriftBeyond => lease::DRIFT_BEYOND_PPM,
-            _ => bound,
-        };
         for n in 0..self.topo.nodes() {
             self.topo.configs[n].lease = config.clone();
-            let drift = self.rng.random_range(-spread..=spread);
+            let drift = match self.spec.scenario {
+                Scenario::LeaseDriftBeyond => lease::DRIFT_BEYOND_PPM,
+                _ => self.rng.random_range(-bound..=bound),
+            };
             self.nodes[n].clock = NodeClock::drifting(drift);
         }
         self.lease = Some(LeaseWorld::new());
@@ -121,7 +120,8 @@ impl World {
 
     pub(super) fn store_write(&mut self, token: u64) {
         if let Some(lease) = &mut self.lease {
-            lease.store.write(FencingToken(token));
+            let rank = lease.safety.rank(FencingToken(token));
+            lease.store.write(FencingToken(token), rank);
         }
     }
 
@@ -231,6 +231,14 @@ impl World {
             let at = self.now + pause_us + lease::STORE_DELAY_US;
             self.queue.push(at, Event::StoreWrite { token });
         }
+    }
+
+    pub(super) fn drift_lease_holder_clock(&mut self, drift_ppm: i64) {
+        let Some(cluster) = self.holder() else {
+            return;
+        };
+        let n = self.topo.publisher_of(cluster);
+        self.nodes[n].clock.set_drift(self.now, drift_ppm);
     }
 
     pub(super) fn jump_lease_holder_clock(&mut self, by_us: i64) {

@@ -4,7 +4,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use rand::RngExt;
-use shoal_node::core::{Command, Durability, Event as CoreEvent, Node, StoreOp, Time};
+use shoal_node::core::{
+    Command, Durability, Event as CoreEvent, Node, PersistedState, StoreOp, Time,
+};
 use shoal_proto::MemberId;
 use shoal_proto::wire::Channel;
 
@@ -21,9 +23,12 @@ impl World {
         if self.alive(n) || self.killed[cluster] {
             return;
         }
-        let persisted = self.nodes[n].disk.persisted(&self.keys);
         let seed: u64 = self.rng.random();
         let local = self.nodes[n].clock.local(self.now);
+        let persisted = PersistedState {
+            wall_clock_ms: local.as_millis(),
+            ..self.nodes[n].disk.persisted(&self.keys)
+        };
         let mut core = Node::new(
             self.topo.configs[n].clone(),
             self.topo.clusters[cluster].key.clone(),
