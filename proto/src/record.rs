@@ -127,6 +127,10 @@ pub struct ExportRecord {
     /// When the ServiceExport was created (Unix milliseconds): the MCS conflict rule
     /// lets the oldest export win.
     pub export_created_ms: u64,
+    /// When the origin signed this version (Unix milliseconds, its own clock), for
+    /// propagation-lag metrics only: nothing orders or expires records by it. 0 when
+    /// the origin had no wall clock.
+    pub published_ms: u64,
     pub service_type: ServiceType,
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Endpoint>,

@@ -20,10 +20,10 @@ use shoal_proto::{
 const PUBLIC_KEY_HEX: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
 /// The signature over `golden_record()` with that key. Cross-checked once with an
 /// independent ed25519 implementation (OpenSSL, through Python's `cryptography`):
-/// Ed25519(seed, b"shoal/export-record/v1\0" || canonical record bytes).
+/// Ed25519(seed, b"shoal/export-record/v2\0" || canonical record bytes).
 const SIGNATURE_HEX: &str = concat!(
-    "3bcd2403704212f091e2724750498a03304ae427d7eaa90019d37ef1c6ea1e19",
-    "7deb3e220de190b9e66936802bf0b3c32d3fde86c43c4774cc76b0f2b3eed105",
+    "d71dd2eab7eb5124480e64c7d1eeea0b557c641e121da9499ff8cabcdb6677ce",
+    "c7d6c619c46594eb914db5ac8d2201a3d244d8194c1b3ce5d29690cc55a5470f",
 );
 /// `Message::Push { records: vec![signed golden_record()], relay: true }`.
 const PUSH_HEX: &str = concat!(
@@ -41,6 +41,8 @@ const PUSH_HEX: &str = concat!(
     "fb2c01",
     // export_created_ms 1_700_000_000_123
     "fd7b68e5cf8b010000",
+    // published_ms 1_700_000_000_456
+    "fdc869e5cf8b010000",
     // ServiceType::Headless
     "01",
     // one port
@@ -72,14 +74,14 @@ const PUSH_HEX: &str = concat!(
     // not a tombstone
     "00",
     // the signature: 64 bytes, no length prefix
-    "3bcd2403704212f091e2724750498a03304ae427d7eaa90019d37ef1c6ea1e19",
-    "7deb3e220de190b9e66936802bf0b3c32d3fde86c43c4774cc76b0f2b3eed105",
+    "d71dd2eab7eb5124480e64c7d1eeea0b557c641e121da9499ff8cabcdb6677ce",
+    "c7d6c619c46594eb914db5ac8d2201a3d244d8194c1b3ce5d29690cc55a5470f",
     // relay: true
     "01",
 );
 /// `SignedRecord::digest_hash` of the signed golden record: anti-entropy compares these
 /// across nodes, so the hash function is part of the protocol too.
-const DIGEST_HASH: u64 = 0x24c6_2946_456e_7ded;
+const DIGEST_HASH: u64 = 0x9763_398d_933b_bf86;
 /// `Message::DigestRoot { root: 0x0123_4567_89ab_cdef, records: 300, members: 7 }`.
 const DIGEST_ROOT_HEX: &str = concat!(
     "02",                 // Message::DigestRoot
@@ -104,6 +106,7 @@ fn golden_record() -> ExportRecord {
         service: service("payments", "api"),
         version: 300,
         export_created_ms: 1_700_000_000_123,
+        published_ms: 1_700_000_000_456,
         service_type: ServiceType::Headless,
         ports: vec![ServicePort {
             name: "grpc".to_owned(),
@@ -206,7 +209,7 @@ fn the_signed_message_is_the_domain_tag_then_the_record() {
     // Verify with ed25519-dalek directly, bypassing shoal_proto::sign, so that the
     // domain tag and the exact signed bytes are pinned and not just self-consistent.
     let record = encode_limited::<_, RECORD_BYTES_MAX>(&golden_record()).expect("fits");
-    let mut message = b"shoal/export-record/v1\0".to_vec();
+    let mut message = b"shoal/export-record/v2\0".to_vec();
     message.extend_from_slice(&record);
     let public: [u8; 32] = from_hex(PUBLIC_KEY_HEX).try_into().expect("32 bytes");
     let signature: [u8; 64] = from_hex(SIGNATURE_HEX).try_into().expect("64 bytes");

@@ -108,6 +108,7 @@ fn export_record() -> impl Strategy<Value = ExportRecord> {
                     service,
                     version,
                     export_created_ms: created,
+                    published_ms: 0,
                     service_type,
                     ports,
                     endpoints,

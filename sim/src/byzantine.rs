@@ -110,6 +110,7 @@ impl Byzantine {
                     service: keys.services()[service].clone(),
                     version,
                     export_created_ms: 0,
+                    published_ms: 0,
                     service_type: ServiceType::ClusterSetIp,
                     ports: vec![http_port()],
                     endpoints: vec![attacker_endpoint(6, rng.random())],

@@ -59,6 +59,7 @@ fn record(origin: &str, version: u64) -> ExportRecord {
         service: web(),
         version,
         export_created_ms: 1,
+        published_ms: 0,
         service_type: ServiceType::ClusterSetIp,
         ports: vec![ServicePort {
             name: "http".into(),

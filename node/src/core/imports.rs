@@ -421,6 +421,7 @@ mod tests {
             service: ServiceKey::new("default", "web").unwrap(),
             version: 1,
             export_created_ms: created,
+            published_ms: 0,
             service_type: ty,
             ports: vec![ServicePort {
                 name: "http".into(),

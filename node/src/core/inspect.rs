@@ -69,6 +69,28 @@ impl Node {
         self.members.iter().map(|m| m.member.clone()).collect()
     }
 
+    /// Every remote member SWIM knows of, with its state, sorted by member: `Alive`,
+    /// `Suspect` (still treated as up), or `Down` (including members foca has
+    /// forgotten but this node remembers for last-chance probes).
+    pub fn member_states(&self) -> Vec<(SwimIdentity, foca::State)> {
+        let mut states: BTreeMap<MemberId, (SwimIdentity, foca::State)> = BTreeMap::new();
+        for member in self.swim.iter_membership_state() {
+            let identity = member.id().0.clone();
+            states.insert(identity.member.clone(), (identity, member.state()));
+        }
+        for identity in self.members.down_identities() {
+            states
+                .entry(identity.member.clone())
+                .or_insert_with(|| (identity.clone(), foca::State::Down));
+        }
+        states.into_values().collect()
+    }
+
+    /// Every cluster of the ClusterSet, this one included: the trust ring's.
+    pub fn trusted_clusters(&self) -> impl Iterator<Item = &ClusterId> {
+        self.trust.clusters()
+    }
+
     /// No remote cluster is reachable: the view is served as stale.
     pub fn is_isolated(&self) -> bool {
         self.isolated

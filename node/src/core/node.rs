@@ -125,6 +125,9 @@ pub struct Node {
     /// Services republished above a version that came back from peers, since start
     /// (see `recover_own_record`). At most one entry per own service.
     pub(super) republished_since_start: BTreeSet<ServiceKey>,
+    /// The driver's clock and the wall clock at start, to stamp records with the wall
+    /// time they were signed at (for propagation-lag metrics only).
+    pub(super) started: (Time, u64),
 }
 
 impl std::fmt::Debug for Node {
@@ -198,6 +201,7 @@ impl Node {
             remembered_peers: persisted.peers.clone(),
             leases: Leases::default(),
             republished_since_start: BTreeSet::new(),
+            started: (now, persisted.wall_clock_ms),
         };
         node.leases.voter = Voter::restore(
             now,
@@ -316,7 +320,7 @@ impl Node {
     fn handle_message(&mut self, now: Time, from: &MemberId, message: Message) {
         match message {
             Message::Swim(packet) => self.handle_swim(now, from, &packet),
-            Message::Push { records, relay } => self.receive_records(from, records, relay),
+            Message::Push { records, relay } => self.receive_records(now, from, records, relay),
             Message::DigestRoot {
                 root,
                 records,
@@ -354,12 +358,13 @@ impl Node {
 
     /// This cluster's export of `spec.service` changed (or appeared). Publishes a new
     /// version if the contents differ from the last one published.
-    pub fn handle_export(&mut self, _now: Time, spec: ExportSpec) -> Result<(), InputError> {
-        let result = self.publish(spec.service.clone(), |version, origin| ExportRecord {
+    pub fn handle_export(&mut self, now: Time, spec: ExportSpec) -> Result<(), InputError> {
+        let result = self.publish(now, spec.service.clone(), |version, origin| ExportRecord {
             origin,
             service: spec.service,
             version,
             export_created_ms: spec.export_created_ms,
+            published_ms: 0,
             service_type: spec.service_type,
             ports: spec.ports,
             endpoints: spec.endpoints,
@@ -371,16 +376,17 @@ impl Node {
     }
 
     /// This cluster stopped exporting `service`: publishes a tombstone.
-    pub fn handle_unexport(&mut self, _now: Time, service: ServiceKey) -> Result<(), InputError> {
+    pub fn handle_unexport(&mut self, now: Time, service: ServiceKey) -> Result<(), InputError> {
         let created = self
             .view
             .get(&self.config.member.cluster, &service)
             .map_or(0, |r| r.record.export_created_ms);
-        let result = self.publish(service.clone(), |version, origin| ExportRecord {
+        let result = self.publish(now, service.clone(), |version, origin| ExportRecord {
             origin,
             service,
             version,
             export_created_ms: created,
+            published_ms: 0,
             service_type: ServiceType::ClusterSetIp,
             ports: Vec::new(),
             endpoints: Vec::new(),
@@ -393,6 +399,7 @@ impl Node {
 
     fn publish(
         &mut self,
+        now: Time,
         service: ServiceKey,
         build: impl FnOnce(u64, ClusterId) -> ExportRecord,
     ) -> Result<(), InputError> {
@@ -401,7 +408,8 @@ impl Node {
         }
         let local = self.config.member.cluster.clone();
         let version = self.own_version + 1;
-        let record = build(version, local.clone());
+        let mut record = build(version, local.clone());
+        record.published_ms = self.wall_clock_ms(now);
         record.validate()?;
         let held = self.view.get(&local, &service);
         if held.is_some_and(|h| same_contents(&h.record, &record)) {
@@ -425,6 +433,16 @@ impl Node {
         self.stage_import(held, &arc);
         self.push_fresh(&[arc]);
         Ok(())
+    }
+
+    /// Wall-clock milliseconds at `now`: the start's wall clock moved on by the
+    /// driver's clock. Zero when the driver gave no wall clock.
+    fn wall_clock_ms(&self, now: Time) -> u64 {
+        let (start, wall_ms) = self.started;
+        if wall_ms == 0 {
+            return 0;
+        }
+        wall_ms + u64::try_from(now.since(start).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Fires every timer that is due.
@@ -472,13 +490,14 @@ impl Node {
 
     pub(super) fn receive_records(
         &mut self,
+        now: Time,
         from: &MemberId,
         records: Vec<SignedRecord>,
         relay: bool,
     ) {
         let mut fresh = Vec::new();
         for signed in records {
-            if let Some(arc) = self.accept_record(signed) {
+            if let Some(arc) = self.accept_record(now, signed) {
                 fresh.push(arc);
             }
         }
@@ -496,7 +515,7 @@ impl Node {
     }
 
     /// Verifies and merges one record. Returns it when it is new to the view.
-    fn accept_record(&mut self, signed: SignedRecord) -> Option<Arc<SignedRecord>> {
+    fn accept_record(&mut self, now: Time, signed: SignedRecord) -> Option<Arc<SignedRecord>> {
         let verified = match self.verify_record(signed) {
             Ok(v) => v,
             Err(VerifyError::UnknownOrigin(_)) => {
@@ -521,7 +540,7 @@ impl Node {
             MergeOutcome::Accepted { .. } => {
                 self.stats.records_accepted += 1;
                 if record.record.origin == self.config.member.cluster && self.config.publisher {
-                    return self.recover_own_record(held, record);
+                    return self.recover_own_record(now, held, record);
                 }
                 self.stage_import(held, &record);
                 Some(record)
@@ -555,6 +574,7 @@ impl Node {
     /// unexport of the service replaces it.
     fn recover_own_record(
         &mut self,
+        now: Time,
         held: Option<Arc<SignedRecord>>,
         returned: Arc<SignedRecord>,
     ) -> Option<Arc<SignedRecord>> {
@@ -578,7 +598,7 @@ impl Node {
             // for the driver's next export of the service.
             return Some(returned);
         }
-        let republished = self.publish(current.record.service.clone(), |version, origin| {
+        let republished = self.publish(now, current.record.service.clone(), |version, origin| {
             ExportRecord {
                 origin,
                 version,

@@ -2,7 +2,7 @@
 //! them. No metrics dependency here.
 
 /// Counters since the node started (not persisted).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     pub packets_in: u64,
     pub bytes_in: u64,

@@ -37,6 +37,7 @@ pub fn record(origin: &str, version: u64) -> ExportRecord {
         service: service("payments", "api"),
         version,
         export_created_ms: 1_700_000_000_000,
+        published_ms: 0,
         service_type: ServiceType::ClusterSetIp,
         ports: vec![
             ServicePort {

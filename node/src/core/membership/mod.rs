@@ -160,6 +160,11 @@ impl Members {
 
     /// Whether any member of another cluster is up. Members are ordered by cluster, so
     /// the local ones are contiguous: only the ends need a look.
+    /// The last identity of every member seen down and not up since.
+    pub(in crate::core) fn down_identities(&self) -> impl Iterator<Item = &SwimIdentity> {
+        self.down.values()
+    }
+
     pub(super) fn has_remote(&self, local: &ClusterId) -> bool {
         let first = self.up.keys().next();
         let last = self.up.keys().next_back();
