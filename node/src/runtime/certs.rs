@@ -1,1 +1,590 @@
 //! The ClusterSet CA and per-cluster certificates.
+//!
+//! One ed25519 key per cluster serves both its TLS identity and its record signatures.
+//! A cluster's certificate, signed by the ClusterSet CA, names the cluster in exactly one
+//! DNS SAN, `<cluster-id>.cluster.shoal`, and in its common name. [`ClusterIdentity`]
+//! loads this cluster's key and certificate together with the certificates of every
+//! member of the ClusterSet, checking each against the CA.
+//!
+//! **Architecture invariant:** a private key never leaves this module's types in a
+//! printable form: [`ClusterIdentity`]'s `Debug` shows the cluster and the trusted
+//! clusters only.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use shoal_proto::{ClusterId, ClusterKey, KeyRing};
+use x509_parser::extensions::GeneralName;
+use x509_parser::oid_registry::OID_SIG_ED25519;
+
+/// Every cluster's certificate names `<cluster-id>.` followed by this suffix.
+pub const CLUSTER_DNS_SUFFIX: &str = "cluster.shoal";
+/// Name of the CA certificate in a CA or ClusterSet directory.
+pub const CA_CERT_FILE: &str = "ca.crt";
+/// Name of the CA private key in a CA directory.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// Most certificates read from a ClusterSet directory.
+pub const CLUSTERSET_CERTS_MAX: usize = 1_024;
+/// Largest certificate or key file read, in bytes.
+pub const PEM_FILE_BYTES_MAX: u64 = 64 * 1024;
+/// How far back a new certificate's validity starts, to tolerate clock skew.
+const BACKDATE: Duration = Duration::from_secs(3_600);
+const SECONDS_PER_DAY: u64 = 86_400;
+
+/// Why certificates could not be made or loaded. Files already written stay written;
+/// nothing is loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// A file could not be read, written or listed. Nothing else was changed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `init_ca` found a CA already in place and left it untouched.
+    #[error("{}: already exists; refusing to overwrite a CA", path.display())]
+    Exists { path: PathBuf },
+    /// A file is not the PEM certificate or PKCS#8 ed25519 key it should be.
+    #[error("{}: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    /// rcgen could not generate a key or sign a certificate; nothing was written.
+    #[error("generating {what}: {reason}")]
+    Generate { what: &'static str, reason: String },
+    /// The certificate is not signed by the ClusterSet CA, expired, or not yet valid.
+    #[error("{}: not trusted by the ClusterSet CA: {reason}", path.display())]
+    NotTrusted { path: PathBuf, reason: String },
+    /// The certificate does not name exactly one cluster, or its key is not ed25519.
+    #[error("{}: {reason}", path.display())]
+    Identity { path: PathBuf, reason: String },
+    /// The private key is not the one the certificate certifies.
+    #[error("{}: the key does not match the certificate {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    /// The ClusterSet directory holds more certificates than the ring may.
+    #[error("{}: more than {max} certificates (or clusters)", path.display())]
+    TooMany { path: PathBuf, max: usize },
+}
+
+impl CertError {
+    /// A low-cardinality label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            CertError::Io { .. } => "io",
+            CertError::Exists { .. } => "exists",
+            CertError::Pem { .. } => "pem",
+            CertError::Generate { .. } => "generate",
+            CertError::NotTrusted { .. } => "not_trusted",
+            CertError::Identity { .. } => "identity",
+            CertError::KeyMismatch { .. } => "key_mismatch",
+            CertError::TooMany { .. } => "too_many",
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
+    move |source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn generate_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> CertError {
+    move |e| CertError::Generate {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// The DNS name a cluster's certificate carries, and the TLS server name dialed for it.
+pub fn server_name_of(cluster: &ClusterId) -> String {
+    format!("{cluster}.{CLUSTER_DNS_SUFFIX}")
+}
+
+/// Creates a ClusterSet CA (ed25519) valid for `valid_days`: writes `dir/ca.crt` and
+/// `dir/ca.key` (mode 0600). Refuses to overwrite an existing CA.
+pub fn init_ca(dir: &Path, valid_days: u32) -> Result<(), CertError> {
+    let cert_path = dir.join(CA_CERT_FILE);
+    let key_path = dir.join(CA_KEY_FILE);
+    for path in [&cert_path, &key_path] {
+        if path.exists() {
+            return Err(CertError::Exists { path: path.clone() });
+        }
+    }
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(generate_error("CA key"))?;
+    let (not_before, not_after) = validity_from_now(valid_days);
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    // A distinct name per CA: a verifier then tells "another CA" (unknown issuer) from
+    // "this CA, bad signature".
+    let fingerprint: String = key.public_key_raw()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("Shoal ClusterSet CA {fingerprint}"),
+    );
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
+    let cert = params
+        .self_signed(&key)
+        .map_err(generate_error("CA certificate"))?;
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// Issues `out_dir/<cluster>.crt` and `out_dir/<cluster>.key` (PKCS#8 PEM, mode 0600),
+/// signed by the CA in `ca_dir`, valid from now (minus an hour of skew) for `valid_days`.
+pub fn issue(
+    ca_dir: &Path,
+    cluster: &ClusterId,
+    out_dir: &Path,
+    valid_days: u32,
+) -> Result<(), CertError> {
+    let (not_before, not_after) = validity_from_now(valid_days);
+    issue_with(ca_dir, cluster, out_dir, not_before, not_after)
+}
+
+/// [`issue`] with an explicit validity window (tests use it to make expired certificates).
+pub fn issue_with(
+    ca_dir: &Path,
+    cluster: &ClusterId,
+    out_dir: &Path,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<(), CertError> {
+    let ca_cert_path = ca_dir.join(CA_CERT_FILE);
+    let ca_key_path = ca_dir.join(CA_KEY_FILE);
+    let ca_cert_pem = read_text(&ca_cert_path)?;
+    let ca_key_pem = read_text(&ca_key_path)?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| CertError::Pem {
+        path: ca_key_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).map_err(|e| CertError::Pem {
+        path: ca_cert_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(generate_error("cluster key"))?;
+    let mut params = CertificateParams::new(vec![server_name_of(cluster)])
+        .map_err(generate_error("cluster certificate"))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, cluster.as_str());
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(generate_error("cluster certificate"))?;
+    fs::create_dir_all(out_dir).map_err(io_error(out_dir))?;
+    write_replacing(
+        &out_dir.join(format!("{cluster}.key")),
+        key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_replacing(
+        &out_dir.join(format!("{cluster}.crt")),
+        cert.pem().as_bytes(),
+        0o644,
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::disallowed_methods)] // issuing a certificate reads the wall clock
+fn validity_from_now(valid_days: u32) -> (SystemTime, SystemTime) {
+    let now = SystemTime::now();
+    let not_before = now.checked_sub(BACKDATE).unwrap_or(now);
+    let not_after = now + Duration::from_secs(u64::from(valid_days) * SECONDS_PER_DAY);
+    (not_before, not_after)
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.write_all(bytes).map_err(io_error(path))
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_error(path))?;
+    // `mode` only applies to a new file; an older file may have looser permissions.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_error(path))?;
+    file.write_all(bytes).map_err(io_error(path))
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, CertError> {
+    let len = fs::metadata(path).map_err(io_error(path))?.len();
+    if len > PEM_FILE_BYTES_MAX {
+        return Err(CertError::Pem {
+            path: path.to_owned(),
+            reason: format!("{len} bytes exceed the {PEM_FILE_BYTES_MAX}-byte limit"),
+        });
+    }
+    fs::read(path).map_err(io_error(path))
+}
+
+fn read_text(path: &Path) -> Result<String, CertError> {
+    String::from_utf8(read_bytes(path)?).map_err(|_| CertError::Pem {
+        path: path.to_owned(),
+        reason: "not UTF-8 text".into(),
+    })
+}
+
+fn read_cert(path: &Path) -> Result<CertificateDer<'static>, CertError> {
+    CertificateDer::from_pem_slice(&read_bytes(path)?).map_err(|e| CertError::Pem {
+        path: path.to_owned(),
+        reason: format!("no PEM certificate: {e}"),
+    })
+}
+
+/// The cluster a certificate names (its single `<cluster>.cluster.shoal` DNS SAN, equal
+/// to its common name) and its ed25519 public key. Does not check who signed it.
+pub fn cluster_of(cert_der: &[u8]) -> Result<(ClusterId, [u8; 32]), CertError> {
+    cluster_of_file(cert_der, Path::new("peer certificate"))
+}
+
+fn cluster_of_file(cert_der: &[u8], path: &Path) -> Result<(ClusterId, [u8; 32]), CertError> {
+    let refuse = |reason: String| CertError::Identity {
+        path: path.to_owned(),
+        reason,
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| refuse(format!("not an X.509 certificate: {e}")))?;
+    let cluster = cluster_from_san(&cert).map_err(&refuse)?;
+    let mut common_names = cert.subject().iter_common_name();
+    let common_name = common_names.next().and_then(|cn| cn.as_str().ok());
+    if common_name != Some(cluster.as_str()) || common_names.next().is_some() {
+        return Err(refuse(format!(
+            "common name {common_name:?} is not the cluster {cluster}"
+        )));
+    }
+    let spki = cert.public_key();
+    if spki.algorithm.algorithm != OID_SIG_ED25519 {
+        return Err(refuse("the key is not ed25519".into()));
+    }
+    let public: [u8; 32] = spki
+        .subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| refuse("the ed25519 key is not 32 bytes".into()))?;
+    Ok((cluster, public))
+}
+
+fn cluster_from_san(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> Result<ClusterId, String> {
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("bad subjectAltName: {e}"))?
+        .ok_or_else(|| "no subjectAltName".to_owned())?;
+    let [GeneralName::DNSName(name)] = san.value.general_names.as_slice() else {
+        return Err(format!(
+            "{} subject alternative names, expected exactly one DNS name",
+            san.value.general_names.len()
+        ));
+    };
+    let suffix = format!(".{CLUSTER_DNS_SUFFIX}");
+    let label = name
+        .strip_suffix(suffix.as_str())
+        .ok_or_else(|| format!("DNS name {name:?} does not end in {suffix}"))?;
+    ClusterId::new(label).map_err(|e| format!("DNS name {name:?}: {e}"))
+}
+
+/// Checks that `cert` chains to `ca` and is valid now for client (and therefore peer)
+/// authentication.
+fn verify_signed_by_ca(
+    cert: &CertificateDer<'static>,
+    ca: &CertificateDer<'static>,
+    path: &Path,
+) -> Result<(), CertError> {
+    let refuse = |reason: String| CertError::NotTrusted {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca.clone())
+        .map_err(|e| refuse(format!("unusable CA: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| refuse(format!("unusable CA: {e}")))?;
+    verifier
+        .verify_client_cert(cert, &[], UnixTime::now())
+        .map_err(|e| refuse(e.to_string()))?;
+    Ok(())
+}
+
+/// This cluster's identity: its id, its signing key, the keys of every ClusterSet
+/// member, and the TLS material the transport builds its configs from.
+pub struct ClusterIdentity {
+    /// The cluster this node's certificate names.
+    pub cluster: ClusterId,
+    /// The record-signing key (the same ed25519 key as the TLS key).
+    pub signing_key: ClusterKey,
+    /// Every ClusterSet member's certified public key, this cluster's included.
+    pub trust: KeyRing,
+    cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+    ca: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for ClusterIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterIdentity")
+            .field("cluster", &self.cluster)
+            .field("trust", &self.trust.clusters().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterIdentity {
+    /// Loads and checks this cluster's identity: `cert` must be signed by the CA in
+    /// `ca`, name exactly one cluster and match `key` (PKCS#8 ed25519). The trust ring
+    /// holds every `*.crt` in `clusterset_dir` but `ca.crt`, each checked the same way.
+    pub fn load(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        clusterset_dir: &Path,
+    ) -> Result<ClusterIdentity, CertError> {
+        let ca_der = read_cert(ca)?;
+        let cert_der = read_cert(cert)?;
+        verify_signed_by_ca(&cert_der, &ca_der, cert)?;
+        let (cluster, public) = cluster_of_file(&cert_der, cert)?;
+        let key_pem = read_text(key)?;
+        let signing =
+            ed25519_dalek::SigningKey::from_pkcs8_pem(&key_pem).map_err(|e| CertError::Pem {
+                path: key.to_owned(),
+                reason: format!("not a PKCS#8 ed25519 key: {e}"),
+            })?;
+        if signing.verifying_key().to_bytes() != public {
+            return Err(CertError::KeyMismatch {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        let key_der =
+            PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| CertError::Pem {
+                path: key.to_owned(),
+                reason: format!("no PKCS#8 private key: {e}"),
+            })?;
+        let mut trust = load_clusterset(&ca_der, clusterset_dir)?;
+        trust
+            .insert(cluster.clone(), public)
+            .map_err(|e| CertError::Identity {
+                path: cert.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(ClusterIdentity {
+            signing_key: ClusterKey::from_seed(cluster.clone(), signing.to_bytes()),
+            cluster,
+            trust,
+            cert: cert_der,
+            key: key_der,
+            ca: ca_der,
+        })
+    }
+
+    /// This cluster's certificate (DER).
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// The ClusterSet CA certificate (DER).
+    pub fn ca_der(&self) -> &CertificateDer<'static> {
+        &self.ca
+    }
+
+    /// The TLS private key. Only the transport's TLS configs take it.
+    pub(crate) fn key_der(&self) -> PrivatePkcs8KeyDer<'static> {
+        self.key.clone_key()
+    }
+}
+
+fn load_clusterset(ca: &CertificateDer<'static>, dir: &Path) -> Result<KeyRing, CertError> {
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        let is_cert = path.extension().is_some_and(|ext| ext == "crt");
+        let is_ca = path.file_name().is_some_and(|name| name == CA_CERT_FILE);
+        if is_cert && !is_ca {
+            if paths.len() == CLUSTERSET_CERTS_MAX {
+                return Err(CertError::TooMany {
+                    path: dir.to_owned(),
+                    max: CLUSTERSET_CERTS_MAX,
+                });
+            }
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let mut ring = KeyRing::new();
+    for path in paths {
+        let der = read_cert(&path)?;
+        verify_signed_by_ca(&der, ca, &path)?;
+        let (cluster, public) = cluster_of_file(&der, &path)?;
+        ring.insert(cluster, public)
+            .map_err(|e| CertError::Identity {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(ring)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(name: &str) -> ClusterId {
+        ClusterId::new(name).unwrap()
+    }
+
+    #[test]
+    fn issued_certificate_loads_and_names_its_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        let set = dir.path().join("set");
+        init_ca(&ca, 30).unwrap();
+        issue(&ca, &cluster("east"), &set, 30).unwrap();
+        issue(&ca, &cluster("west"), &set, 30).unwrap();
+        fs::copy(ca.join(CA_CERT_FILE), set.join(CA_CERT_FILE)).unwrap();
+        let mode = fs::metadata(set.join("east.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = fs::metadata(ca.join(CA_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let identity = ClusterIdentity::load(
+            &ca.join(CA_CERT_FILE),
+            &set.join("east.crt"),
+            &set.join("east.key"),
+            &set,
+        )
+        .unwrap();
+        assert_eq!(identity.cluster, cluster("east"));
+        assert_eq!(identity.trust.len(), 2);
+        assert_eq!(
+            identity.trust.public(&cluster("east")),
+            Some(identity.signing_key.public())
+        );
+        let (named, public) = cluster_of(identity.cert_der()).unwrap();
+        assert_eq!(named, cluster("east"));
+        assert_eq!(public, identity.signing_key.public());
+        let shown = format!("{identity:?}");
+        assert!(shown.contains("east") && !shown.contains("PRIVATE"));
+    }
+
+    #[test]
+    fn init_ca_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), 1).unwrap();
+        let before = fs::read(dir.path().join(CA_KEY_FILE)).unwrap();
+        assert!(matches!(
+            init_ca(dir.path(), 1),
+            Err(CertError::Exists { .. })
+        ));
+        assert_eq!(fs::read(dir.path().join(CA_KEY_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn load_refuses_foreign_expired_and_mismatched_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, other_ca, set) = (
+            dir.path().join("ca"),
+            dir.path().join("o"),
+            dir.path().join("s"),
+        );
+        init_ca(&ca, 30).unwrap();
+        init_ca(&other_ca, 30).unwrap();
+        issue(&ca, &cluster("east"), &set, 30).unwrap();
+        issue(&ca, &cluster("west"), &set, 30).unwrap();
+        let ca_crt = ca.join(CA_CERT_FILE);
+        let load = |cert: &str, key: &str, set_dir: &Path| {
+            ClusterIdentity::load(&ca_crt, &set.join(cert), &set.join(key), set_dir)
+        };
+        let err = load("east.crt", "west.key", &set).unwrap_err();
+        assert_eq!(err.metric_label(), "key_mismatch");
+
+        let foreign = dir.path().join("foreign");
+        issue(&other_ca, &cluster("mallory"), &foreign, 30).unwrap();
+        let err = ClusterIdentity::load(
+            &ca_crt,
+            &foreign.join("mallory.crt"),
+            &foreign.join("mallory.key"),
+            &set,
+        )
+        .unwrap_err();
+        assert_eq!(err.metric_label(), "not_trusted");
+
+        // A foreign certificate in the ClusterSet directory is an error naming the file.
+        fs::copy(foreign.join("mallory.crt"), set.join("mallory.crt")).unwrap();
+        let err = load("east.crt", "east.key", &set).unwrap_err();
+        assert!(err.to_string().contains("mallory.crt"), "{err}");
+        fs::remove_file(set.join("mallory.crt")).unwrap();
+
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let expired = dir.path().join("expired");
+        issue_with(
+            &ca,
+            &cluster("east"),
+            &expired,
+            old,
+            old + Duration::from_secs(60),
+        )
+        .unwrap();
+        let err = ClusterIdentity::load(
+            &ca_crt,
+            &expired.join("east.crt"),
+            &expired.join("east.key"),
+            &set,
+        )
+        .unwrap_err();
+        assert_eq!(err.metric_label(), "not_trusted");
+    }
+}

@@ -18,7 +18,11 @@ pub mod api;
 pub mod backend;
 pub mod certs;
 pub mod config;
+pub mod demo;
 pub mod driver;
 pub mod http;
 pub mod store;
 pub mod transport;
+
+/// Requests from the HTTP API waiting for the driver; beyond it, the API answers 503.
+pub const API_QUEUE_MAX: usize = 256;

@@ -1,1 +1,437 @@
-//! QUIC with mutual TLS.
+//! QUIC with mutual TLS between Shoal nodes.
+//!
+//! - `tls`: rustls (ring) and quinn configuration; classifying refused handshakes.
+//! - `header`: the claimed-sender header in front of every datagram and frame.
+//! - `connection`: accepting connections and reading what peers send.
+//! - `outbound`: one task per remote address: dial on demand, queue, send.
+//! - `chaos`: fault injection (cuts and loss), when the config enables it.
+//! - `stats`: counters, per-peer bytes and RTT, rejects by reason.
+//!
+//! SWIM travels as QUIC datagrams ([`Channel::Datagram`]); everything else as one frame
+//! per uni stream ([`Channel::Stream`]). A peer's cluster is the one its certificate
+//! names; the replica is the one its header claims.
+//!
+//! **Architecture invariant:** nothing a peer sends can panic the node or grow memory
+//! without bound: every malformed or excess input is counted by reason and dropped.
+
+mod chaos;
+mod connection;
+mod header;
+mod outbound;
+mod stats;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use quinn::VarInt;
+use shoal_proto::codec::FRAME_BYTES_MAX;
+use shoal_proto::{Channel, MemberId};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::runtime::api::{ApiError, ChaosOp, ChaosView};
+use crate::runtime::certs::ClusterIdentity;
+
+pub use stats::{PEERS_TRACKED_MAX, PeerStats, TransportStats};
+pub use tls::{ALPN, DATAGRAM_BUFFER_BYTES, INITIAL_MTU};
+
+use chaos::Chaos;
+use outbound::Outgoing;
+use stats::Counters;
+
+/// How long `shutdown` waits for peers to acknowledge the close.
+pub const SHUTDOWN_DRAIN_MS: u64 = 1_000;
+/// QUIC application close code: this node is shutting down.
+pub const CLOSE_SHUTDOWN: u32 = 0;
+/// QUIC application close code: the peer claimed another cluster than its certificate's.
+pub const CLOSE_IDENTITY_MISMATCH: u32 = 1;
+
+/// Every bound of the transport. Units are in the names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportLimits {
+    /// Uni streams a peer may have open at once on one connection (one frame each).
+    pub uni_streams_per_connection_max: u32,
+    pub stream_receive_window_bytes: u32,
+    pub connection_receive_window_bytes: u32,
+    /// Largest payload of a stream frame, header excluded.
+    pub frame_bytes_max: usize,
+    /// A connection with no traffic for this long is closed; also bounds reading or
+    /// sending one frame.
+    pub idle_timeout_ms: u64,
+    pub keepalive_ms: u64,
+    /// Messages received and not yet taken by the driver.
+    pub inbound_queue_max: usize,
+    /// Messages queued for one remote address.
+    pub outbound_queue_max: usize,
+    /// Connections (accepted plus dialed) and remote addresses with a send queue.
+    pub connections_max: usize,
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        Self {
+            uni_streams_per_connection_max: 64,
+            stream_receive_window_bytes: 2 * FRAME_BYTES_MAX as u32,
+            connection_receive_window_bytes: 8 * FRAME_BYTES_MAX as u32,
+            frame_bytes_max: FRAME_BYTES_MAX,
+            idle_timeout_ms: 30_000,
+            keepalive_ms: 5_000,
+            inbound_queue_max: 4_096,
+            outbound_queue_max: 4_096,
+            connections_max: 1_024,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl TransportLimits {
+    /// Checks every bound is usable; the message names the bad field.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        let zero = [
+            (
+                "uni_streams_per_connection_max",
+                self.uni_streams_per_connection_max == 0,
+            ),
+            (
+                "stream_receive_window_bytes",
+                self.stream_receive_window_bytes == 0,
+            ),
+            (
+                "connection_receive_window_bytes",
+                self.connection_receive_window_bytes == 0,
+            ),
+            ("frame_bytes_max", self.frame_bytes_max == 0),
+            ("idle_timeout_ms", self.idle_timeout_ms == 0),
+            ("keepalive_ms", self.keepalive_ms == 0),
+            ("inbound_queue_max", self.inbound_queue_max == 0),
+            ("outbound_queue_max", self.outbound_queue_max == 0),
+            ("connections_max", self.connections_max == 0),
+            ("handshake_timeout_ms", self.handshake_timeout_ms == 0),
+        ];
+        if let Some((field, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(TransportError::Limits(format!("{field} must be above 0")));
+        }
+        if self.keepalive_ms >= self.idle_timeout_ms {
+            return Err(TransportError::Limits(format!(
+                "keepalive_ms ({}) must be below idle_timeout_ms ({})",
+                self.keepalive_ms, self.idle_timeout_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the transport needs to start.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// UDP address to listen on (and dial from).
+    pub listen: SocketAddr,
+    /// This node's membership id; its cluster must be the identity's.
+    pub local: MemberId,
+    pub identity: Arc<ClusterIdentity>,
+    pub limits: TransportLimits,
+    /// Whether [`Transport::chaos`] may inject faults.
+    pub chaos_enabled: bool,
+}
+
+/// One message from an authenticated peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    /// The cluster the peer's certificate names, and the replica its header claims.
+    pub from: MemberId,
+    /// The channel it was sent as (a datagram too large for the path still says
+    /// `Datagram`).
+    pub channel: Channel,
+    /// The payload, header removed.
+    pub bytes: Vec<u8>,
+    pub received: std::time::Instant,
+}
+
+/// Why the transport could not start, or why a connection failed (the latter are
+/// counted as rejects by [`TransportError::metric_label`], never returned to callers).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The UDP socket could not be bound; nothing is running.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The TLS material could not be turned into a configuration; nothing is running.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// A limit is unusable; nothing is running.
+    #[error("transport limits: {0}")]
+    Limits(String),
+    /// The local member's cluster is not the certificate's; nothing is running.
+    #[error("local member {member} is not of the certificate's cluster")]
+    Identity { member: MemberId },
+    /// quinn refused to start a connection; the message was dropped.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: quinn::ConnectError,
+    },
+    /// The handshake failed or was refused (`reason` says why); no connection exists.
+    #[error("handshake with {addr}: {reason}: {detail}")]
+    Handshake {
+        addr: SocketAddr,
+        reason: &'static str,
+        detail: String,
+    },
+    /// Every connection slot is taken; the connection was refused or not dialed.
+    #[error("connection limit reached")]
+    ConnectionsFull,
+}
+
+impl TransportError {
+    /// A low-cardinality label for metrics and reject counters.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            TransportError::Bind { .. } => "bind",
+            TransportError::Tls(_) => "tls",
+            TransportError::Limits(_) => "limits",
+            TransportError::Identity { .. } => "identity",
+            TransportError::Connect { .. } => "connect_failed",
+            TransportError::Handshake { reason, .. } => reason,
+            TransportError::ConnectionsFull => "connections_full",
+        }
+    }
+}
+
+/// A handle on the running transport; clones share it. Call [`Transport::shutdown`] to
+/// stop its tasks: they hold the transport alive until then.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    shared: Arc<Shared>,
+}
+
+/// State shared by the handle and the tasks.
+#[derive(Debug)]
+struct Shared {
+    endpoint: quinn::Endpoint,
+    local: MemberId,
+    local_addr: SocketAddr,
+    limits: TransportLimits,
+    client: quinn::ClientConfig,
+    inbound: mpsc::Sender<Inbound>,
+    counters: Counters,
+    chaos: Option<Mutex<Chaos>>,
+    peers: Mutex<HashMap<SocketAddr, mpsc::Sender<Outgoing>>>,
+    /// The latest accepted connection from each remote address, and how many times a
+    /// peer at that address was seen to restart (see `note_accepted`).
+    accepted: Mutex<HashMap<SocketAddr, (quinn::Connection, u64)>>,
+    slots: Arc<AtomicUsize>,
+    tasks: Mutex<JoinSet<()>>,
+    runtime: tokio::runtime::Handle,
+    closing: AtomicBool,
+}
+
+/// A held connection slot; dropping it frees the slot.
+#[derive(Debug)]
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is one short step; a poisoned lock still holds usable state.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn try_slot(&self) -> Option<ConnectionSlot> {
+        let max = self.limits.connections_max;
+        self.slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(self.slots.clone()))
+    }
+
+    /// Runs `task` until it ends or the transport shuts down.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        if self.closing.load(Ordering::Acquire) {
+            return;
+        }
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn_on(task, &self.runtime);
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.idle_timeout_ms)
+    }
+
+    /// A connection from `addr` was accepted. If the previous one from that address
+    /// is still open, the peer restarted (a live peer dials again only once its old
+    /// connection is gone): that old connection is closed, and the restart count goes
+    /// up, which makes our own connection to that address (to the dead process, which
+    /// would otherwise look alive until the idle timeout) be dialed again.
+    fn note_accepted(&self, addr: SocketAddr, conn: &quinn::Connection) {
+        let mut accepted = lock(&self.accepted);
+        if accepted.len() >= self.limits.connections_max && !accepted.contains_key(&addr) {
+            accepted.retain(|_, (c, _)| c.close_reason().is_none());
+        }
+        let restarts = match accepted.get(&addr) {
+            Some((old, n)) if old.close_reason().is_none() => {
+                old.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"peer restarted");
+                self.counters.reject("peer_restarted");
+                n + 1
+            }
+            Some((_, n)) => *n,
+            None => 0,
+        };
+        accepted.insert(addr, (conn.clone(), restarts));
+    }
+
+    /// How many times the peer at `addr` was seen to restart.
+    fn restarts(&self, addr: SocketAddr) -> u64 {
+        lock(&self.accepted).get(&addr).map_or(0, |(_, n)| *n)
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.handshake_timeout_ms)
+    }
+}
+
+impl Transport {
+    /// Binds the UDP socket and starts accepting connections. Inbound messages arrive on
+    /// the returned receiver (bounded by `inbound_queue_max`).
+    pub async fn bind(
+        config: TransportConfig,
+    ) -> Result<(Transport, mpsc::Receiver<Inbound>), TransportError> {
+        config.limits.validate()?;
+        if config.local.cluster != config.identity.cluster {
+            return Err(TransportError::Identity {
+                member: config.local,
+            });
+        }
+        let server = tls::server_config(&config.identity, &config.limits)?;
+        let client = tls::client_config(&config.identity, &config.limits)?;
+        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
+            TransportError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let (inbound, receiver) = mpsc::channel(config.limits.inbound_queue_max);
+        let chaos = config
+            .chaos_enabled
+            .then(|| Mutex::new(Chaos::new(chaos_seed(&config.local, local_addr))));
+        let shared = Arc::new(Shared {
+            endpoint,
+            local: config.local,
+            local_addr,
+            limits: config.limits,
+            client,
+            inbound,
+            counters: Counters::default(),
+            chaos,
+            peers: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(HashMap::new()),
+            slots: Arc::new(AtomicUsize::new(0)),
+            tasks: Mutex::new(JoinSet::new()),
+            runtime: tokio::runtime::Handle::current(),
+            closing: AtomicBool::new(false),
+        });
+        shared.spawn(connection::accept_loop(shared.clone()));
+        tracing::info!(member = %shared.local, listen = %local_addr, "transport listening");
+        Ok((Transport { shared }, receiver))
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// This node's membership id, as its headers claim it.
+    pub fn local(&self) -> &MemberId {
+        &self.shared.local
+    }
+
+    /// Queues `bytes` for `to` at `addr`, connecting on demand. Never blocks and never
+    /// fails the caller: a full queue, an oversize message, a refused or failed
+    /// connection, or a chaos fault is counted as a reject and the message dropped.
+    pub fn send(&self, to: &MemberId, addr: SocketAddr, channel: Channel, bytes: Vec<u8>) {
+        let shared = &self.shared;
+        if shared.closing.load(Ordering::Acquire) {
+            shared.counters.reject("shutdown");
+            return;
+        }
+        if bytes.len() > shared.limits.frame_bytes_max {
+            shared.counters.reject("send_too_large");
+            return;
+        }
+        if let Some(chaos) = &shared.chaos
+            && lock(chaos).drops_outbound(&to.cluster)
+        {
+            shared.counters.reject("chaos");
+            return;
+        }
+        let message = Outgoing {
+            to: to.clone(),
+            channel,
+            bytes,
+        };
+        outbound::enqueue(shared, addr, message);
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> TransportStats {
+        let open = self.shared.slots.load(Ordering::Acquire);
+        self.shared.counters.snapshot(open)
+    }
+
+    /// Injects or shows faults. Refused with status 403 unless the config enables chaos.
+    pub fn chaos(&self, op: &ChaosOp) -> Result<ChaosView, ApiError> {
+        let Some(chaos) = &self.shared.chaos else {
+            return Err(ApiError {
+                status: 403,
+                message: "fault injection is not enabled in this node's config".into(),
+            });
+        };
+        let view = lock(chaos).apply(op)?;
+        tracing::info!(member = %self.shared.local, ?op, "chaos");
+        Ok(view)
+    }
+
+    /// Closes every connection, stops every task and waits (bounded) for peers to
+    /// acknowledge. Sends after this are counted as `shutdown` and dropped.
+    pub async fn shutdown(&self) {
+        let shared = &self.shared;
+        shared.closing.store(true, Ordering::Release);
+        shared
+            .endpoint
+            .close(quinn::VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
+        lock(&shared.peers).clear();
+        let mut tasks = std::mem::take(&mut *lock(&shared.tasks));
+        tasks.shutdown().await;
+        let drain = Duration::from_millis(SHUTDOWN_DRAIN_MS);
+        let _ = tokio::time::timeout(drain, shared.endpoint.wait_idle()).await;
+        tracing::info!(member = %shared.local, "transport stopped");
+    }
+}
+
+/// A seed for loss decisions that differs between nodes and needs no clock.
+fn chaos_seed(local: &MemberId, addr: SocketAddr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (local, addr).hash(&mut hasher);
+    hasher.finish()
+}

@@ -1,0 +1,160 @@
+//! rustls and quinn configuration: mutual TLS 1.3 against the ClusterSet CA, ALPN
+//! `shoal/1`, no early data, and the QUIC limits; and reading the cluster a peer's
+//! certificate names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{ConnectionError, IdleTimeout, VarInt};
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use shoal_proto::ClusterId;
+
+use super::{TransportError, TransportLimits};
+use crate::runtime::certs::{ClusterIdentity, cluster_of};
+
+/// The one application protocol spoken.
+pub const ALPN: &[u8] = b"shoal/1";
+/// QUIC's first packet size. Loopback and most networks carry 1,400 bytes, enough for a
+/// 1,200-byte core datagram with its header; MTU discovery may raise it.
+pub const INITIAL_MTU: u16 = 1_400;
+/// QUIC datagram receive and send buffers, per connection.
+pub const DATAGRAM_BUFFER_BYTES: usize = 256 * 1024;
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(identity: &ClusterIdentity) -> Result<Arc<RootCertStore>, TransportError> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(identity.ca_der().clone())
+        .map_err(|e| TransportError::Tls(format!("CA certificate: {e}")))?;
+    Ok(Arc::new(roots))
+}
+
+fn own_chain(identity: &ClusterIdentity) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    (
+        vec![identity.cert_der().clone()],
+        PrivateKeyDer::Pkcs8(identity.key_der()),
+    )
+}
+
+/// The server side: client certificates mandatory, verified against the CA.
+pub(crate) fn server_config(
+    identity: &ClusterIdentity,
+    limits: &TransportLimits,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider())
+        .build()
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let (chain, key) = own_chain(identity);
+    let mut crypto = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(tls)?;
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.max_early_data_size = 0;
+    let crypto =
+        QuicServerConfig::try_from(crypto).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport_config(limits)?);
+    config.max_incoming(limits.connections_max);
+    config.migration(false);
+    Ok(config)
+}
+
+/// The client side: presents this cluster's certificate and checks the server's against
+/// the CA and the server name of the cluster dialed.
+pub(crate) fn client_config(
+    identity: &ClusterIdentity,
+    limits: &TransportLimits,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
+    let (chain, key) = own_chain(identity);
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_root_certificates(roots(identity)?)
+        .with_client_auth_cert(chain, key)
+        .map_err(tls)?;
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.enable_early_data = false;
+    let crypto =
+        QuicClientConfig::try_from(crypto).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport_config(limits)?);
+    Ok(config)
+}
+
+fn transport_config(
+    limits: &TransportLimits,
+) -> Result<Arc<quinn::TransportConfig>, TransportError> {
+    let idle = IdleTimeout::try_from(Duration::from_millis(limits.idle_timeout_ms))
+        .map_err(|_| TransportError::Limits("idle_timeout_ms is too large".into()))?;
+    let mut config = quinn::TransportConfig::default();
+    config
+        .max_concurrent_uni_streams(VarInt::from_u32(limits.uni_streams_per_connection_max))
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(limits.stream_receive_window_bytes))
+        .receive_window(VarInt::from_u32(limits.connection_receive_window_bytes))
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(Duration::from_millis(limits.keepalive_ms)))
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
+        .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES)
+        .initial_mtu(INITIAL_MTU);
+    Ok(Arc::new(config))
+}
+
+/// The cluster the peer's verified certificate names. The handshake already checked the
+/// chain; this reads the name.
+pub(crate) fn peer_cluster(conn: &quinn::Connection) -> Option<ClusterId> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let leaf = chain.first()?;
+    cluster_of(leaf).ok().map(|(cluster, _)| cluster)
+}
+
+/// TLS alerts (RFC 8446) a refused handshake is classified by.
+const ALERT_BAD_CERTIFICATE: u64 = 42;
+const ALERT_CERTIFICATE_EXPIRED: u64 = 45;
+const ALERT_UNKNOWN_CA: u64 = 48;
+const ALERT_DECRYPT_ERROR: u64 = 51;
+const ALERT_CERTIFICATE_REQUIRED: u64 = 116;
+const ALERT_NO_APPLICATION_PROTOCOL: u64 = 120;
+/// QUIC carries a TLS alert as transport error `0x100 + alert` (RFC 9001 §4.8).
+const CRYPTO_ERROR_BASE: u64 = 0x100;
+
+/// The reject reason for a handshake that failed. `dialing`: this node was the client,
+/// so a bad server certificate means the address served another cluster.
+pub(crate) fn handshake_reason(err: &ConnectionError, dialing: bool) -> &'static str {
+    match err {
+        ConnectionError::TransportError(e) => {
+            let code = u64::from(e.code);
+            if !(CRYPTO_ERROR_BASE..CRYPTO_ERROR_BASE + 0x100).contains(&code) {
+                return "handshake_failed";
+            }
+            match code - CRYPTO_ERROR_BASE {
+                ALERT_CERTIFICATE_REQUIRED => "no_certificate",
+                ALERT_UNKNOWN_CA => "unknown_ca",
+                ALERT_CERTIFICATE_EXPIRED => "cert_expired",
+                ALERT_BAD_CERTIFICATE if dialing => "wrong_cluster",
+                ALERT_BAD_CERTIFICATE => "bad_certificate",
+                ALERT_DECRYPT_ERROR => "bad_signature",
+                ALERT_NO_APPLICATION_PROTOCOL => "no_alpn",
+                _ => "tls_refused",
+            }
+        }
+        ConnectionError::ConnectionClosed(_) | ConnectionError::ApplicationClosed(_) => {
+            "refused_by_peer"
+        }
+        ConnectionError::TimedOut => "handshake_timeout",
+        _ => "handshake_failed",
+    }
+}

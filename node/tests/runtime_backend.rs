@@ -1,0 +1,518 @@
+//! The standalone backend against a real temporary directory: YAML in, exports out;
+//! imports in, MCS objects out.
+#![cfg(feature = "runtime")]
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use shoal_node::core::{Conflict, ConflictKind, ImportChange, ImportedCluster, ImportedService};
+use shoal_node::runtime::backend::{
+    ExportChange, ServiceExport, ServiceImport, StandaloneBackend, watch,
+};
+use shoal_proto::{
+    ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, IpAddress, NetworkMode,
+    PortProtocol, ServiceKey, ServicePort, ServiceType,
+};
+
+fn cluster(name: &str) -> ClusterId {
+    ClusterId::new(name).unwrap()
+}
+
+fn key(name: &str) -> ServiceKey {
+    ServiceKey::new("shop", name).unwrap()
+}
+
+fn open(dir: &Path) -> StandaloneBackend {
+    StandaloneBackend::open(dir, cluster("east"), NetworkMode::Flat).unwrap()
+}
+
+fn write_in(dir: &Path, file: &str, yaml: &str) {
+    std::fs::write(dir.join("in").join(file), yaml).unwrap();
+}
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports:
+  - {name: http, port: 80, protocol: TCP}
+  - {name: grpc, port: 9090, appProtocol: grpc}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-x1
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+endpoints:
+- addresses: ["10.0.0.1"]
+  conditions: {ready: true}
+  zone: zone-a
+  hostname: web-0
+- addresses: ["10.0.0.2"]
+  conditions: {ready: false, serving: true, terminating: true}
+ports:
+- {name: http, port: 8080}
+"#;
+
+const WEB_EXPORT: &str = r#"
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: web, namespace: shop, creationTimestamp: "2024-01-01T00:00:10Z"}
+"#;
+
+const DB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  clusterIP: None
+  ports: [{name: pg, port: 5432}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: db, namespace: shop}
+"#;
+
+fn exported(changes: &[ExportChange]) -> BTreeMap<ServiceKey, shoal_node::core::ExportSpec> {
+    changes
+        .iter()
+        .map(|c| match c {
+            ExportChange::Export(spec) => (spec.service.clone(), spec.clone()),
+            ExportChange::Unexport(key) => panic!("unexpected unexport of {key}"),
+        })
+        .collect()
+}
+
+#[test]
+fn yaml_in_becomes_export_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    write_in(dir.path(), "web.yaml", WEB);
+    write_in(dir.path(), "web-export.yml", WEB_EXPORT);
+    write_in(dir.path(), "db.yaml", DB);
+    let specs = exported(&backend.scan(5_000).unwrap());
+    assert_eq!(specs.len(), 2);
+
+    let web = &specs[&key("web")];
+    assert_eq!(web.service_type, ServiceType::ClusterSetIp);
+    assert_eq!(web.export_created_ms, 1_704_067_210_000);
+    let ports: Vec<_> = web
+        .ports
+        .iter()
+        .map(|p| (p.name.as_str(), p.port))
+        .collect();
+    assert_eq!(ports, [("grpc", 9090), ("http", 80)]);
+    assert_eq!(web.ports[0].app_protocol.as_deref(), Some("grpc"));
+    assert_eq!(web.endpoints.len(), 2);
+    let first = &web.endpoints[0];
+    assert_eq!(first.addresses, [IpAddress::V4([10, 0, 0, 1])]);
+    assert_eq!(first.zone.as_deref(), Some("zone-a"));
+    assert_eq!(first.hostname.as_deref(), Some("web-0"));
+    let c = first.conditions;
+    assert_eq!((c.ready, c.serving, c.terminating), (true, true, false));
+    let c = web.endpoints[1].conditions;
+    assert_eq!((c.ready, c.serving, c.terminating), (false, true, true));
+
+    let db = &specs[&key("db")];
+    assert_eq!(db.service_type, ServiceType::Headless);
+    assert_eq!(
+        db.export_created_ms, 5_000,
+        "no creationTimestamp: first seen"
+    );
+    assert!(db.endpoints.is_empty());
+
+    assert_eq!(backend.scan(9_000).unwrap(), [], "nothing changed");
+    assert_eq!(backend.stats().scans, 2);
+    assert_eq!(backend.stats().exports, 2);
+}
+
+#[test]
+fn removing_the_service_export_unexports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    write_in(dir.path(), "web.yaml", WEB);
+    write_in(dir.path(), "export.yaml", WEB_EXPORT);
+    assert_eq!(backend.scan(1).unwrap().len(), 1);
+    std::fs::remove_file(dir.path().join("in/export.yaml")).unwrap();
+    assert_eq!(
+        backend.scan(2).unwrap(),
+        [ExportChange::Unexport(key("web"))]
+    );
+    assert_eq!(backend.scan(3).unwrap(), []);
+}
+
+#[test]
+fn invalid_yaml_is_counted_and_skipped_without_losing_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    write_in(dir.path(), "a-web.yaml", &format!("{WEB}---{WEB_EXPORT}"));
+    write_in(
+        dir.path(),
+        "b-db.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db",
+    );
+    let specs = exported(&backend.scan(1).unwrap());
+    assert_eq!(specs.keys().collect::<Vec<_>>(), [&key("web")]);
+    assert_eq!(backend.stats().invalid.get("invalid_yaml"), Some(&1));
+
+    // The half-written file is read again once it is complete.
+    write_in(dir.path(), "b-db.yaml", DB);
+    let specs = exported(&backend.scan(2).unwrap());
+    assert_eq!(specs.keys().collect::<Vec<_>>(), [&key("db")]);
+
+    // A valid file that becomes half-written keeps its last good contents.
+    write_in(dir.path(), "b-db.yaml", "apiVersion: v1\nkind: [");
+    assert_eq!(backend.scan(3).unwrap(), []);
+    assert_eq!(backend.stats().invalid.get("invalid_yaml"), Some(&2));
+    assert!(backend.exports()[&key("db")].is_ok());
+}
+
+#[test]
+fn an_export_without_its_service_is_invalid_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    write_in(dir.path(), "export.yaml", WEB_EXPORT);
+    assert_eq!(backend.scan(1).unwrap(), []);
+    assert_eq!(backend.stats().invalid.get("no_service"), Some(&1));
+    backend.write_export_status(&BTreeMap::new()).unwrap();
+    let status = read_status(dir.path(), "web");
+    let valid = condition(&status, "Valid");
+    assert_eq!((valid.0.as_str(), valid.1.as_str()), ("False", "NoService"));
+    // Once the Service appears, the export is published.
+    write_in(dir.path(), "web.yaml", WEB);
+    assert_eq!(backend.scan(2).unwrap().len(), 1);
+}
+
+// ----- imports out -----
+
+fn endpoints(n: u32) -> Vec<Endpoint> {
+    (0..n)
+        .map(|i| Endpoint {
+            addresses: vec![IpAddress::V4((0x0a01_0000 + i).to_be_bytes())],
+            conditions: EndpointConditions {
+                ready: true,
+                serving: true,
+                terminating: false,
+            },
+            zone: None,
+            hostname: None,
+        })
+        .collect()
+}
+
+fn source(origin: &str, port: u16, created_ms: u64, endpoints: Vec<Endpoint>) -> ImportedCluster {
+    let origin = cluster(origin);
+    let record = ExportRecord {
+        origin: origin.clone(),
+        service: key("web"),
+        version: 1,
+        export_created_ms: created_ms,
+        published_ms: 0,
+        service_type: ServiceType::ClusterSetIp,
+        ports: vec![ServicePort {
+            name: "http".into(),
+            protocol: PortProtocol::Tcp,
+            port,
+            app_protocol: None,
+        }],
+        endpoints,
+        network: NetworkMode::Flat,
+        tombstone: false,
+    };
+    let signed = ClusterKey::from_seed(origin, [3; 32]).sign(record).unwrap();
+    ImportedCluster {
+        record: Arc::new(signed.into_inner()),
+    }
+}
+
+fn import(sources: Vec<ImportedCluster>) -> Arc<ImportedService> {
+    let ports = sources[0].record.record.ports.clone();
+    Arc::new(ImportedService {
+        service: key("web"),
+        service_type: ServiceType::ClusterSetIp,
+        ports,
+        sources,
+        conflicts: Vec::new(),
+    })
+}
+
+fn change(import: Option<Arc<ImportedService>>) -> ImportChange {
+    ImportChange {
+        service: key("web"),
+        import,
+    }
+}
+
+fn out_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn slice_files(dir: &Path) -> Vec<String> {
+    out_files(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("endpointslice."))
+        .collect()
+}
+
+#[test]
+fn more_than_100_endpoints_split_into_two_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    let imported = import(vec![source("west", 80, 1, endpoints(150))]);
+    let report = backend.apply_imports(&[change(Some(imported))]).unwrap();
+    assert_eq!(report.written, 4, "import, derived service, two slices");
+    let files = slice_files(dir.path());
+    assert_eq!(
+        files,
+        [
+            "endpointslice.shop.web-west-0.yaml",
+            "endpointslice.shop.web-west-1.yaml"
+        ]
+    );
+    let sizes: Vec<usize> = files
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.path().join("out").join(f)).unwrap();
+            let slice: EndpointSlice = serde_yaml::from_slice(&bytes).unwrap();
+            assert_eq!(slice.address_type, "IPv4");
+            let labels = slice.metadata.labels.unwrap();
+            assert_eq!(labels["multicluster.kubernetes.io/source-cluster"], "west");
+            assert_eq!(
+                labels["endpointslice.kubernetes.io/managed-by"],
+                "shoal.dev"
+            );
+            slice.endpoints.len()
+        })
+        .collect();
+    assert_eq!(sizes, [100, 50]);
+    let bytes = std::fs::read(dir.path().join("out/serviceimport.shop.web.yaml")).unwrap();
+    let service_import: ServiceImport = serde_yaml::from_slice(&bytes).unwrap();
+    assert_eq!(service_import.spec.type_, "ClusterSetIP");
+    assert_eq!(service_import.status.unwrap().clusters[0].cluster, "west");
+}
+
+#[test]
+fn out_is_written_atomically_and_not_rewritten_when_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    let imported = import(vec![source("west", 80, 1, endpoints(3))]);
+    backend
+        .apply_imports(&[change(Some(imported.clone()))])
+        .unwrap();
+    let files = out_files(dir.path());
+    assert_eq!(files.len(), 3);
+    assert!(
+        files.iter().all(|f| !f.starts_with('.')),
+        "no temporaries left"
+    );
+    let stamp = |f: &str| {
+        let meta = std::fs::metadata(dir.path().join("out").join(f)).unwrap();
+        (meta.ino(), meta.modified().unwrap())
+    };
+    let before: Vec<_> = files.iter().map(|f| stamp(f)).collect();
+
+    let report = backend.apply_imports(&[change(Some(imported))]).unwrap();
+    assert_eq!(
+        (report.written, report.unchanged, report.removed),
+        (0, 3, 0)
+    );
+    let after: Vec<_> = files.iter().map(|f| stamp(f)).collect();
+    assert_eq!(before, after, "same inode and mtime: not rewritten");
+
+    // A change replaces the file by a rename: a new inode, never a partial file.
+    let slice = "endpointslice.shop.web-west-0.yaml";
+    let old_inode = stamp(slice).0;
+    let grown = import(vec![source("west", 80, 1, endpoints(4))]);
+    let report = backend.apply_imports(&[change(Some(grown))]).unwrap();
+    assert_eq!(report.written, 1, "only the slice changed");
+    assert_ne!(stamp(slice).0, old_inode);
+    assert_eq!(backend.stats().files_unchanged, 3 + 2);
+}
+
+#[test]
+fn stale_out_files_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    let big = import(vec![source("west", 80, 1, endpoints(150))]);
+    backend.apply_imports(&[change(Some(big))]).unwrap();
+    assert_eq!(slice_files(dir.path()).len(), 2);
+
+    let small = import(vec![source("west", 80, 1, endpoints(50))]);
+    let report = backend
+        .apply_imports(&[change(Some(small.clone()))])
+        .unwrap();
+    assert_eq!(report.removed, 1);
+    assert_eq!(
+        slice_files(dir.path()),
+        ["endpointslice.shop.web-west-0.yaml"]
+    );
+
+    let report = backend.apply_imports(&[change(None)]).unwrap();
+    assert_eq!(report.removed, 3);
+    assert_eq!(out_files(dir.path()), Vec::<String>::new());
+
+    // A restart: files of an earlier run that the imports no longer explain go.
+    backend.apply_imports(&[change(Some(small))]).unwrap();
+    drop(backend);
+    std::fs::write(dir.path().join("out/leftover.yaml"), "not: ours\n").unwrap();
+    std::fs::write(dir.path().join("out/.half.tmp"), "partial").unwrap();
+    let mut backend = open(dir.path());
+    assert!(
+        !dir.path().join("out/.half.tmp").exists(),
+        "temporaries go at open"
+    );
+    let report = backend.sync_all(&BTreeMap::new()).unwrap();
+    assert_eq!(report.removed, 4, "three files of web and the leftover");
+    assert_eq!(out_files(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_restart_keeps_files_that_are_still_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let imported = import(vec![source("west", 80, 1, endpoints(3))]);
+    let mut backend = open(dir.path());
+    backend
+        .apply_imports(&[change(Some(imported.clone()))])
+        .unwrap();
+    drop(backend);
+    let mut backend = open(dir.path());
+    let imports = BTreeMap::from([(key("web"), imported)]);
+    let report = backend.sync_all(&imports).unwrap();
+    assert_eq!(
+        (report.written, report.unchanged, report.removed),
+        (0, 3, 0)
+    );
+}
+
+type ConditionView = (String, String, String);
+
+fn read_status(dir: &Path, name: &str) -> BTreeMap<String, ConditionView> {
+    let path = dir.join(format!("out/serviceexport-status.shop.{name}.yaml"));
+    let export: ServiceExport = serde_yaml::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    export
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .map(|c| (c.type_, (c.status, c.reason, c.message)))
+        .collect()
+}
+
+fn condition<'a>(status: &'a BTreeMap<String, ConditionView>, type_: &str) -> &'a ConditionView {
+    &status[type_]
+}
+
+#[test]
+fn a_port_conflict_shows_in_the_status_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    write_in(dir.path(), "web.yaml", &format!("{WEB}---{WEB_EXPORT}"));
+    backend.scan(1_000).unwrap();
+    // West's export is older; east (this cluster) defines port http differently.
+    let mut imported = ImportedService::clone(&import(vec![
+        source("east", 81, 50, endpoints(1)),
+        source("west", 80, 10, endpoints(1)),
+    ]));
+    imported.ports[0].port = 80;
+    imported.conflicts = vec![Conflict {
+        cluster: cluster("east"),
+        kind: ConflictKind::Port {
+            name: "http".into(),
+        },
+    }];
+    let imports = BTreeMap::from([(key("web"), Arc::new(imported))]);
+    backend.write_export_status(&imports).unwrap();
+    let status = read_status(dir.path(), "web");
+    assert_eq!(condition(&status, "Valid").0, "True");
+    assert_eq!(condition(&status, "Ready").1, "Exported");
+    let conflict = condition(&status, "Conflict");
+    assert_eq!(
+        (conflict.0.as_str(), conflict.1.as_str()),
+        ("True", "PortConflict")
+    );
+    assert!(
+        conflict.2.contains("east on port \"http\""),
+        "{}",
+        conflict.2
+    );
+
+    // Unchanged conditions are not written again, even after a later scan.
+    let path = dir.path().join("out/serviceexport-status.shop.web.yaml");
+    let before = std::fs::metadata(&path).unwrap().ino();
+    backend.scan(60_000).unwrap();
+    backend.write_export_status(&imports).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), before);
+
+    // The export goes: so does its status file.
+    std::fs::remove_file(dir.path().join("in/web.yaml")).unwrap();
+    backend.scan(61_000).unwrap();
+    backend.write_export_status(&imports).unwrap();
+    assert!(!path.exists());
+}
+
+#[test]
+fn fingerprint_follows_the_input_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(dir.path());
+    let empty = backend.fingerprint().unwrap();
+    assert_eq!(backend.fingerprint().unwrap(), empty);
+    write_in(dir.path(), "web.yaml", WEB);
+    let one = backend.fingerprint().unwrap();
+    assert_ne!(one, empty);
+    write_in(dir.path(), ".editor-swap.yaml", "x");
+    write_in(dir.path(), "notes.txt", "x");
+    assert_eq!(
+        backend.fingerprint().unwrap(),
+        one,
+        "only input files count"
+    );
+}
+
+#[tokio::test]
+async fn watch_notifies_when_in_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let _backend = open(dir.path());
+    let mut changes = watch(dir.path().to_owned(), 10);
+    let deadline = Duration::from_secs(10);
+    tokio::time::timeout(deadline, changes.recv())
+        .await
+        .expect("a notification at start")
+        .unwrap();
+    write_in(dir.path(), "web.yaml", WEB);
+    tokio::time::timeout(deadline, changes.recv())
+        .await
+        .expect("a notification after a change")
+        .unwrap();
+}
+
+#[test]
+fn a_global_service_is_exported_without_a_service_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    let global = WEB.replace(
+        "metadata: {name: web, namespace: shop}",
+        "metadata: {name: web, namespace: shop, annotations: {shoal.dev/global: \"true\"}}",
+    );
+    write_in(dir.path(), "web.yaml", &global);
+    write_in(
+        dir.path(),
+        "deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+    );
+    let specs = exported(&backend.scan(7).unwrap());
+    assert_eq!(specs[&key("web")].endpoints.len(), 2);
+    assert_eq!(backend.stats().invalid.get("unsupported_kind"), Some(&1));
+}

@@ -1,0 +1,638 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The QUIC transport on loopback: exchange, refused handshakes, identity checks,
+//! malformed input, stream floods and fault injection. Certificates are generated into
+//! temporary directories.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use shoal_node::runtime::api::{ChaosOp, Direction};
+use shoal_node::runtime::certs::{self, ClusterIdentity};
+use shoal_node::runtime::transport::{
+    Inbound, Transport, TransportConfig, TransportLimits, TransportStats,
+};
+use shoal_proto::{Channel, ClusterId, MemberId, ReplicaId};
+use tokio::sync::mpsc::Receiver;
+
+const WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(10);
+
+/// A ClusterSet CA and certificates for some clusters, in a temporary directory.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    set: PathBuf,
+}
+
+impl Pki {
+    fn new(clusters: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        let set = dir.path().join("set");
+        certs::init_ca(&ca, 30).unwrap();
+        for name in clusters {
+            certs::issue(&ca, &cluster(name), &set, 30).unwrap();
+        }
+        std::fs::copy(ca.join("ca.crt"), set.join("ca.crt")).unwrap();
+        Self { _dir: dir, ca, set }
+    }
+
+    fn ca_crt(&self) -> PathBuf {
+        self.ca.join("ca.crt")
+    }
+
+    fn cert(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.set.join(format!("{name}.crt")),
+            self.set.join(format!("{name}.key")),
+        )
+    }
+
+    fn identity(&self, name: &str) -> Arc<ClusterIdentity> {
+        let (cert, key) = self.cert(name);
+        Arc::new(ClusterIdentity::load(&self.ca_crt(), &cert, &key, &self.set).unwrap())
+    }
+}
+
+fn cluster(name: &str) -> ClusterId {
+    ClusterId::new(name).unwrap()
+}
+
+fn member(name: &str, replica: u16) -> MemberId {
+    MemberId {
+        cluster: cluster(name),
+        replica: ReplicaId(replica),
+    }
+}
+
+fn test_limits() -> TransportLimits {
+    TransportLimits {
+        idle_timeout_ms: 10_000,
+        keepalive_ms: 1_000,
+        handshake_timeout_ms: 5_000,
+        ..TransportLimits::default()
+    }
+}
+
+async fn start(
+    pki: &Pki,
+    name: &str,
+    replica: u16,
+    limits: TransportLimits,
+    chaos_enabled: bool,
+) -> (Transport, Receiver<Inbound>) {
+    Transport::bind(TransportConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        local: member(name, replica),
+        identity: pki.identity(name),
+        limits,
+        chaos_enabled,
+    })
+    .await
+    .unwrap()
+}
+
+async fn recv(rx: &mut Receiver<Inbound>) -> Inbound {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a message within the deadline")
+        .expect("the transport is running")
+}
+
+/// Waits until `condition` holds on the transport's counters, or fails at the deadline.
+async fn wait_stats(
+    transport: &Transport,
+    what: &str,
+    condition: impl Fn(&TransportStats) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = transport.stats();
+        if condition(&stats) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {stats:#?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn reject(stats: &TransportStats, reason: &str) -> u64 {
+    stats.rejects.get(reason).copied().unwrap_or(0)
+}
+
+/// The documented header: version 1, kind, cluster length, cluster, replica (LE).
+fn frame(kind: u8, claimed_cluster: &str, replica: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![1, kind, claimed_cluster.len() as u8];
+    frame.extend_from_slice(claimed_cluster.as_bytes());
+    frame.extend_from_slice(&replica.to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+const KIND_DATAGRAM: u8 = 0;
+const KIND_STREAM: u8 = 1;
+
+/// A bare quinn client: trusts `ca`, presents `client` (certificate, key) if given.
+async fn raw_connect(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    addr: SocketAddr,
+    server_name: &str,
+) -> (
+    quinn::Endpoint,
+    Result<quinn::Connection, quinn::ConnectionError>,
+) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut crypto = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(cert).unwrap()],
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    crypto.alpn_protocols = vec![b"shoal/1".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = endpoint.connect_with(config, addr, server_name).unwrap();
+    let conn = tokio::time::timeout(WAIT, connecting).await.unwrap();
+    (endpoint, conn)
+}
+
+/// Sends one frame on its own uni stream, ignoring failures (the server may refuse).
+async fn raw_stream(conn: &quinn::Connection, bytes: &[u8]) {
+    if let Ok(mut stream) = conn.open_uni().await {
+        let _ = stream.write_all(bytes).await;
+        let _ = stream.finish();
+    }
+}
+
+#[tokio::test]
+async fn datagrams_and_frames_flow_both_ways() {
+    let pki = Pki::new(&["east", "west"]);
+    let (east, mut east_rx) = start(&pki, "east", 0, test_limits(), false).await;
+    let (west, mut west_rx) = start(&pki, "west", 1, test_limits(), false).await;
+
+    east.send(
+        &member("west", 1),
+        west.local_addr(),
+        Channel::Datagram,
+        b"ping".to_vec(),
+    );
+    let got = recv(&mut west_rx).await;
+    assert_eq!(
+        (got.from, got.channel),
+        (member("east", 0), Channel::Datagram)
+    );
+    assert_eq!(got.bytes, b"ping");
+
+    east.send(
+        &member("west", 1),
+        west.local_addr(),
+        Channel::Stream,
+        vec![7; 100_000],
+    );
+    let got = recv(&mut west_rx).await;
+    assert_eq!(
+        (got.from, got.channel),
+        (member("east", 0), Channel::Stream)
+    );
+    assert_eq!(got.bytes, vec![7; 100_000]);
+
+    west.send(
+        &member("east", 0),
+        east.local_addr(),
+        Channel::Datagram,
+        b"pong".to_vec(),
+    );
+    let got = recv(&mut east_rx).await;
+    assert_eq!(
+        (got.from, got.channel),
+        (member("west", 1), Channel::Datagram)
+    );
+    assert_eq!(got.bytes, b"pong");
+    west.send(
+        &member("east", 0),
+        east.local_addr(),
+        Channel::Stream,
+        b"frame".to_vec(),
+    );
+    let got = recv(&mut east_rx).await;
+    assert_eq!(
+        (got.from, got.channel),
+        (member("west", 1), Channel::Stream)
+    );
+    assert_eq!(got.bytes, b"frame");
+
+    // Too large for a QUIC datagram: carried on a stream, still delivered as a datagram.
+    east.send(
+        &member("west", 1),
+        west.local_addr(),
+        Channel::Datagram,
+        vec![9; 3_000],
+    );
+    let got = recv(&mut west_rx).await;
+    assert_eq!((got.channel, got.bytes.len()), (Channel::Datagram, 3_000));
+    let stats = east.stats();
+    assert_eq!(stats.datagrams_on_stream, 1);
+    assert_eq!(stats.datagrams_sent, 2);
+    assert_eq!(stats.frames_sent, 1);
+    let peer = stats.peers[&member("west", 1)];
+    assert_eq!(peer.bytes_out, 4 + 100_000 + 3_000);
+    assert!(peer.rtt.is_some());
+    let stats = west.stats();
+    assert_eq!(
+        stats.peers[&member("east", 0)].bytes_in,
+        4 + 100_000 + 3_000
+    );
+    assert_eq!(stats.connections_dialed, 1);
+    assert_eq!(stats.connections_accepted, 1);
+    assert!(stats.rejects.is_empty(), "{:?}", stats.rejects);
+
+    east.shutdown().await;
+    west.shutdown().await;
+    east.send(
+        &member("west", 1),
+        west.local_addr(),
+        Channel::Datagram,
+        b"late".to_vec(),
+    );
+    assert_eq!(reject(&east.stats(), "shutdown"), 1);
+}
+
+#[tokio::test]
+async fn handshakes_without_a_trusted_certificate_are_refused_and_counted() {
+    let pki = Pki::new(&["east", "west"]);
+    let (east, mut east_rx) = start(&pki, "east", 0, test_limits(), false).await;
+    let addr = east.local_addr();
+    let name = "east.cluster.shoal";
+    let hello = frame(KIND_DATAGRAM, "west", 0, b"hello");
+
+    // No client certificate at all.
+    let (_endpoint, conn) = raw_connect(&pki.ca_crt(), None, addr, name).await;
+    if let Ok(conn) = &conn {
+        let _ = conn.send_datagram(hello.clone().into());
+    }
+    wait_stats(&east, "no_certificate", |s| {
+        reject(s, "no_certificate") == 1
+    })
+    .await;
+
+    // A certificate from another CA.
+    let other = Pki::new(&["west"]);
+    let (cert, key) = other.cert("west");
+    let (_endpoint, conn) = raw_connect(&pki.ca_crt(), Some((&cert, &key)), addr, name).await;
+    if let Ok(conn) = &conn {
+        let _ = conn.send_datagram(hello.clone().into());
+    }
+    wait_stats(&east, "unknown_ca", |s| reject(s, "unknown_ca") == 1).await;
+
+    // An expired certificate from the right CA.
+    let expired = tempfile::tempdir().unwrap();
+    // Valid for one day in 2001.
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let not_after = long_ago + Duration::from_secs(86_400);
+    certs::issue_with(
+        &pki.ca,
+        &cluster("west"),
+        expired.path(),
+        long_ago,
+        not_after,
+    )
+    .unwrap();
+    let (cert, key) = (
+        expired.path().join("west.crt"),
+        expired.path().join("west.key"),
+    );
+    let (_endpoint, conn) = raw_connect(&pki.ca_crt(), Some((&cert, &key)), addr, name).await;
+    if let Ok(conn) = &conn {
+        let _ = conn.send_datagram(hello.clone().into());
+    }
+    wait_stats(&east, "cert_expired", |s| reject(s, "cert_expired") == 1).await;
+
+    // Dialing east's address expecting `south`: east's certificate names another
+    // cluster, so the dialer refuses it.
+    let (west, _west_rx) = start(&pki, "west", 0, test_limits(), false).await;
+    west.send(
+        &member("south", 0),
+        addr,
+        Channel::Stream,
+        b"for south".to_vec(),
+    );
+    wait_stats(&west, "wrong_cluster", |s| reject(s, "wrong_cluster") == 1).await;
+    assert_eq!(west.stats().connections_dialed, 0);
+
+    let stats = east.stats();
+    assert_eq!(stats.connections_accepted, 0, "{stats:#?}");
+    assert_eq!(stats.datagrams_received + stats.frames_received, 0);
+    assert!(east_rx.try_recv().is_err(), "nothing may be delivered");
+    east.shutdown().await;
+    west.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_claiming_another_cluster_is_dropped_and_disconnected() {
+    let pki = Pki::new(&["east", "west", "south"]);
+    let (east, mut east_rx) = start(&pki, "east", 0, test_limits(), false).await;
+    let (cert, key) = pki.cert("west");
+    let (_endpoint, conn) = raw_connect(
+        &pki.ca_crt(),
+        Some((&cert, &key)),
+        east.local_addr(),
+        "east.cluster.shoal",
+    )
+    .await;
+    let conn = conn.unwrap();
+    raw_stream(&conn, &frame(KIND_STREAM, "south", 0, b"forged")).await;
+    wait_stats(&east, "identity_mismatch", |s| {
+        reject(s, "identity_mismatch") == 1
+    })
+    .await;
+    let closed = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == quinn::VarInt::from_u32(1)),
+        "{closed:?}"
+    );
+    assert!(east_rx.try_recv().is_err(), "nothing may be delivered");
+    assert_eq!(east.stats().frames_received, 0);
+    east.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_input_is_counted_and_dropped_and_the_connection_keeps_working() {
+    let pki = Pki::new(&["east", "west"]);
+    let limits = TransportLimits {
+        frame_bytes_max: 64 * 1024,
+        ..test_limits()
+    };
+    let (east, mut east_rx) = start(&pki, "east", 0, limits, false).await;
+    let (cert, key) = pki.cert("west");
+    let (_endpoint, conn) = raw_connect(
+        &pki.ca_crt(),
+        Some((&cert, &key)),
+        east.local_addr(),
+        "east.cluster.shoal",
+    )
+    .await;
+    let conn = conn.unwrap();
+    let garbage: [&[u8]; 5] = [
+        b"\x00",
+        b"garbage that is not a header",
+        &[1, 0, 200, 1, 2, 3],
+        &[1, 9, 4, b'w', b'e', b's', b't', 0, 0],
+        &frame(KIND_STREAM, "west", 0, b"a stream kind on a datagram"),
+    ];
+    for bytes in garbage {
+        conn.send_datagram(bytes.to_vec().into()).unwrap();
+    }
+    raw_stream(&conn, b"\x01\x01\xff not a header").await;
+    raw_stream(
+        &conn,
+        &frame(KIND_STREAM, "west", 0, &vec![0; 64 * 1024 + 1]),
+    )
+    .await;
+    raw_stream(&conn, &vec![1; 200 * 1024]).await;
+    wait_stats(&east, "bad input counted", |s| {
+        reject(s, "bad_header") == 6 && reject(s, "frame_too_large") == 2
+    })
+    .await;
+
+    raw_stream(&conn, &frame(KIND_STREAM, "west", 3, b"still here")).await;
+    let got = recv(&mut east_rx).await;
+    assert_eq!(got.from, member("west", 3));
+    assert_eq!(
+        (got.channel, got.bytes.as_slice()),
+        (Channel::Stream, &b"still here"[..])
+    );
+    conn.send_datagram(frame(KIND_DATAGRAM, "west", 3, b"dgram").into())
+        .unwrap();
+    let got = recv(&mut east_rx).await;
+    assert_eq!(
+        (got.channel, got.bytes.as_slice()),
+        (Channel::Datagram, &b"dgram"[..])
+    );
+    assert!(conn.close_reason().is_none());
+    east.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_flood_stays_within_the_stream_limit_and_the_inbound_queue() {
+    const STREAMS: u64 = 3_000;
+    const STREAMS_MAX: u32 = 8;
+    const QUEUE_MAX: usize = 32;
+    let pki = Pki::new(&["east", "west"]);
+    let limits = TransportLimits {
+        uni_streams_per_connection_max: STREAMS_MAX,
+        inbound_queue_max: QUEUE_MAX,
+        ..test_limits()
+    };
+    let (east, mut east_rx) = start(&pki, "east", 0, limits, false).await;
+    let (cert, key) = pki.cert("west");
+    let (_endpoint, conn) = raw_connect(
+        &pki.ca_crt(),
+        Some((&cert, &key)),
+        east.local_addr(),
+        "east.cluster.shoal",
+    )
+    .await;
+    let conn = conn.unwrap();
+    let flood = async {
+        for i in 0..STREAMS {
+            raw_stream(&conn, &frame(KIND_STREAM, "west", 0, &i.to_le_bytes())).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), flood)
+        .await
+        .expect("the flood ends: the receiver keeps reading");
+    wait_stats(&east, "every stream accounted for", |s| {
+        s.frames_received + reject(s, "inbound_queue_full") == STREAMS && s.streams_open == 0
+    })
+    .await;
+    let stats = east.stats();
+    assert!(
+        stats.streams_open_peak <= u64::from(STREAMS_MAX),
+        "{stats:#?}"
+    );
+    assert_eq!(stats.frames_received, QUEUE_MAX as u64, "{stats:#?}");
+    assert_eq!(east_rx.len(), QUEUE_MAX);
+
+    // Once the driver drains the queue, delivery goes on.
+    while east_rx.try_recv().is_ok() {}
+    raw_stream(&conn, &frame(KIND_STREAM, "west", 0, b"after the flood")).await;
+    assert_eq!(recv(&mut east_rx).await.bytes, b"after the flood");
+    east.shutdown().await;
+}
+
+#[tokio::test]
+async fn chaos_cuts_restores_and_loses_and_is_refused_when_disabled() {
+    let pki = Pki::new(&["east", "west"]);
+    let (east, mut east_rx) = start(&pki, "east", 0, test_limits(), true).await;
+    let (west, mut west_rx) = start(&pki, "west", 0, test_limits(), false).await;
+    let (to_west, to_east) = (member("west", 0), member("east", 0));
+    let cut = |direction| ChaosOp::Cut {
+        cluster: "west".into(),
+        direction,
+    };
+    let restore = ChaosOp::Restore {
+        cluster: "west".into(),
+    };
+
+    // Outbound: east's send is dropped at once; after restore the next one arrives first.
+    east.chaos(&cut(Direction::Outbound)).unwrap();
+    east.send(
+        &to_west,
+        west.local_addr(),
+        Channel::Stream,
+        b"dropped".to_vec(),
+    );
+    assert_eq!(east.chaos(&ChaosOp::Show).unwrap().dropped_total, 1);
+    // Inbound still flows while only outbound is cut.
+    west.send(&to_east, east.local_addr(), Channel::Stream, b"in".to_vec());
+    assert_eq!(recv(&mut east_rx).await.bytes, b"in");
+    assert!(east.chaos(&restore).unwrap().cuts.is_empty());
+    east.send(
+        &to_west,
+        west.local_addr(),
+        Channel::Stream,
+        b"after".to_vec(),
+    );
+    assert_eq!(recv(&mut west_rx).await.bytes, b"after");
+
+    // Inbound: what west sends is dropped on arrival.
+    let view = east.chaos(&cut(Direction::Inbound)).unwrap();
+    assert_eq!(view.cuts["west"], vec![Direction::Inbound]);
+    west.send(
+        &to_east,
+        east.local_addr(),
+        Channel::Stream,
+        b"dropped".to_vec(),
+    );
+    wait_stats(&east, "inbound chaos drop", |s| reject(s, "chaos") == 2).await;
+    east.send(
+        &to_west,
+        west.local_addr(),
+        Channel::Stream,
+        b"out".to_vec(),
+    );
+    assert_eq!(recv(&mut west_rx).await.bytes, b"out");
+    east.chaos(&restore).unwrap();
+    west.send(
+        &to_east,
+        east.local_addr(),
+        Channel::Stream,
+        b"after".to_vec(),
+    );
+    assert_eq!(recv(&mut east_rx).await.bytes, b"after");
+
+    // Both directions.
+    let view = east.chaos(&cut(Direction::Both)).unwrap();
+    assert_eq!(
+        view.cuts["west"],
+        vec![Direction::Outbound, Direction::Inbound]
+    );
+    east.send(
+        &to_west,
+        west.local_addr(),
+        Channel::Stream,
+        b"dropped".to_vec(),
+    );
+    west.send(
+        &to_east,
+        east.local_addr(),
+        Channel::Stream,
+        b"dropped".to_vec(),
+    );
+    wait_stats(&east, "both directions dropped", |s| {
+        reject(s, "chaos") == 4
+    })
+    .await;
+    east.chaos(&restore).unwrap();
+
+    // Loss 1.0, for west and then for everyone: every send dropped.
+    for cluster in [Some("west".to_owned()), None] {
+        east.chaos(&ChaosOp::Loss { cluster, rate: 1.0 }).unwrap();
+        for _ in 0..10 {
+            east.send(
+                &to_west,
+                west.local_addr(),
+                Channel::Datagram,
+                b"lost".to_vec(),
+            );
+        }
+        east.chaos(&ChaosOp::Clear).unwrap();
+    }
+    let view = east.chaos(&ChaosOp::Show).unwrap();
+    assert!(view.cuts.is_empty() && view.loss.is_empty());
+    assert_eq!(view.dropped_total, 24);
+    assert_eq!(reject(&east.stats(), "chaos"), 24);
+    east.send(
+        &to_west,
+        west.local_addr(),
+        Channel::Stream,
+        b"healed".to_vec(),
+    );
+    assert_eq!(recv(&mut west_rx).await.bytes, b"healed");
+    assert!(west_rx.try_recv().is_err(), "nothing dropped may arrive");
+
+    let refused = west.chaos(&ChaosOp::Show).unwrap_err();
+    assert_eq!(refused.status, 403);
+    east.shutdown().await;
+    west.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_peer_is_not_dialed_in_a_hot_loop() {
+    let pki = Pki::new(&["east", "west"]);
+    let limits = TransportLimits {
+        handshake_timeout_ms: 300,
+        ..test_limits()
+    };
+    let (east, _east_rx) = start(&pki, "east", 0, limits, false).await;
+    // A bound socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    east.send(
+        &member("west", 0),
+        addr,
+        Channel::Datagram,
+        b"hello?".to_vec(),
+    );
+    wait_stats(&east, "handshake timeout", |s| {
+        reject(s, "handshake_timeout") == 1
+    })
+    .await;
+    for _ in 0..5 {
+        east.send(
+            &member("west", 0),
+            addr,
+            Channel::Datagram,
+            b"hello?".to_vec(),
+        );
+    }
+    wait_stats(&east, "every send accounted for", |s| {
+        reject(s, "handshake_timeout") + reject(s, "connect_backoff") == 6
+    })
+    .await;
+    // Without a backoff each send would dial; with it, at most one more dial fits.
+    let stats = east.stats();
+    assert!(reject(&stats, "handshake_timeout") <= 2, "{stats:#?}");
+    assert!(reject(&stats, "connect_backoff") >= 4, "{stats:#?}");
+    east.shutdown().await;
+}

@@ -1,0 +1,92 @@
+//! Three real `shoal` processes on loopback, driven through their HTTP APIs by
+//! `shoal demo`: imports converge, a killed cluster's endpoints are withdrawn and come
+//! back with it, only the majority side of a partition holds the lease, a stale token
+//! is fenced, and the mesh converges after the heal. Every step has a deadline inside
+//! the demo; this test checks its exit status and what it measured.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `shoal` binary of this build: `cargo nextest run --workspace` builds it beside
+/// this test's own executable (`target/<profile>/deps/..`).
+fn shoal_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executables live in target/<profile>/deps");
+    let shoal = profile_dir.join("shoal");
+    assert!(
+        shoal.exists(),
+        "{} is missing: build the workspace first (cargo nextest run --workspace builds it)",
+        shoal.display()
+    );
+    shoal
+}
+
+#[test]
+fn three_clusters_converge_withdraw_fence_and_heal() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let dir = work.path().join("demo");
+    let output = Command::new(shoal_binary())
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("shoal demo starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let logs: String = ["us-east", "eu-west", "ap-southeast"]
+        .iter()
+        .map(|c| {
+            let log = std::fs::read_to_string(dir.join(c).join("shoal.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            format!(
+                "--- {c}\n{}\n",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect();
+    assert!(
+        output.status.success(),
+        "shoal demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nlogs:\n{logs}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("summary.json")).expect("the demo writes summary.json"),
+    )
+    .expect("summary.json is JSON");
+
+    assert_eq!(summary["withdrawn_cluster"], "eu-west");
+    let withdrawal_ms = summary["withdrawal_ms"].as_u64().expect("a number");
+    // The lan preset withdraws after 2 s of grace once SWIM declares the cluster down.
+    assert!(
+        withdrawal_ms >= 1_500,
+        "withdrawn too early: {withdrawal_ms} ms"
+    );
+
+    let cut = summary["cut_off_cluster"].as_str().expect("a cluster");
+    let majority = summary["majority_holder"].as_str().expect("a cluster");
+    assert_ne!(cut, majority, "the cut-off cluster cannot hold the lease");
+    assert!(!summary["cut_off_write_ready"].as_bool().expect("a bool"));
+    assert!(
+        summary["majority_token"].as_u64() > summary["first_token"].as_u64(),
+        "tokens grow across holders: {summary}"
+    );
+    assert_eq!(summary["stale_write_rejected"], true);
+
+    // The generated objects are there for a person to read.
+    let out = dir.join("ap-southeast/standalone/out");
+    let files: Vec<String> = std::fs::read_dir(&out)
+        .expect("the standalone output exists")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("serviceimport") && f.contains("rebel-base")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.starts_with("endpointslice")),
+        "{files:?}"
+    );
+}
