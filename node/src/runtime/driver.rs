@@ -462,10 +462,12 @@ impl Driver {
             listen: self.transport.local_addr().to_string(),
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             isolated: self.node.is_isolated(),
+            // Both on this process's clock: a contact from before a restart reads as
+            // older than it was.
             stale_for_ms: self
                 .node
                 .last_contact_ms()
-                .map(|ms| wall_clock_ms().saturating_sub(ms))
+                .map(|ms| self.now().as_millis().saturating_sub(ms))
                 .filter(|_| self.node.is_isolated()),
             records: self.node.records().count() as u64,
             own_version: self.node.own_version(),
@@ -604,6 +606,8 @@ impl Driver {
             ("record_stale", core.records_stale),
             ("record_equivocation", core.records_equivocation),
             ("sender_mismatch", core.sender_mismatches),
+            ("backend_error", self.stats.backend_errors),
+            ("export_refused", self.stats.exports_refused),
         ] {
             rejects.insert(reason.to_owned(), count);
         }

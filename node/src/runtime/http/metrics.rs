@@ -1,257 +1,370 @@
-//! The Prometheus text exposition (format 0.0.4) of a [`MetricsSnapshot`]. Names follow
-//! `shoal_…_total`, `…_seconds`, `…_bytes`; labels stay low-cardinality (state, reason,
-//! peer cluster and replica, lease name).
+//! The Prometheus text exposition (format version 0.0.4) of a [`MetricsSnapshot`].
+//!
+//! Every family gets one `# HELP` and one `# TYPE` line before its samples. Labels stay
+//! low-cardinality: member states, clusters and replicas, reject reasons, lease names;
+//! never a record or a service.
 
-use std::fmt::Write as _;
+use std::collections::BTreeSet;
+use std::fmt::{self, Write as _};
 
-use crate::runtime::api::MetricsSnapshot;
+use crate::runtime::api::{LeaseView, MetricsSnapshot, PeerMetrics};
 
-/// Escapes a label value: backslash, double quote and newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The `Content-Type` of [`render_metrics`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Member states always present in `shoal_members`, even at zero.
+const MEMBER_STATES: [&str; 3] = ["alive", "suspect", "down"];
+
+/// Renders `snapshot` as Prometheus text. Deterministic: the same snapshot gives the
+/// same bytes.
+pub fn render_metrics(snapshot: &MetricsSnapshot) -> String {
+    let mut exposition = Exposition::default();
+    exposition.write_snapshot(snapshot);
+    exposition.finish()
 }
 
-struct Out(String);
+/// A metric family's type, as the `# TYPE` line names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
 
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One sample's value. Integers stay exact (an `f64` would round above 2^53).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Float(v) => f.write_str(&format_float(v)),
+        }
+    }
+}
+
+/// Prometheus spells the special floats `NaN`, `+Inf` and `-Inf`.
+fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A text exposition being written: families in order, each declared once.
+#[derive(Debug, Default)]
+pub(super) struct Exposition {
+    out: String,
+    declared: BTreeSet<String>,
+}
+
+impl Exposition {
+    /// Writes the `# HELP` and `# TYPE` lines of family `name`. Returns `false`, and
+    /// writes nothing, when the family was already declared (its samples must not be
+    /// written a second time).
+    pub(super) fn family(&mut self, name: &str, kind: Kind, help: &str) -> bool {
+        if !self.declared.insert(name.to_owned()) {
+            return false;
+        }
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        // Writing to a `String` cannot fail.
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+        true
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let _ = write!(self.0, "{name}");
+    /// Writes one sample line: `name{label="value",…} value`.
+    pub(super) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Value) {
+        self.out.push_str(name);
         if !labels.is_empty() {
-            let inner: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
-            let _ = write!(self.0, "{{{}}}", inner.join(","));
+            self.out.push('{');
+            for (i, (label, raw)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{label}=\"{}\"", escape_label_value(raw));
+            }
+            self.out.push('}');
         }
-        if value.is_finite() && value.fract() == 0.0 && value.abs() < 1e15 {
-            let _ = writeln!(self.0, " {}", value as i64);
-        } else {
-            let _ = writeln!(self.0, " {value}");
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// A family with exactly one unlabelled sample.
+    pub(super) fn single(&mut self, name: &str, kind: Kind, help: &str, value: Value) {
+        if self.family(name, kind, help) {
+            self.sample(name, &[], value);
         }
     }
 
-    fn gauge(&mut self, name: &str, help: &str, value: f64) {
-        self.family(name, "gauge", help);
-        self.sample(name, &[], value);
+    pub(super) fn finish(self) -> String {
+        self.out
     }
-}
 
-/// Renders every metric of the snapshot.
-pub fn render(m: &MetricsSnapshot) -> String {
-    let mut out = Out(String::new());
-    out.family("shoal_members", "gauge", "Remote members by SWIM state.");
-    for (state, count) in &m.members {
-        out.sample("shoal_members", &[("state", state)], *count as f64);
+    /// Writes every family of `s`.
+    pub(super) fn write_snapshot(&mut self, s: &MetricsSnapshot) {
+        self.write_membership(s);
+        self.write_core_counters(s);
+        self.write_peers(&s.peers);
+        if self.family(
+            "shoal_rejects_total",
+            Kind::Counter,
+            "Input rejected or dropped, by reason.",
+        ) {
+            for (reason, n) in &s.rejects {
+                self.sample("shoal_rejects_total", &[("reason", reason)], Value::Int(*n));
+            }
+        }
+        self.write_lag(s);
+        self.write_leases(&s.leases);
     }
-    out.family("shoal_clusters", "gauge", "Remote clusters by liveness.");
-    out.sample(
-        "shoal_clusters",
-        &[("state", "alive")],
-        m.clusters_alive as f64,
-    );
-    out.sample(
-        "shoal_clusters",
-        &[("state", "down")],
-        m.clusters_down as f64,
-    );
-    out.gauge(
-        "shoal_records",
-        "Verified records in the view.",
-        m.records as f64,
-    );
-    out.gauge("shoal_imports", "Services imported.", m.imports as f64);
-    out.gauge(
-        "shoal_isolated",
-        "1 while no remote member is reachable (the view is served stale).",
-        f64::from(u8::from(m.isolated)),
-    );
-    for (name, value) in &m.core_counters {
-        let metric = format!("shoal_core_{}_total", sanitize(name));
-        out.family(
-            &metric,
-            "counter",
-            &format!("Protocol core counter `{name}`."),
+
+    fn write_membership(&mut self, s: &MetricsSnapshot) {
+        if self.family(
+            "shoal_members",
+            Kind::Gauge,
+            "Remote members by SWIM state.",
+        ) {
+            for state in MEMBER_STATES {
+                let n = s.members.get(state).copied().unwrap_or(0);
+                self.sample("shoal_members", &[("state", state)], Value::Int(n));
+            }
+            for (state, n) in &s.members {
+                if !MEMBER_STATES.contains(&state.as_str()) {
+                    self.sample("shoal_members", &[("state", state)], Value::Int(*n));
+                }
+            }
+        }
+        if self.family(
+            "shoal_clusters",
+            Kind::Gauge,
+            "ClusterSet clusters by state.",
+        ) {
+            let alive = Value::Int(s.clusters_alive);
+            self.sample("shoal_clusters", &[("state", "alive")], alive);
+            let down = Value::Int(s.clusters_down);
+            self.sample("shoal_clusters", &[("state", "down")], down);
+        }
+        let records = Value::Int(s.records);
+        self.single(
+            "shoal_records",
+            Kind::Gauge,
+            "Verified records in the view.",
+            records,
         );
-        out.sample(&metric, &[], *value as f64);
+        let imports = Value::Int(s.imports);
+        self.single("shoal_imports", Kind::Gauge, "Services imported.", imports);
+        let isolated = Value::Int(u64::from(s.isolated));
+        let help = "1 while no remote member is reachable and the view is served stale.";
+        self.single("shoal_isolated", Kind::Gauge, help, isolated);
     }
-    peers(&mut out, m);
-    out.family(
-        "shoal_rejects_total",
-        "counter",
-        "Input dropped or refused, by reason (transport and core).",
-    );
-    for (reason, count) in &m.rejects {
-        out.sample("shoal_rejects_total", &[("reason", reason)], *count as f64);
+
+    /// Each core counter `x` becomes the counter `shoal_x_total`. A name that sanitizes
+    /// to a family already written is skipped.
+    fn write_core_counters(&mut self, s: &MetricsSnapshot) {
+        for (raw, n) in &s.core_counters {
+            let name = format!("shoal_{}_total", sanitize_name(raw));
+            let help = format!("Core counter {raw}, since the node started.");
+            self.single(&name, Kind::Counter, &help, Value::Int(*n));
+        }
     }
-    lag(&mut out, m);
-    leases(&mut out, m);
-    out.0
+
+    fn write_peers(&mut self, peers: &[PeerMetrics]) {
+        let mut peers: Vec<&PeerMetrics> = peers.iter().collect();
+        peers.sort_by(|a, b| (&a.cluster, a.replica).cmp(&(&b.cluster, b.replica)));
+        let rtt = "shoal_peer_rtt_seconds";
+        if self.family(
+            rtt,
+            Kind::Gauge,
+            "Smoothed round-trip time to a remote replica.",
+        ) {
+            for p in &peers {
+                if let Some(seconds) = p.rtt_seconds {
+                    let replica = p.replica.to_string();
+                    let labels = [("cluster", p.cluster.as_str()), ("replica", &replica)];
+                    self.sample(rtt, &labels, Value::Float(seconds));
+                }
+            }
+        }
+        let families = [
+            (
+                "shoal_peer_received_bytes_total",
+                "Bytes received from a remote replica.",
+            ),
+            (
+                "shoal_peer_sent_bytes_total",
+                "Bytes sent to a remote replica.",
+            ),
+        ];
+        for (index, (name, help)) in families.into_iter().enumerate() {
+            if !self.family(name, Kind::Counter, help) {
+                continue;
+            }
+            for p in &peers {
+                let replica = p.replica.to_string();
+                let labels = [("cluster", p.cluster.as_str()), ("replica", &replica)];
+                let bytes = if index == 0 { p.bytes_in } else { p.bytes_out };
+                self.sample(name, &labels, Value::Int(bytes));
+            }
+        }
+    }
+
+    /// The propagation lag histogram. Buckets are sorted by bound, made cumulative even
+    /// if the snapshot is not, and always end with `+Inf`, which equals `_count`.
+    fn write_lag(&mut self, s: &MetricsSnapshot) {
+        if let Some(last) = s.propagation_lag_last_seconds {
+            let help = "Propagation lag of the most recent record received, in seconds.";
+            let name = "shoal_propagation_lag_last_seconds";
+            self.single(name, Kind::Gauge, help, Value::Float(last));
+        }
+        let name = "shoal_propagation_lag_seconds";
+        let help = "Seconds from a record's creation at its origin to its arrival here.";
+        if !self.family(name, Kind::Histogram, help) {
+            return;
+        }
+        let mut buckets: Vec<(f64, u64)> = (s.propagation_lag_buckets.iter().copied())
+            .filter(|(le, _)| le.is_finite())
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        buckets.dedup_by(|later, earlier| later.0 == earlier.0);
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0u64;
+        for (le, count) in buckets {
+            cumulative = cumulative.max(count);
+            let le = format_float(le);
+            self.sample(&bucket, &[("le", &le)], Value::Int(cumulative));
+        }
+        let total = cumulative.max(s.propagation_lag_count);
+        self.sample(&bucket, &[("le", "+Inf")], Value::Int(total));
+        let sum = Value::Float(s.propagation_lag_sum_seconds);
+        self.sample(&format!("{name}_sum"), &[], sum);
+        self.sample(&format!("{name}_count"), &[], Value::Int(total));
+    }
+
+    fn write_leases(&mut self, leases: &[LeaseView]) {
+        let mut leases: Vec<&LeaseView> = leases.iter().collect();
+        leases.sort_by(|a, b| a.name.cmp(&b.name));
+        let held = "shoal_lease_held";
+        if self.family(held, Kind::Gauge, "1 while this cluster holds the lease.") {
+            for l in &leases {
+                let value = Value::Int(u64::from(l.write_ready));
+                self.sample(held, &[("lease", &l.name)], value);
+            }
+        }
+        let token = "shoal_lease_token";
+        if self.family(
+            token,
+            Kind::Gauge,
+            "The lease's latest fencing token seen here.",
+        ) {
+            for l in &leases {
+                if let Some(t) = l.token {
+                    self.sample(token, &[("lease", &l.name)], Value::Int(t));
+                }
+            }
+        }
+    }
 }
 
-fn sanitize(name: &str) -> String {
-    name.chars()
+/// A metric name part: every character outside `[a-zA-Z0-9_]` becomes `_`.
+fn sanitize_name(raw: &str) -> String {
+    let name: String = raw
+        .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
             } else {
                 '_'
             }
         })
-        .collect()
-}
-
-fn peers(out: &mut Out, m: &MetricsSnapshot) {
-    out.family(
-        "shoal_peer_rtt_seconds",
-        "gauge",
-        "QUIC's RTT estimate to each remote member.",
-    );
-    for p in &m.peers {
-        if let Some(rtt) = p.rtt_seconds {
-            let replica = p.replica.to_string();
-            let labels = [
-                ("cluster", p.cluster.as_str()),
-                ("replica", replica.as_str()),
-            ];
-            out.sample("shoal_peer_rtt_seconds", &labels, rtt);
-        }
-    }
-    for (metric, help, pick) in [
-        (
-            "shoal_peer_received_bytes_total",
-            "Payload bytes received from each remote member.",
-            (|p: &crate::runtime::api::PeerMetrics| p.bytes_in) as fn(&_) -> u64,
-        ),
-        (
-            "shoal_peer_sent_bytes_total",
-            "Payload bytes sent to each remote member.",
-            |p: &crate::runtime::api::PeerMetrics| p.bytes_out,
-        ),
-    ] {
-        out.family(metric, "counter", help);
-        for p in &m.peers {
-            let replica = p.replica.to_string();
-            let labels = [
-                ("cluster", p.cluster.as_str()),
-                ("replica", replica.as_str()),
-            ];
-            out.sample(metric, &labels, pick(p) as f64);
-        }
+        .collect();
+    if name.is_empty() {
+        "_".to_owned()
+    } else {
+        name
     }
 }
 
-fn lag(out: &mut Out, m: &MetricsSnapshot) {
-    let name = "shoal_propagation_lag_seconds";
-    out.family(
-        name,
-        "histogram",
-        "From a record's signing at its origin to its import here (wall clocks).",
-    );
-    for (bound, count) in &m.propagation_lag_buckets {
-        let le = format!("{bound}");
-        out.sample(&format!("{name}_bucket"), &[("le", &le)], *count as f64);
-    }
-    out.sample(
-        &format!("{name}_bucket"),
-        &[("le", "+Inf")],
-        m.propagation_lag_count as f64,
-    );
-    out.sample(&format!("{name}_sum"), &[], m.propagation_lag_sum_seconds);
-    out.sample(
-        &format!("{name}_count"),
-        &[],
-        m.propagation_lag_count as f64,
-    );
-}
-
-fn leases(out: &mut Out, m: &MetricsSnapshot) {
-    out.family(
-        "shoal_lease_held",
-        "gauge",
-        "1 while this cluster holds the lease (write-ready).",
-    );
-    for l in &m.leases {
-        out.sample(
-            "shoal_lease_held",
-            &[("lease", &l.name)],
-            f64::from(u8::from(l.write_ready)),
-        );
-    }
-    out.family(
-        "shoal_lease_token",
-        "gauge",
-        "The fencing token of the lease's holder as this node knows it.",
-    );
-    for l in &m.leases {
-        if let Some(token) = l.token {
-            out.sample("shoal_lease_token", &[("lease", &l.name)], token as f64);
+/// Escapes a label value: backslash, double quote and line feed.
+fn escape_label_value(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::api::{LeaseView, PeerMetrics};
 
     #[test]
-    fn every_sample_belongs_to_a_declared_family_and_buckets_are_cumulative() {
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        assert_eq!(sanitize_name("records-accepted.v2"), "records_accepted_v2");
+        assert_eq!(sanitize_name(""), "_");
+    }
+
+    #[test]
+    fn special_floats_use_prometheus_spelling() {
+        assert_eq!(format_float(f64::INFINITY), "+Inf");
+        assert_eq!(format_float(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_float(f64::NAN), "NaN");
+        assert_eq!(format_float(0.25), "0.25");
+    }
+
+    #[test]
+    fn histogram_is_cumulative_and_ends_with_inf() {
         let snapshot = MetricsSnapshot {
-            members: [("alive".to_owned(), 2), ("down".to_owned(), 1)].into(),
-            core_counters: [("records_forged".to_owned(), 3)].into(),
-            peers: vec![PeerMetrics {
-                cluster: "eu-\"west".into(),
-                replica: 0,
-                rtt_seconds: Some(0.0012),
-                bytes_in: 10,
-                bytes_out: 20,
-            }],
-            rejects: [("identity_mismatch".to_owned(), 1)].into(),
-            propagation_lag_buckets: vec![(0.01, 1), (0.1, 3)],
-            propagation_lag_count: 4,
-            propagation_lag_sum_seconds: 0.5,
-            leases: vec![LeaseView {
-                name: "payments-write-leader".into(),
-                holder: Some("us-east".into()),
-                token: Some(7),
-                expires_in_ms: Some(100),
-                write_ready: true,
-                wanted: true,
-            }],
+            propagation_lag_buckets: vec![(1.0, 5), (0.1, 2), (0.5, 1), (f64::INFINITY, 9)],
+            propagation_lag_count: 7,
+            propagation_lag_sum_seconds: 1.5,
             ..MetricsSnapshot::default()
         };
-        let text = render(&snapshot);
-        let mut declared = std::collections::BTreeSet::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                declared.insert(rest.split(' ').next().unwrap_or("").to_owned());
-                continue;
-            }
-            if line.starts_with('#') {
-                continue;
-            }
-            let name = line.split(['{', ' ']).next().unwrap_or("");
-            let family = name
-                .strip_suffix("_bucket")
-                .or_else(|| name.strip_suffix("_sum"))
-                .or_else(|| name.strip_suffix("_count"))
-                .filter(|f| declared.contains(*f))
-                .unwrap_or(name);
-            assert!(declared.contains(family), "{line}");
-            let value = line.rsplit(' ').next().unwrap_or("");
-            assert!(value.parse::<f64>().is_ok(), "{line}");
-        }
-        assert!(text.contains("cluster=\"eu-\\\"west\""), "{text}");
-        assert!(text.contains("shoal_propagation_lag_seconds_bucket{le=\"+Inf\"} 4"));
-        assert!(text.contains("shoal_lease_held{lease=\"payments-write-leader\"} 1"));
-        assert!(text.contains("shoal_core_records_forged_total 3"));
+        let text = render_metrics(&snapshot);
+        let expected = "shoal_propagation_lag_seconds_bucket{le=\"0.1\"} 2\n\
+            shoal_propagation_lag_seconds_bucket{le=\"0.5\"} 2\n\
+            shoal_propagation_lag_seconds_bucket{le=\"1\"} 5\n\
+            shoal_propagation_lag_seconds_bucket{le=\"+Inf\"} 7\n\
+            shoal_propagation_lag_seconds_sum 1.5\n\
+            shoal_propagation_lag_seconds_count 7\n";
+        assert!(text.contains(expected), "{text}");
+    }
+
+    #[test]
+    fn a_colliding_core_counter_is_not_written_twice() {
+        let mut snapshot = MetricsSnapshot::default();
+        snapshot.core_counters.insert("a-b".to_owned(), 1);
+        snapshot.core_counters.insert("a_b".to_owned(), 2);
+        let text = render_metrics(&snapshot);
+        assert_eq!(text.matches("# TYPE shoal_a_b_total counter").count(), 1);
+        assert_eq!(text.matches("\nshoal_a_b_total ").count(), 1);
     }
 }
