@@ -26,7 +26,7 @@ use super::config::RuntimeConfig;
 use super::store::Store;
 use super::transport::{Inbound, Transport};
 use crate::core::{
-    Command, Event, ImportedService, LeaseError, LeaseRequest, Liveness, Node, PersistedState, Time,
+    Command, Event, ExportSpec, ImportedService, LeaseError, LeaseRequest, Liveness, Node, PersistedState, Time,
 };
 
 /// How often the whole desired export set is fed again (level-triggered), and the
@@ -275,6 +275,16 @@ impl Driver {
             self.feed(change);
         }
         if full {
+            // The core ignores an export whose contents it already published.
+            let current: Vec<ExportSpec> = self
+                .backend
+                .exports()
+                .values()
+                .filter_map(|spec| spec.as_ref().ok().cloned())
+                .collect();
+            for spec in current {
+                self.feed(ExportChange::Export(spec));
+            }
             self.resync_exports();
         }
     }
