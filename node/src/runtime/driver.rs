@@ -26,7 +26,8 @@ use super::config::RuntimeConfig;
 use super::store::Store;
 use super::transport::{Inbound, Transport};
 use crate::core::{
-    Command, Event, ExportSpec, ImportedService, LeaseError, LeaseRequest, Liveness, Node, PersistedState, Time,
+    Command, Event, ExportSpec, ImportedService, LeaseError, LeaseRequest, Liveness, Node,
+    PersistedState, Time,
 };
 
 /// How often the whole desired export set is fed again (level-triggered), and the
