@@ -212,7 +212,6 @@ pub struct Transport {
 }
 
 /// State shared by the handle and the tasks.
-#[derive(Debug)]
 struct Shared {
     endpoint: quinn::Endpoint,
     local: MemberId,
@@ -230,6 +229,18 @@ struct Shared {
     tasks: Mutex<JoinSet<()>>,
     runtime: tokio::runtime::Handle,
     closing: AtomicBool,
+}
+
+/// By hand: the TLS configs hold the private key, which is never printed.
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("local", &self.local)
+            .field("local_addr", &self.local_addr)
+            .field("limits", &self.limits)
+            .field("chaos_enabled", &self.chaos.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A held connection slot; dropping it frees the slot.
