@@ -132,7 +132,7 @@ listen = "127.0.0.1:{api}"
 [backend]
 kind = "standalone"
 dir = "standalone"
-poll_ms = 5
+poll_ms = 10
 
 [log]
 filter = "warn"
@@ -357,7 +357,7 @@ def main():
     print("targets (printed, never asserted): change p99 <= 100 ms at N = 20; idle traffic per "
           "node below Serf's; a killed cluster withdrawn in <= 5 s")
     print("Shoal's change latency counts from the file rename in the origin's standalone in/ "
-          "directory (its 5 ms poll included) to the EndpointSlice file in every other "
+          "directory (its 10 ms poll included) to the EndpointSlice file in every other "
           "cluster's out/ directory; Serf's from `serf tags` to each agent's member-update log line.")
 
 

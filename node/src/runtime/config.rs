@@ -594,10 +594,11 @@ fn backend(file: &BackendFile, base: &Path) -> Result<BackendConfig, ConfigFileE
                 .as_ref()
                 .ok_or_else(|| field("backend.dir", "the standalone backend needs a directory"))?;
             let poll_ms = file.poll_ms.unwrap_or(200);
-            if !(1..=60_000).contains(&poll_ms) {
+            let min = super::backend::standalone::WATCH_POLL_MS_MIN;
+            if !(min..=60_000).contains(&poll_ms) {
                 return Err(field(
                     "backend.poll_ms",
-                    format!("{poll_ms} is outside 1..=60000"),
+                    format!("{poll_ms} is outside {min}..=60000"),
                 ));
             }
             Ok(BackendConfig::Standalone {

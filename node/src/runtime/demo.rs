@@ -139,8 +139,8 @@ fn prepare(dir: &Path) -> anyhow::Result<Vec<Cluster>> {
             child: None,
         });
     }
-    for (i, c) in clusters.iter().enumerate() {
-        std::fs::write(&c.config, config_text(c, &clusters, i))?;
+    for c in &clusters {
+        std::fs::write(&c.config, config_text(c, &clusters))?;
         let exports = match c.name {
             "us-east" => rebel_base(10),
             "eu-west" => rebel_base(20),
@@ -151,7 +151,7 @@ fn prepare(dir: &Path) -> anyhow::Result<Vec<Cluster>> {
     Ok(clusters)
 }
 
-fn config_text(c: &Cluster, all: &[Cluster], _index: usize) -> String {
+fn config_text(c: &Cluster, all: &[Cluster]) -> String {
     let mut seeds = String::new();
     for other in all.iter().filter(|o| o.name != c.name) {
         let _ = write!(

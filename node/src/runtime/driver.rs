@@ -85,9 +85,6 @@ pub struct Driver {
     addrs: BTreeMap<MemberId, SocketAddr>,
     /// Leases this node asked for and keeps renewing.
     wanted: BTreeSet<LeaseName>,
-    /// This cluster's exports as last fed to the core.
-    exports: BTreeSet<ServiceKey>,
-    backend_fingerprint: Option<u64>,
     stats: DriverStats,
 }
 
@@ -163,8 +160,6 @@ impl Driver {
             timer: None,
             addrs: BTreeMap::new(),
             wanted: BTreeSet::new(),
-            exports: BTreeSet::new(),
-            backend_fingerprint: None,
             stats: DriverStats::default(),
         };
         driver.drop_unverified(&stored)?;
@@ -207,8 +202,9 @@ impl Driver {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), DriverError> {
         tokio::pin!(shutdown);
-        let mut poll = tokio::time::interval(Duration::from_millis(self.config.backend_poll_ms()));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The backend's watcher says when in/ changed (and once at start).
+        let mut changed =
+            super::backend::watch(self.config.backend_dir(), self.config.backend_poll_ms());
         let mut resync = tokio::time::interval(RESYNC_PERIOD);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -222,7 +218,7 @@ impl Driver {
                     self.node.handle_timeout(now);
                 }
                 Some(request) = api.recv() => self.on_api(request),
-                _ = poll.tick() => self.poll_backend(false),
+                Some(()) = changed.recv() => self.poll_backend(false),
                 _ = resync.tick() => self.poll_backend(true),
             }
             self.carry_out()?;
@@ -252,18 +248,6 @@ impl Driver {
     /// fed again and own records no export explains are unexported (level-triggered:
     /// a lost store, or a missed change, heals within one resync period).
     fn poll_backend(&mut self, full: bool) {
-        let fingerprint = match self.backend.fingerprint() {
-            Ok(f) => f,
-            Err(e) => {
-                self.stats.backend_errors += 1;
-                warn!(error = %e, "cannot read the standalone directory");
-                return;
-            }
-        };
-        if !full && self.backend_fingerprint == Some(fingerprint) {
-            return;
-        }
-        self.backend_fingerprint = Some(fingerprint);
         let changes = match self.backend.scan(wall_clock_ms()) {
             Ok(changes) => changes,
             Err(e) => {
@@ -297,12 +281,9 @@ impl Driver {
         let now = self.now();
         let (service, result) = match change {
             ExportChange::Export(spec) => {
-                let service = spec.service.clone();
-                self.exports.insert(service.clone());
-                (service, self.node.handle_export(now, spec))
+                (spec.service.clone(), self.node.handle_export(now, spec))
             }
             ExportChange::Unexport(service) => {
-                self.exports.remove(&service);
                 (service.clone(), self.node.handle_unexport(now, service))
             }
         };
@@ -322,7 +303,7 @@ impl Driver {
                 .records()
                 .filter(|r| r.record.origin == local && !r.record.tombstone)
                 .map(|r| r.record.service.clone())
-                .filter(|s| !self.exports.contains(s))
+                .filter(|s| !matches!(self.backend.exports().get(s), Some(Ok(_))))
                 .collect();
             for service in orphans {
                 self.feed(ExportChange::Unexport(service));
