@@ -4,14 +4,16 @@ work, with the figures printed side by side. Targets are printed, never asserted
 
 Work, for both systems:
   1. join N members on 127.0.0.1 and wait until everyone sees everyone;
-  2. idle: loopback bytes per node per second over IDLE_S seconds (the `lo`
-     interface's counters: nothing else should talk on loopback meanwhile);
+  2. idle: after SETTLE_S seconds more (connections made, the join's repairs done),
+     loopback bytes per node per second over IDLE_S seconds (the `lo` interface's
+     counters: nothing else should talk on loopback meanwhile);
   3. change: one member changes what it advertises (Shoal: an endpoint of an exported
      service; Serf: a tag), CHANGES times; latency until every other member has it;
   4. failure: kill -9 one member; time until every other member drops it (Shoal:
      its endpoints leave the imports; Serf: the member is `failed`).
 
-Shoal uses the `lan` preset (2 s withdrawal grace); Serf uses its `lan` profile.
+Shoal uses the `lan` preset (1 s probes, 1.5 s suspicion, 0.5 s withdrawal grace); Serf
+uses its `lan` profile (1 s probes).
 """
 
 import json
@@ -30,15 +32,25 @@ import urllib.request
 N = int(os.environ.get("N", "20"))
 CHANGES = int(os.environ.get("CHANGES", "20"))
 IDLE_S = float(os.environ.get("IDLE_S", "20"))
+SETTLE_S = float(os.environ.get("SETTLE_S", "20"))
 DEADLINE_S = 60.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOAL = os.environ.get("SHOAL", os.path.join(ROOT, "target", "release", "shoal"))
 
 
+# Ports handed out so far: the kernel may offer a just-closed port again, and two
+# processes given the same port would leave one of them dead at start.
+_TAKEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _TAKEN:
+            _TAKEN.add(port)
+            return port
 
 
 def free_udp_port():
@@ -180,6 +192,9 @@ def measure_shoal(work, names, api, procs):
     t0 = time.monotonic()
 
     def everyone_imports():
+        for name, p in zip(names, procs):
+            if p.poll() is not None:
+                raise SystemExit(f"bench: {name} exited at start; see {work}/{name}/shoal.log")
         for port in api[1:]:
             imps = imports_of(port)
             if not imps or "default/bench" not in imps:
@@ -188,7 +203,7 @@ def measure_shoal(work, names, api, procs):
 
     wait_until("every node to import default/bench", everyone_imports, poll_s=0.05)
     joined_s = time.monotonic() - t0
-    time.sleep(2.0)  # let the join's anti-entropy settle before measuring idle
+    time.sleep(SETTLE_S)
     b0 = lo_bytes()
     time.sleep(IDLE_S)
     idle = (lo_bytes() - b0) / N / IDLE_S
@@ -301,7 +316,7 @@ def run_serf():
                    lambda: all(len([m for m in a.members() if m["status"] == "alive"]) == N
                                for a in agents), poll_s=0.2)
         joined_s = time.monotonic() - t0
-        time.sleep(2.0)
+        time.sleep(SETTLE_S)
         b0 = lo_bytes()
         time.sleep(IDLE_S)
         idle = (lo_bytes() - b0) / N / IDLE_S
@@ -344,7 +359,8 @@ def main():
     if shutil.which("serf") is None:
         raise SystemExit("bench: serf is not installed (Debian package `serf`)")
     work = tempfile.mkdtemp(prefix="shoal-bench-")
-    print(f"loopback bench: N = {N}, {CHANGES} changes, idle window {IDLE_S:.0f} s; work dir {work}")
+    print(f"loopback bench: N = {N}, {CHANGES} changes, idle window {IDLE_S:.0f} s after "
+          f"{SETTLE_S:.0f} s to settle; work dir {work}")
     shoal = run_shoal(work)
     serf = run_serf()
     rows = [("Shoal (QUIC + mTLS, lan preset)", shoal), ("Serf 0.9 (lan profile)", serf)]

@@ -262,8 +262,10 @@ async fn datagrams_and_frames_flow_both_ways() {
         stats.peers[&member("east", 0)].bytes_in,
         4 + 100_000 + 3_000
     );
-    assert_eq!(stats.connections_dialed, 1);
+    // One connection per pair: west answered on the connection east dialed.
+    assert_eq!(stats.connections_dialed, 0);
     assert_eq!(stats.connections_accepted, 1);
+    assert_eq!(east.stats().connections_open, 1);
     assert!(stats.rejects.is_empty(), "{:?}", stats.rejects);
 
     east.shutdown().await;
@@ -635,4 +637,136 @@ async fn a_dead_peer_is_not_dialed_in_a_hot_loop() {
     assert!(reject(&stats, "handshake_timeout") <= 2, "{stats:#?}");
     assert!(reject(&stats, "connect_backoff") >= 4, "{stats:#?}");
     east.shutdown().await;
+}
+
+/// Limits under which only a restart signal, never the idle timeout, can end a
+/// connection within the test's deadline.
+fn no_keepalive_limits() -> TransportLimits {
+    TransportLimits {
+        idle_timeout_ms: 600_000,
+        keepalive_ms: 0,
+        ..test_limits()
+    }
+}
+
+/// west/0 at `listen`, without keep-alives.
+fn west_config(pki: &Pki, listen: SocketAddr) -> TransportConfig {
+    TransportConfig {
+        listen,
+        local: member("west", 0),
+        identity: pki.identity("west"),
+        limits: no_keepalive_limits(),
+        chaos_enabled: false,
+    }
+}
+
+/// Starts west on a runtime of its own at `listen`, exchanges one datagram with
+/// `east` so that both hold a connection, then kills that runtime: the process dies
+/// without closing anything, as under kill -9.
+async fn start_and_kill(pki: &Pki, east: &Transport, listen: SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = west_config(pki, listen);
+    let (west, mut west_rx) = runtime
+        .spawn(async move { Transport::bind(config).await.unwrap() })
+        .await
+        .unwrap();
+    east.send(
+        &member("west", 0),
+        west.local_addr(),
+        Channel::Datagram,
+        b"before".to_vec(),
+    );
+    assert_eq!(recv(&mut west_rx).await.bytes, b"before");
+    runtime.shutdown_background();
+    drop(west);
+}
+
+/// Binds the new west at `listen`, once the killed runtime has let go of the socket.
+async fn restart_west(pki: &Pki, listen: SocketAddr) -> (Transport, Receiver<Inbound>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let bound = Transport::bind(west_config(pki, listen)).await;
+        match bound {
+            Ok(started) => return started,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Sends datagrams from `east` until the new west receives one, or fails at the
+/// deadline (far below the idle timeout).
+async fn east_reaches(east: &Transport, west: &Transport, rx: &mut Receiver<Inbound>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        east.send(
+            &member("west", 0),
+            west.local_addr(),
+            Channel::Datagram,
+            b"after".to_vec(),
+        );
+        if let Ok(Some(got)) = tokio::time::timeout(POLL * 10, rx.recv()).await {
+            assert_eq!(got.bytes, b"after");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted peer was never reached: {:#?}",
+            east.stats()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_peer_resets_the_old_connection_and_is_dialed_again() {
+    let pki = Pki::new(&["east", "west"]);
+    let (east, _east_rx) = start(&pki, "east", 0, no_keepalive_limits(), false).await;
+    let listen: SocketAddr = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    start_and_kill(&pki, &east, listen).await;
+    // The new process never sends first: east learns of the restart only from the
+    // stateless reset the new process answers the old connection's packets with (its
+    // reset key is derived from the cluster's key, so it survives the restart).
+    let (west, mut west_rx) = restart_west(&pki, listen).await;
+    east_reaches(&east, &west, &mut west_rx).await;
+    assert_eq!(east.stats().connections_dialed, 2);
+    east.shutdown().await;
+    west.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_peer_that_dials_first_replaces_the_old_connection() {
+    let pki = Pki::new(&["east", "west"]);
+    let (east, mut east_rx) = start(&pki, "east", 0, no_keepalive_limits(), false).await;
+    let listen: SocketAddr = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    start_and_kill(&pki, &east, listen).await;
+    let (west, mut west_rx) = restart_west(&pki, listen).await;
+    // The new process dials east first; its hello names a new instance, so east drops
+    // its connection to the old one and answers on the new one.
+    west.send(
+        &member("east", 0),
+        east.local_addr(),
+        Channel::Datagram,
+        b"i am back".to_vec(),
+    );
+    assert_eq!(recv(&mut east_rx).await.bytes, b"i am back");
+    wait_stats(&east, "the restart noticed", |s| {
+        reject(s, "peer_restarted") == 1
+    })
+    .await;
+    east_reaches(&east, &west, &mut west_rx).await;
+    let stats = east.stats();
+    assert_eq!(stats.connections_dialed, 1, "{stats:#?}");
+    assert_eq!(stats.connections_accepted, 1, "{stats:#?}");
+    east.shutdown().await;
+    west.shutdown().await;
 }

@@ -378,6 +378,20 @@ impl std::fmt::Debug for ClusterIdentity {
 }
 
 impl ClusterIdentity {
+    /// A secret for QUIC stateless resets, derived from the private key and the
+    /// replica, so that it survives a restart: after one, packets still arriving on a
+    /// connection of the previous process are answered with a reset the peer accepts,
+    /// and it drops that connection at once (RFC 9000, section 10.3).
+    pub fn stateless_reset_secret(&self, replica: u16) -> [u8; 32] {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(b"shoal/quic-stateless-reset/v1");
+        context.update(self.key.secret_pkcs8_der());
+        context.update(&replica.to_le_bytes());
+        let mut secret = [0; 32];
+        secret.copy_from_slice(context.finish().as_ref());
+        secret
+    }
+
     /// Loads and checks this cluster's identity: `cert` must be signed by the CA in
     /// `ca`, name exactly one cluster and match `key` (PKCS#8 ed25519). The trust ring
     /// holds every `*.crt` in `clusterset_dir` but `ca.crt`, each checked the same way.

@@ -1,17 +1,20 @@
 //! Accepting connections and reading what peers send: datagrams, and one frame per uni
 //! stream. Every frame's claimed sender is checked against the certificate.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quinn::{ReadToEndError, VarInt};
-use shoal_proto::{ClusterId, MemberId};
+use shoal_proto::MemberId;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::header::{self, FrameKind, HEADER_BYTES_MAX};
-use super::{CLOSE_IDENTITY_MISMATCH, ConnectionSlot, Inbound, Shared, TransportError, lock, tls};
+use super::{
+    CLOSE_IDENTITY_MISMATCH, ConnectionSlot, Inbound, PeerConn, Shared, TransportError, lock, tls,
+};
 
 /// Accepts connections until the endpoint closes; each gets a slot or is refused.
 pub(super) async fn accept_loop(shared: Arc<Shared>) {
@@ -44,10 +47,33 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Connec
         return;
     };
     shared.counters.connected(false);
-    shared.note_accepted(addr, &conn);
-    debug!(peer = %addr, cluster = %cluster, "connection accepted");
-    serve(&shared, &conn, &cluster).await;
-    drop(slot);
+    let peer = PeerConn::new(conn, cluster, false);
+    shared.note_accepted(addr, &peer);
+    debug!(peer = %addr, cluster = %peer.cluster, "connection accepted");
+    serve(shared, peer, addr, slot).await;
+}
+
+/// Says hello on `conn`: this process's instance, so that the peer can tell a restart.
+/// A hello that cannot be sent is counted; the connection still serves.
+pub(super) async fn send_hello(shared: &Shared, conn: &quinn::Connection) {
+    let frame = header::encode(
+        FrameKind::Hello,
+        &shared.local,
+        &shared.instance.to_le_bytes(),
+    );
+    let send = async {
+        let mut stream = conn.open_uni().await.ok()?;
+        stream.write_all(&frame).await.ok()?;
+        stream.finish().ok()
+    };
+    if tokio::time::timeout(shared.idle_timeout(), send)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        shared.counters.reject("hello_failed");
+    }
 }
 
 async fn handshake(
@@ -71,16 +97,24 @@ async fn handshake(
     }
 }
 
-/// Reads datagrams and uni streams until the connection ends. Streams are read
-/// concurrently; QUIC's stream limit bounds how many.
-async fn serve(shared: &Arc<Shared>, conn: &quinn::Connection, cluster: &ClusterId) {
+/// Says hello, then reads datagrams and uni streams until the connection ends, holding
+/// its slot. Streams are read concurrently; QUIC's stream limit bounds how many.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    peer: PeerConn,
+    addr: SocketAddr,
+    _slot: ConnectionSlot,
+) {
+    send_hello(&shared, &peer.conn).await;
+    let shared = &shared;
+    let (conn, cluster) = (&peer.conn, &peer.cluster);
     let open = Arc::new(AtomicU64::new(0));
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
             datagram = conn.read_datagram() => match datagram {
                 Ok(bytes) => {
-                    if !receive(shared, conn, cluster, &bytes, false) {
+                    if !receive(shared, &peer, addr, &bytes, false) {
                         break;
                     }
                 }
@@ -95,8 +129,8 @@ async fn serve(shared: &Arc<Shared>, conn: &quinn::Connection, cluster: &Cluster
                     shared.counters.stream_opened(on_connection);
                     let reader = StreamReader {
                         shared: shared.clone(),
-                        conn: conn.clone(),
-                        cluster: cluster.clone(),
+                        peer: peer.clone(),
+                        addr,
                         open: open.clone(),
                     };
                     streams.spawn(reader.read(recv));
@@ -114,8 +148,8 @@ async fn serve(shared: &Arc<Shared>, conn: &quinn::Connection, cluster: &Cluster
 /// Reads one frame from one uni stream.
 struct StreamReader {
     shared: Arc<Shared>,
-    conn: quinn::Connection,
-    cluster: ClusterId,
+    peer: PeerConn,
+    addr: SocketAddr,
     open: Arc<AtomicU64>,
 }
 
@@ -129,7 +163,7 @@ impl StreamReader {
         self.shared.counters.stream_closed();
         let reason = match read {
             Ok(Ok(frame)) => {
-                receive(&self.shared, &self.conn, &self.cluster, &frame, true);
+                receive(&self.shared, &self.peer, self.addr, &frame, true);
                 return;
             }
             Ok(Err(ReadToEndError::TooLong)) => "frame_too_large",
@@ -137,7 +171,7 @@ impl StreamReader {
             Err(_) => "frame_timeout",
         };
         self.shared.counters.reject(reason);
-        debug!(cluster = %self.cluster, reason, "frame dropped");
+        debug!(cluster = %self.peer.cluster, reason, "frame dropped");
     }
 }
 
@@ -145,11 +179,12 @@ impl StreamReader {
 /// lied about its identity: the connection is then closed.
 fn receive(
     shared: &Shared,
-    conn: &quinn::Connection,
-    cluster: &ClusterId,
+    peer: &PeerConn,
+    addr: SocketAddr,
     frame: &[u8],
     on_stream: bool,
 ) -> bool {
+    let (conn, cluster) = (&peer.conn, &peer.cluster);
     let (kind, claimed, payload) = match header::decode(frame) {
         Ok(decoded) => decoded,
         Err(e) => {
@@ -160,7 +195,7 @@ fn receive(
     };
     let kind_fits = match kind {
         FrameKind::Datagram => !on_stream,
-        FrameKind::Stream | FrameKind::DatagramOnStream => on_stream,
+        FrameKind::Stream | FrameKind::DatagramOnStream | FrameKind::Hello => on_stream,
     };
     if !kind_fits {
         shared.counters.reject("bad_header");
@@ -183,6 +218,15 @@ fn receive(
         && lock(chaos).drops_inbound(cluster)
     {
         shared.counters.reject("chaos");
+        return true;
+    }
+    if kind == FrameKind::Hello {
+        match <[u8; 8]>::try_from(payload) {
+            Ok(bytes) if u64::from_le_bytes(bytes) != 0 => {
+                shared.note_instance(addr, peer, u64::from_le_bytes(bytes));
+            }
+            _ => shared.counters.reject("bad_hello"),
+        }
         return true;
     }
     let from = MemberId {

@@ -22,6 +22,9 @@ pub(crate) enum FrameKind {
     Stream = 1,
     /// A datagram larger than the path allowed, carried on a uni stream.
     DatagramOnStream = 2,
+    /// The first frame each side sends on a connection: its process instance, a
+    /// little-endian u64 (see the module docs of `transport`). Never delivered.
+    Hello = 3,
 }
 
 impl FrameKind {
@@ -29,7 +32,7 @@ impl FrameKind {
     pub(crate) fn channel(self) -> Channel {
         match self {
             FrameKind::Datagram | FrameKind::DatagramOnStream => Channel::Datagram,
-            FrameKind::Stream => Channel::Stream,
+            FrameKind::Stream | FrameKind::Hello => Channel::Stream,
         }
     }
 }
@@ -72,6 +75,7 @@ pub(crate) fn decode(frame: &[u8]) -> Result<(FrameKind, MemberId, &[u8]), Heade
         0 => FrameKind::Datagram,
         1 => FrameKind::Stream,
         2 => FrameKind::DatagramOnStream,
+        3 => FrameKind::Hello,
         other => return Err(HeaderError::Kind(*other)),
     };
     let cluster_len = usize::from(*cluster_len);

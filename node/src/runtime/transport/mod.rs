@@ -11,6 +11,14 @@
 //! per uni stream ([`Channel::Stream`]). A peer's cluster is the one its certificate
 //! names; the replica is the one its header claims.
 //!
+//! **One connection per pair.** Whichever side dials first, both send on that
+//! connection: a SWIM probe and its answer then cost three packets (ping, ack, and
+//! the ping's sender's QUIC ACK) instead of four. If both dial at once, the connection
+//! dialed by the lower member id wins and the other one idles out. Each side opens a
+//! connection with a hello naming its process instance (random at start): a new
+//! instance at an address means that peer restarted, and connections to the old one
+//! are dropped at once instead of at the idle timeout.
+//!
 //! **Architecture invariant:** nothing a peer sends can panic the node or grow memory
 //! without bound: every malformed or excess input is counted by reason and dropped.
 
@@ -23,13 +31,13 @@ mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use quinn::VarInt;
 use shoal_proto::codec::FRAME_BYTES_MAX;
-use shoal_proto::{Channel, MemberId};
+use shoal_proto::{Channel, ClusterId, MemberId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -59,9 +67,12 @@ pub struct TransportLimits {
     pub connection_receive_window_bytes: u32,
     /// Largest payload of a stream frame, header excluded.
     pub frame_bytes_max: usize,
-    /// A connection with no traffic for this long is closed; also bounds reading or
-    /// sending one frame.
+    /// A connection with no traffic for this long is closed (and dialed again when
+    /// next needed); also bounds reading or sending one frame.
     pub idle_timeout_ms: u64,
+    /// Keep-alive pings on an otherwise idle connection; 0 (the default) sends none.
+    /// SWIM's probes keep the connections in use open; set this below a NAT's UDP
+    /// timeout when peers reach each other through one.
     pub keepalive_ms: u64,
     /// Messages received and not yet taken by the driver.
     pub inbound_queue_max: usize,
@@ -79,8 +90,8 @@ impl Default for TransportLimits {
             stream_receive_window_bytes: 2 * FRAME_BYTES_MAX as u32,
             connection_receive_window_bytes: 8 * FRAME_BYTES_MAX as u32,
             frame_bytes_max: FRAME_BYTES_MAX,
-            idle_timeout_ms: 30_000,
-            keepalive_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            keepalive_ms: 0,
             inbound_queue_max: 4_096,
             outbound_queue_max: 4_096,
             connections_max: 1_024,
@@ -107,7 +118,6 @@ impl TransportLimits {
             ),
             ("frame_bytes_max", self.frame_bytes_max == 0),
             ("idle_timeout_ms", self.idle_timeout_ms == 0),
-            ("keepalive_ms", self.keepalive_ms == 0),
             ("inbound_queue_max", self.inbound_queue_max == 0),
             ("outbound_queue_max", self.outbound_queue_max == 0),
             ("connections_max", self.connections_max == 0),
@@ -116,7 +126,7 @@ impl TransportLimits {
         if let Some((field, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(TransportError::Limits(format!("{field} must be above 0")));
         }
-        if self.keepalive_ms >= self.idle_timeout_ms {
+        if self.keepalive_ms != 0 && self.keepalive_ms >= self.idle_timeout_ms {
             return Err(TransportError::Limits(format!(
                 "keepalive_ms ({}) must be below idle_timeout_ms ({})",
                 self.keepalive_ms, self.idle_timeout_ms
@@ -222,9 +232,12 @@ struct Shared {
     counters: Counters,
     chaos: Option<Mutex<Chaos>>,
     peers: Mutex<HashMap<SocketAddr, mpsc::Sender<Outgoing>>>,
-    /// The latest accepted connection from each remote address, and how many times a
-    /// peer at that address was seen to restart (see `note_accepted`).
-    accepted: Mutex<HashMap<SocketAddr, (quinn::Connection, u64)>>,
+    /// The latest accepted connection from each remote address.
+    accepted: Mutex<HashMap<SocketAddr, PeerConn>>,
+    /// This process's instance, sent in every hello.
+    instance: u64,
+    /// The latest instance each remote address said hello with.
+    instances: Mutex<HashMap<SocketAddr, u64>>,
     slots: Arc<AtomicUsize>,
     tasks: Mutex<JoinSet<()>>,
     runtime: tokio::runtime::Handle,
@@ -241,6 +254,47 @@ impl std::fmt::Debug for Shared {
             .field("chaos_enabled", &self.chaos.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// An authenticated connection with one peer, dialed or accepted.
+#[derive(Clone, Debug)]
+struct PeerConn {
+    conn: quinn::Connection,
+    /// The cluster its certificate names.
+    cluster: ClusterId,
+    /// The peer's process instance from its hello; 0 until the hello arrives.
+    instance: Arc<AtomicU64>,
+    /// Whether this node dialed it.
+    dialed: bool,
+}
+
+impl PeerConn {
+    fn new(conn: quinn::Connection, cluster: ClusterId, dialed: bool) -> Self {
+        PeerConn {
+            conn,
+            cluster,
+            instance: Arc::new(AtomicU64::new(0)),
+            dialed,
+        }
+    }
+
+    fn instance(&self) -> Option<u64> {
+        Some(self.instance.load(Ordering::Acquire)).filter(|i| *i != 0)
+    }
+}
+
+/// A process instance: nonzero, and different on every start. `RandomState` is keyed
+/// from the OS's randomness; the clock and pid make a repeat impossible in practice.
+fn new_instance() -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    std::process::id().hash(&mut hasher);
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish().max(1)
 }
 
 /// A held connection slot; dropping it frees the slot.
@@ -283,31 +337,60 @@ impl Shared {
         Duration::from_millis(self.limits.idle_timeout_ms)
     }
 
-    /// A connection from `addr` was accepted. If the previous one from that address
-    /// is still open, the peer restarted (a live peer dials again only once its old
-    /// connection is gone): that old connection is closed, and the restart count goes
-    /// up, which makes our own connection to that address (to the dead process, which
-    /// would otherwise look alive until the idle timeout) be dialed again.
-    fn note_accepted(&self, addr: SocketAddr, conn: &quinn::Connection) {
+    /// A connection from `addr` was accepted and authenticated: it becomes the one
+    /// this node also sends on, unless it already has a connection of its own there.
+    fn note_accepted(&self, addr: SocketAddr, peer: &PeerConn) {
         let mut accepted = lock(&self.accepted);
         if accepted.len() >= self.limits.connections_max && !accepted.contains_key(&addr) {
-            accepted.retain(|_, (c, _)| c.close_reason().is_none());
+            accepted.retain(|_, p| p.conn.close_reason().is_none());
         }
-        let restarts = match accepted.get(&addr) {
-            Some((old, n)) if old.close_reason().is_none() => {
-                old.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"peer restarted");
-                self.counters.reject("peer_restarted");
-                n + 1
-            }
-            Some((_, n)) => *n,
-            None => 0,
-        };
-        accepted.insert(addr, (conn.clone(), restarts));
+        accepted.insert(addr, peer.clone());
     }
 
-    /// How many times the peer at `addr` was seen to restart.
-    fn restarts(&self, addr: SocketAddr) -> u64 {
-        lock(&self.accepted).get(&addr).map_or(0, |(_, n)| *n)
+    /// The peer at `addr` said hello on `peer`'s connection as process `instance`. A
+    /// new instance means it restarted: the accepted connection from its old instance
+    /// is closed, and senders drop theirs when they next look (see `is_current`).
+    fn note_instance(&self, addr: SocketAddr, peer: &PeerConn, instance: u64) {
+        peer.instance.store(instance, Ordering::Release);
+        let previous = {
+            let mut instances = lock(&self.instances);
+            if instances.len() >= self.limits.connections_max && !instances.contains_key(&addr) {
+                let accepted = lock(&self.accepted);
+                instances.retain(|a, _| accepted.contains_key(a));
+            }
+            instances.insert(addr, instance)
+        };
+        if previous.is_none_or(|p| p == instance) {
+            return;
+        }
+        self.counters.reject("peer_restarted");
+        let accepted = lock(&self.accepted);
+        if let Some(old) = accepted.get(&addr)
+            && old.instance() != Some(instance)
+            && old.instance().is_some()
+        {
+            old.conn
+                .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"peer restarted");
+        }
+    }
+
+    /// Whether `peer` still leads to the live process at `addr`: open, and not a
+    /// connection to an instance that has since been replaced.
+    fn is_current(&self, addr: SocketAddr, peer: &PeerConn) -> bool {
+        if peer.conn.close_reason().is_some() {
+            return false;
+        }
+        match (peer.instance(), lock(&self.instances).get(&addr)) {
+            (Some(ours), Some(latest)) => ours == *latest,
+            _ => true,
+        }
+    }
+
+    /// The accepted connection from `addr`, if it is current and its certificate
+    /// names `cluster`.
+    fn accepted_from(&self, addr: SocketAddr, cluster: &ClusterId) -> Option<PeerConn> {
+        let peer = lock(&self.accepted).get(&addr).cloned()?;
+        (peer.cluster == *cluster && self.is_current(addr, &peer)).then_some(peer)
     }
 
     fn handshake_timeout(&self) -> Duration {
@@ -329,12 +412,17 @@ impl Transport {
         }
         let server = tls::server_config(&config.identity, &config.limits)?;
         let client = tls::client_config(&config.identity, &config.limits)?;
-        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
-            TransportError::Bind {
-                addr: config.listen,
-                source,
-            }
+        let bind_error = |source| TransportError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_error)?;
+        let endpoint_config = endpoint_config(&config.identity, &config.local);
+        let runtime = quinn::default_runtime().ok_or_else(|| {
+            bind_error(std::io::Error::other("no async runtime for the endpoint"))
         })?;
+        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+            .map_err(bind_error)?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| TransportError::Bind {
@@ -356,6 +444,8 @@ impl Transport {
             chaos,
             peers: Mutex::new(HashMap::new()),
             accepted: Mutex::new(HashMap::new()),
+            instance: new_instance(),
+            instances: Mutex::new(HashMap::new()),
             slots: Arc::new(AtomicUsize::new(0)),
             tasks: Mutex::new(JoinSet::new()),
             runtime: tokio::runtime::Handle::current(),
@@ -437,6 +527,29 @@ impl Transport {
         let _ = tokio::time::timeout(drain, shared.endpoint.wait_idle()).await;
         tracing::info!(member = %shared.local, "transport stopped");
     }
+}
+
+/// The endpoint's stateless reset key and connection id key, both derived from the
+/// cluster's private key and the replica so that a restarted process still recognizes
+/// the connection ids of its previous one and answers their packets with a stateless
+/// reset the peer accepts. The peer then drops that connection at once instead of
+/// sending into it until the idle timeout.
+fn endpoint_config(identity: &ClusterIdentity, local: &MemberId) -> quinn::EndpointConfig {
+    use ring::hmac;
+    let secret = hmac::Key::new(
+        hmac::HMAC_SHA256,
+        &identity.stateless_reset_secret(local.replica.0),
+    );
+    let reset_key = hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&secret, b"reset").as_ref());
+    let cid_tag = hmac::sign(&secret, b"connection-id");
+    let mut cid_key = [0; 8];
+    cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// A seed for loss decisions that differs between nodes and needs no clock.

@@ -1,5 +1,6 @@
-//! Sending: one task per remote address owns a bounded queue and at most one
-//! connection, dialed on demand and redialed after a failure once a backoff has passed.
+//! Sending: one task per remote address owns a bounded queue and sends on the one
+//! connection with that peer: the one it dialed us on if there is one, else one dialed
+//! on demand (and redialed after a failure once a backoff has passed).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::header::{self, FrameKind};
-use super::{ConnectionSlot, Shared, TransportError, lock, tls};
+use super::{PeerConn, Shared, TransportError, connection, lock, tls};
 use crate::runtime::certs::server_name_of;
 
 /// Backoff after the first failed dial of an address.
@@ -54,20 +55,11 @@ pub(super) fn enqueue(shared: &Arc<Shared>, addr: SocketAddr, message: Outgoing)
     }
 }
 
-/// A dialed connection and the cluster its certificate names.
-struct Link {
-    conn: quinn::Connection,
-    cluster: ClusterId,
-    /// The peer's restart count when this link was dialed.
-    restarts: u64,
-    _slot: ConnectionSlot,
-}
-
 /// The task sending to one remote address.
 struct PeerLink {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    link: Option<Link>,
+    link: Option<PeerConn>,
     retry_at: Option<Instant>,
     backoff: Duration,
 }
@@ -109,7 +101,7 @@ impl PeerLink {
     }
 
     async fn deliver(&mut self, message: Outgoing) {
-        let Some(conn) = self.connection(&message.to.cluster).await else {
+        let Some(conn) = self.connection(&message.to).await else {
             return;
         };
         let local = &self.shared.local;
@@ -173,20 +165,42 @@ impl PeerLink {
         }
     }
 
-    /// The live connection to this address for `cluster`, dialing if needed and allowed.
-    async fn connection(&mut self, cluster: &ClusterId) -> Option<quinn::Connection> {
-        if let Some(link) = &self.link {
-            let restarted = self.shared.restarts(self.addr) > link.restarts;
-            if link.conn.close_reason().is_none() && link.cluster == *cluster && !restarted {
-                return Some(link.conn.clone());
+    /// The connection to send to `to` on: the one in use while it is current; else the
+    /// one the peer dialed us on; else one dialed now, if the backoff allows.
+    ///
+    /// If both sides dialed at once, each holds its own and has accepted the other's.
+    /// The lower member id keeps its own; the higher switches to the accepted one,
+    /// and its own idles out.
+    async fn connection(&mut self, to: &MemberId) -> Option<quinn::Connection> {
+        let cluster = &to.cluster;
+        if let Some(link) = self.link.take() {
+            let current = link.cluster == *cluster && self.shared.is_current(self.addr, &link);
+            let yields = link.dialed && self.shared.local > *to;
+            if current && !yields {
+                let conn = link.conn.clone();
+                self.link = Some(link);
+                return Some(conn);
             }
-            if restarted {
+            if current {
+                // Ours lost to the peer's only if the peer's exists.
+                if let Some(theirs) = self.shared.accepted_from(self.addr, cluster) {
+                    self.link = Some(theirs);
+                } else {
+                    self.link = Some(link);
+                }
+                return self.link.as_ref().map(|l| l.conn.clone());
+            }
+            if link.dialed && link.conn.close_reason().is_none() {
                 link.conn.close(
                     quinn::VarInt::from_u32(super::CLOSE_SHUTDOWN),
                     b"peer restarted",
                 );
             }
-            self.link = None;
+        }
+        if let Some(theirs) = self.shared.accepted_from(self.addr, cluster) {
+            let conn = theirs.conn.clone();
+            self.link = Some(theirs);
+            return Some(conn);
         }
         let now = Instant::now();
         if self.retry_at.is_some_and(|at| now < at) {
@@ -212,7 +226,9 @@ impl PeerLink {
         }
     }
 
-    async fn dial(&self, cluster: &ClusterId) -> Result<Link, TransportError> {
+    /// Dials, checks the certificate names `cluster`, and starts serving what the
+    /// peer sends back on the new connection.
+    async fn dial(&self, cluster: &ClusterId) -> Result<PeerConn, TransportError> {
         let addr = self.addr;
         let slot = self
             .shared
@@ -255,11 +271,13 @@ impl PeerLink {
         }
         self.shared.counters.connected(true);
         debug!(addr = %addr, cluster = %cluster, "connected");
-        Ok(Link {
-            conn,
-            cluster: cluster.clone(),
-            restarts: self.shared.restarts(addr),
-            _slot: slot,
-        })
+        let peer = PeerConn::new(conn, cluster.clone(), true);
+        self.shared.spawn(connection::serve(
+            self.shared.clone(),
+            peer.clone(),
+            addr,
+            slot,
+        ));
+        Ok(peer)
     }
 }

@@ -105,7 +105,9 @@ fn transport_config(
         .stream_receive_window(VarInt::from_u32(limits.stream_receive_window_bytes))
         .receive_window(VarInt::from_u32(limits.connection_receive_window_bytes))
         .max_idle_timeout(Some(idle))
-        .keep_alive_interval(Some(Duration::from_millis(limits.keepalive_ms)))
+        .keep_alive_interval(
+            (limits.keepalive_ms != 0).then(|| Duration::from_millis(limits.keepalive_ms)),
+        )
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
         .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES)
         .initial_mtu(INITIAL_MTU);
