@@ -63,9 +63,12 @@ pub enum CertError {
     /// rcgen could not generate a key or sign a certificate; nothing was written.
     #[error("generating {what}: {reason}")]
     Generate { what: &'static str, reason: String },
-    /// The certificate is not signed by the ClusterSet CA, expired, or not yet valid.
+    /// The certificate is not signed by the ClusterSet CA, or not yet valid.
     #[error("{}: not trusted by the ClusterSet CA: {reason}", path.display())]
     NotTrusted { path: PathBuf, reason: String },
+    /// The certificate has expired.
+    #[error("{}: expired: {reason}", path.display())]
+    Expired { path: PathBuf, reason: String },
     /// The certificate does not name exactly one cluster, or its key is not ed25519.
     #[error("{}: {reason}", path.display())]
     Identity { path: PathBuf, reason: String },
@@ -86,6 +89,7 @@ impl CertError {
             CertError::Pem { .. } => "pem",
             CertError::Generate { .. } => "generate",
             CertError::NotTrusted { .. } => "not_trusted",
+            CertError::Expired { .. } => "expired",
             CertError::Identity { .. } => "identity",
             CertError::KeyMismatch { .. } => "key_mismatch",
             CertError::TooMany { .. } => "too_many",
@@ -348,10 +352,18 @@ fn verify_signed_by_ca(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| refuse(format!("unusable CA: {e}")))?;
-    verifier
-        .verify_client_cert(cert, &[], UnixTime::now())
-        .map_err(|e| refuse(e.to_string()))?;
-    Ok(())
+    match verifier.verify_client_cert(cert, &[], UnixTime::now()) {
+        Ok(_) => Ok(()),
+        Err(
+            e @ rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. },
+            ),
+        ) => Err(CertError::Expired {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+        Err(e) => Err(refuse(e.to_string())),
+    }
 }
 
 /// This cluster's identity: its id, its signing key, the keys of every ClusterSet
@@ -363,6 +375,9 @@ pub struct ClusterIdentity {
     pub signing_key: ClusterKey,
     /// Every ClusterSet member's certified public key, this cluster's included.
     pub trust: KeyRing,
+    /// ClusterSet members whose certificate has expired: left out of `trust` (their
+    /// records are not accepted and their handshakes are refused) until renewed.
+    pub expired_peers: Vec<ClusterId>,
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
     ca: CertificateDer<'static>,
@@ -394,7 +409,10 @@ impl ClusterIdentity {
 
     /// Loads and checks this cluster's identity: `cert` must be signed by the CA in
     /// `ca`, name exactly one cluster and match `key` (PKCS#8 ed25519). The trust ring
-    /// holds every `*.crt` in `clusterset_dir` but `ca.crt`, each checked the same way.
+    /// holds every `*.crt` in `clusterset_dir` but `ca.crt`, each checked the same way,
+    /// except that an expired peer certificate is left out with a warning (and listed
+    /// in `expired_peers`) instead of stopping this node: one cluster's lapsed
+    /// certificate must not keep every other node from starting.
     pub fn load(
         ca: &Path,
         cert: &Path,
@@ -422,7 +440,7 @@ impl ClusterIdentity {
                 path: key.to_owned(),
                 reason: format!("no PKCS#8 private key: {e}"),
             })?;
-        let mut trust = load_clusterset(&ca_der, clusterset_dir)?;
+        let (mut trust, expired_peers) = load_clusterset(&ca_der, clusterset_dir, &cluster)?;
         trust
             .insert(cluster.clone(), public)
             .map_err(|e| CertError::Identity {
@@ -433,6 +451,7 @@ impl ClusterIdentity {
             signing_key: ClusterKey::from_seed(cluster.clone(), signing.to_bytes()),
             cluster,
             trust,
+            expired_peers,
             cert: cert_der,
             key: key_der,
             ca: ca_der,
@@ -455,7 +474,13 @@ impl ClusterIdentity {
     }
 }
 
-fn load_clusterset(ca: &CertificateDer<'static>, dir: &Path) -> Result<KeyRing, CertError> {
+/// The trust ring from `dir`, and the peers (not `own`) left out because their
+/// certificate expired.
+fn load_clusterset(
+    ca: &CertificateDer<'static>,
+    dir: &Path,
+    own: &ClusterId,
+) -> Result<(KeyRing, Vec<ClusterId>), CertError> {
     let mut paths = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let path = entry.map_err(io_error(dir))?.path();
@@ -473,17 +498,26 @@ fn load_clusterset(ca: &CertificateDer<'static>, dir: &Path) -> Result<KeyRing, 
     }
     paths.sort();
     let mut ring = KeyRing::new();
+    let mut expired = Vec::new();
     for path in paths {
         let der = read_cert(&path)?;
-        verify_signed_by_ca(&der, ca, &path)?;
         let (cluster, public) = cluster_of_file(&der, &path)?;
+        match verify_signed_by_ca(&der, ca, &path) {
+            Ok(()) => {}
+            Err(e @ CertError::Expired { .. }) if cluster != *own => {
+                tracing::warn!(%cluster, error = %e, "peer certificate expired; not trusted until renewed");
+                expired.push(cluster);
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         ring.insert(cluster, public)
             .map_err(|e| CertError::Identity {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
     }
-    Ok(ring)
+    Ok((ring, expired))
 }
 
 #[cfg(test)]
@@ -599,6 +633,21 @@ mod tests {
             &set,
         )
         .unwrap_err();
-        assert_eq!(err.metric_label(), "not_trusted");
+        assert_eq!(err.metric_label(), "expired");
+
+        // A peer's expired certificate in the ClusterSet directory leaves that peer
+        // out of the ring, and this node still starts.
+        issue_with(
+            &ca,
+            &cluster("north"),
+            &set,
+            old,
+            old + Duration::from_secs(60),
+        )
+        .unwrap();
+        let identity = load("east.crt", "east.key", &set).unwrap();
+        assert_eq!(identity.expired_peers, vec![cluster("north")]);
+        assert!(identity.trust.contains(&cluster("west")));
+        assert!(!identity.trust.contains(&cluster("north")));
     }
 }
