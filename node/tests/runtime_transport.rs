@@ -124,6 +124,21 @@ async fn wait_stats(
     }
 }
 
+/// Sends `bytes` from one transport to another and checks they arrive whole, on the
+/// same channel, from the sender's member id.
+async fn exchange(
+    from: &Transport,
+    to: &Transport,
+    rx: &mut Receiver<Inbound>,
+    channel: Channel,
+    bytes: Vec<u8>,
+) {
+    from.send(to.local(), to.local_addr(), channel, bytes.clone());
+    let got = recv(rx).await;
+    let expected = (from.local().clone(), channel, bytes);
+    assert_eq!((got.from, got.channel, got.bytes), expected);
+}
+
 fn reject(stats: &TransportStats, reason: &str) -> u64 {
     stats.rejects.get(reason).copied().unwrap_or(0)
 }
@@ -190,56 +205,40 @@ async fn datagrams_and_frames_flow_both_ways() {
     let (east, mut east_rx) = start(&pki, "east", 0, test_limits(), false).await;
     let (west, mut west_rx) = start(&pki, "west", 1, test_limits(), false).await;
 
-    east.send(
-        &member("west", 1),
-        west.local_addr(),
+    exchange(
+        &east,
+        &west,
+        &mut west_rx,
         Channel::Datagram,
         b"ping".to_vec(),
-    );
-    let got = recv(&mut west_rx).await;
-    assert_eq!(
-        (got.from, got.channel),
-        (member("east", 0), Channel::Datagram)
-    );
-    assert_eq!(got.bytes, b"ping");
+    )
+    .await;
 
-    east.send(
-        &member("west", 1),
-        west.local_addr(),
+    exchange(
+        &east,
+        &west,
+        &mut west_rx,
         Channel::Stream,
         vec![7; 100_000],
-    );
-    let got = recv(&mut west_rx).await;
-    assert_eq!(
-        (got.from, got.channel),
-        (member("east", 0), Channel::Stream)
-    );
-    assert_eq!(got.bytes, vec![7; 100_000]);
+    )
+    .await;
 
-    west.send(
-        &member("east", 0),
-        east.local_addr(),
+    exchange(
+        &west,
+        &east,
+        &mut east_rx,
         Channel::Datagram,
         b"pong".to_vec(),
-    );
-    let got = recv(&mut east_rx).await;
-    assert_eq!(
-        (got.from, got.channel),
-        (member("west", 1), Channel::Datagram)
-    );
-    assert_eq!(got.bytes, b"pong");
-    west.send(
-        &member("east", 0),
-        east.local_addr(),
+    )
+    .await;
+    exchange(
+        &west,
+        &east,
+        &mut east_rx,
         Channel::Stream,
         b"frame".to_vec(),
-    );
-    let got = recv(&mut east_rx).await;
-    assert_eq!(
-        (got.from, got.channel),
-        (member("west", 1), Channel::Stream)
-    );
-    assert_eq!(got.bytes, b"frame");
+    )
+    .await;
 
     // Too large for a QUIC datagram: carried on a stream, still delivered as a datagram.
     east.send(
