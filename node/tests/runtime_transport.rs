@@ -153,6 +153,7 @@ fn frame(kind: u8, claimed_cluster: &str, replica: u16, payload: &[u8]) -> Vec<u
 }
 const KIND_DATAGRAM: u8 = 0;
 const KIND_STREAM: u8 = 1;
+const KIND_HELLO: u8 = 3;
 
 /// A bare quinn client: trusts `ca`, presents `client` (certificate, key) if given.
 async fn raw_connect(
@@ -188,6 +189,26 @@ async fn raw_connect(
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let connecting = endpoint.connect_with(config, addr, server_name).unwrap();
     let conn = tokio::time::timeout(WAIT, connecting).await.unwrap();
+    (endpoint, conn)
+}
+
+/// A bare quinn client with `cluster`'s certificate, connected to east at `addr`, that
+/// has said its hello (as replica 0 of process instance 7).
+async fn raw_peer(
+    pki: &Pki,
+    cluster: &str,
+    addr: SocketAddr,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let (cert, key) = pki.cert(cluster);
+    let (endpoint, conn) = raw_connect(
+        &pki.ca_crt(),
+        Some((&cert, &key)),
+        addr,
+        "east.cluster.shoal",
+    )
+    .await;
+    let conn = conn.unwrap();
+    raw_stream(&conn, &frame(KIND_HELLO, cluster, 0, &7u64.to_le_bytes())).await;
     (endpoint, conn)
 }
 
@@ -249,17 +270,32 @@ async fn datagrams_and_frames_flow_both_ways() {
     );
     let got = recv(&mut west_rx).await;
     assert_eq!((got.channel, got.bytes.len()), (Channel::Datagram, 3_000));
+
+    // Once both hellos are in, datagrams go sealed, outside QUIC: west's answer did,
+    // and so does east's next one.
+    assert_eq!(west.stats().datagrams_sealed_sent, 1, "pong");
+    assert_eq!(east.stats().datagrams_sealed_received, 1, "pong");
+    exchange(
+        &east,
+        &west,
+        &mut west_rx,
+        Channel::Datagram,
+        b"sealed".to_vec(),
+    )
+    .await;
     let stats = east.stats();
+    assert_eq!(stats.datagrams_sealed_sent, 1);
     assert_eq!(stats.datagrams_on_stream, 1);
-    assert_eq!(stats.datagrams_sent, 2);
+    assert_eq!(stats.datagrams_sent, 3);
     assert_eq!(stats.frames_sent, 1);
     let peer = stats.peers[&member("west", 1)];
-    assert_eq!(peer.bytes_out, 4 + 100_000 + 3_000);
+    assert_eq!(peer.bytes_out, 4 + 100_000 + 3_000 + 6);
     assert!(peer.rtt.is_some());
     let stats = west.stats();
+    assert_eq!(stats.datagrams_sealed_received, 1);
     assert_eq!(
         stats.peers[&member("east", 0)].bytes_in,
-        4 + 100_000 + 3_000
+        4 + 100_000 + 3_000 + 6
     );
     // One connection per pair: west answered on the connection east dialed.
     assert_eq!(stats.connections_dialed, 0);
@@ -352,15 +388,7 @@ async fn handshakes_without_a_trusted_certificate_are_refused_and_counted() {
 async fn a_peer_claiming_another_cluster_is_dropped_and_disconnected() {
     let pki = Pki::new(&["east", "west", "south"]);
     let (east, mut east_rx) = start(&pki, "east", 0, test_limits(), false).await;
-    let (cert, key) = pki.cert("west");
-    let (_endpoint, conn) = raw_connect(
-        &pki.ca_crt(),
-        Some((&cert, &key)),
-        east.local_addr(),
-        "east.cluster.shoal",
-    )
-    .await;
-    let conn = conn.unwrap();
+    let (_endpoint, conn) = raw_peer(&pki, "west", east.local_addr()).await;
     raw_stream(&conn, &frame(KIND_STREAM, "south", 0, b"forged")).await;
     wait_stats(&east, "identity_mismatch", |s| {
         reject(s, "identity_mismatch") == 1
@@ -384,15 +412,7 @@ async fn malformed_input_is_counted_and_dropped_and_the_connection_keeps_working
         ..test_limits()
     };
     let (east, mut east_rx) = start(&pki, "east", 0, limits, false).await;
-    let (cert, key) = pki.cert("west");
-    let (_endpoint, conn) = raw_connect(
-        &pki.ca_crt(),
-        Some((&cert, &key)),
-        east.local_addr(),
-        "east.cluster.shoal",
-    )
-    .await;
-    let conn = conn.unwrap();
+    let (_endpoint, conn) = raw_peer(&pki, "west", east.local_addr()).await;
     let garbage: [&[u8]; 5] = [
         b"\x00",
         b"garbage that is not a header",
@@ -434,6 +454,37 @@ async fn malformed_input_is_counted_and_dropped_and_the_connection_keeps_working
 }
 
 #[tokio::test]
+async fn forged_sealed_datagrams_and_notices_are_counted_and_dropped() {
+    let pki = Pki::new(&["east"]);
+    let (east, mut east_rx) = start(&pki, "east", 0, test_limits(), false).await;
+    let raw = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = east.local_addr();
+    // QUIC's fixed bit clear: not QUIC, so never handed to quinn.
+    raw.send_to(&[0x00], to).await.unwrap();
+    raw.send_to(&[0x01; 10], to).await.unwrap();
+    // Well-formed, but under no key east holds: dropped, and east says so, once.
+    raw.send_to(&[0x01; 40], to).await.unwrap();
+    let mut notice = [0u8; 16];
+    let (len, from) = tokio::time::timeout(WAIT, raw.recv_from(&mut notice))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&notice[..len], from), (&[0x02, 0x01, 0x01][..], to));
+    raw.send_to(&[0x01; 40], to).await.unwrap();
+    // A notice naming no key east sealed with changes nothing.
+    raw.send_to(&[0x02, 0x01, 0x01], to).await.unwrap();
+    wait_stats(&east, "forged datagrams counted", |s| {
+        reject(s, "sealed_malformed") == 2
+            && reject(s, "sealed_unknown_key") == 2
+            && reject(s, "sealed_notice_ignored") == 1
+    })
+    .await;
+    assert!(east_rx.try_recv().is_err(), "nothing may be delivered");
+    assert_eq!(east.stats().datagrams_received, 0);
+    east.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_stream_flood_stays_within_the_stream_limit_and_the_inbound_queue() {
     const STREAMS: u64 = 3_000;
     const STREAMS_MAX: u32 = 8;
@@ -445,15 +496,7 @@ async fn a_stream_flood_stays_within_the_stream_limit_and_the_inbound_queue() {
         ..test_limits()
     };
     let (east, mut east_rx) = start(&pki, "east", 0, limits, false).await;
-    let (cert, key) = pki.cert("west");
-    let (_endpoint, conn) = raw_connect(
-        &pki.ca_crt(),
-        Some((&cert, &key)),
-        east.local_addr(),
-        "east.cluster.shoal",
-    )
-    .await;
-    let conn = conn.unwrap();
+    let (_endpoint, conn) = raw_peer(&pki, "west", east.local_addr()).await;
     let flood = async {
         for i in 0..STREAMS {
             raw_stream(&conn, &frame(KIND_STREAM, "west", 0, &i.to_le_bytes())).await;
@@ -659,9 +702,9 @@ fn west_config(pki: &Pki, listen: SocketAddr) -> TransportConfig {
     }
 }
 
-/// Starts west on a runtime of its own at `listen`, exchanges one datagram with
-/// `east` so that both hold a connection, then kills that runtime: the process dies
-/// without closing anything, as under kill -9.
+/// Starts west on a runtime of its own at `listen`, sends it datagrams from `east`
+/// until one goes sealed (both hold a connection and its key), then kills that
+/// runtime: the process dies without closing anything, as under kill -9.
 async fn start_and_kill(pki: &Pki, east: &Transport, listen: SocketAddr) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -673,13 +716,20 @@ async fn start_and_kill(pki: &Pki, east: &Transport, listen: SocketAddr) {
         .spawn(async move { Transport::bind(config).await.unwrap() })
         .await
         .unwrap();
-    east.send(
-        &member("west", 0),
-        west.local_addr(),
-        Channel::Datagram,
-        b"before".to_vec(),
-    );
-    assert_eq!(recv(&mut west_rx).await.bytes, b"before");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while east.stats().datagrams_sealed_sent == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing went sealed"
+        );
+        east.send(
+            &member("west", 0),
+            west.local_addr(),
+            Channel::Datagram,
+            b"before".to_vec(),
+        );
+        assert_eq!(recv(&mut west_rx).await.bytes, b"before");
+    }
     runtime.shutdown_background();
     drop(west);
 }
@@ -729,12 +779,21 @@ async fn a_restarted_peer_resets_the_old_connection_and_is_dialed_again() {
         probe.local_addr().unwrap()
     };
     start_and_kill(&pki, &east, listen).await;
-    // The new process never sends first: east learns of the restart only from the
-    // stateless reset the new process answers the old connection's packets with (its
-    // reset key is derived from the cluster's key, so it survives the restart).
+    // The new process never sends first. East seals with the old key; the new process
+    // cannot open that and says so (an unknown-key notice), so east drops the key and
+    // closes the old connection, and its next datagram dials the new process. (Had
+    // east sent into the old connection, the stateless reset the new process answers
+    // with would have closed it: its reset key is derived from the cluster's key.)
     let (west, mut west_rx) = restart_west(&pki, listen).await;
     east_reaches(&east, &west, &mut west_rx).await;
-    assert_eq!(east.stats().connections_dialed, 2);
+    let stats = east.stats();
+    assert_eq!(stats.connections_dialed, 2);
+    assert_eq!(
+        reject(&stats, "sealed_key_unknown_to_peer"),
+        1,
+        "{stats:#?}"
+    );
+    assert!(reject(&west.stats(), "sealed_unknown_key") >= 1);
     east.shutdown().await;
     west.shutdown().await;
 }
@@ -766,6 +825,13 @@ async fn a_restarted_peer_that_dials_first_replaces_the_old_connection() {
     let stats = east.stats();
     assert_eq!(stats.connections_dialed, 1, "{stats:#?}");
     assert_eq!(stats.connections_accepted, 1, "{stats:#?}");
+    // The new hello dropped the old process's key before east sealed anything.
+    assert_eq!(
+        reject(&stats, "sealed_key_unknown_to_peer"),
+        0,
+        "{stats:#?}"
+    );
+    assert_eq!(reject(&west.stats(), "sealed_unknown_key"), 0);
     east.shutdown().await;
     west.shutdown().await;
 }

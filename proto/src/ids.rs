@@ -179,12 +179,126 @@ impl fmt::Display for MemberId {
 
 /// A transport address carried in membership, opaque to the protocol core.
 /// IPv4 addresses are stored as IPv4-mapped IPv6.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Encode, Decode,
-)]
+///
+/// On the wire (bincode, both `Encode` and serde) it is one byte string: the IPv4
+/// address (4 bytes) or the IPv6 address (16), then the port (2, big endian), after a
+/// one-byte length: 7 bytes for IPv4. Every SWIM packet names two members, so this
+/// matters. Human-readable formats get `ip:port` text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NetAddr {
     pub ip: [u8; 16],
     pub port: u16,
+}
+
+/// The longest compact form: an IPv6 address and the port.
+const NET_ADDR_BYTES_MAX: usize = 18;
+
+impl NetAddr {
+    /// The compact wire form; its length is 6 or 18.
+    fn to_compact(self) -> ([u8; NET_ADDR_BYTES_MAX], usize) {
+        let mut out = [0u8; NET_ADDR_BYTES_MAX];
+        let v6 = std::net::Ipv6Addr::from(self.ip);
+        let ip_len = match v6.to_ipv4_mapped() {
+            Some(v4) => {
+                out[..4].copy_from_slice(&v4.octets());
+                4
+            }
+            None => {
+                out[..16].copy_from_slice(&self.ip);
+                16
+            }
+        };
+        out[ip_len..ip_len + 2].copy_from_slice(&self.port.to_be_bytes());
+        (out, ip_len + 2)
+    }
+
+    fn from_compact(bytes: &[u8]) -> Option<Self> {
+        let (ip, port) = bytes.split_last_chunk::<2>()?;
+        let ip = match ip.len() {
+            4 => std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])
+                .to_ipv6_mapped()
+                .octets(),
+            16 => ip.try_into().ok()?,
+            _ => return None,
+        };
+        Some(NetAddr {
+            ip,
+            port: u16::from_be_bytes(*port),
+        })
+    }
+}
+
+impl Serialize for NetAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return s.collect_str(self);
+        }
+        let (bytes, len) = self.to_compact();
+        s.serialize_bytes(&bytes[..len])
+    }
+}
+
+impl<'de> Deserialize<'de> for NetAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NetAddr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address: 6 or 18 bytes, or ip:port text")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<NetAddr, E> {
+                NetAddr::from_compact(v).ok_or_else(|| E::invalid_length(v.len(), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NetAddr, E> {
+                v.parse::<std::net::SocketAddr>()
+                    .map(NetAddr::from)
+                    .map_err(E::custom)
+            }
+        }
+        if d.is_human_readable() {
+            d.deserialize_str(Visitor)
+        } else {
+            d.deserialize_bytes(Visitor)
+        }
+    }
+}
+
+impl Encode for NetAddr {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        let (bytes, len) = self.to_compact();
+        Encode::encode(&bytes[..len], encoder)
+    }
+}
+
+impl<Context> Decode<Context> for NetAddr {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let len = usize::try_from(u64::decode(decoder)?)
+            .map_err(|_| bincode::error::DecodeError::Other("address length overflows"))?;
+        if len > NET_ADDR_BYTES_MAX {
+            return Err(bincode::error::DecodeError::Other(
+                "address longer than 18 bytes",
+            ));
+        }
+        decoder.claim_bytes_read(len)?;
+        let mut bytes = [0u8; NET_ADDR_BYTES_MAX];
+        bincode::de::read::Reader::read(decoder.reader(), &mut bytes[..len])?;
+        NetAddr::from_compact(&bytes[..len]).ok_or(bincode::error::DecodeError::Other(
+            "an address is 6 or 18 bytes",
+        ))
+    }
+}
+
+impl<'de, Context> bincode::BorrowDecode<'de, Context> for NetAddr {
+    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Decode::decode(decoder)
+    }
 }
 
 impl From<std::net::SocketAddr> for NetAddr {
@@ -264,9 +378,32 @@ mod tests {
 
     #[test]
     fn net_addr_round_trips_v4_and_v6() {
-        for text in ["127.0.0.1:7946", "[::1]:443"] {
+        for (text, wire_len) in [("127.0.0.1:7946", 7), ("[::1]:443", 19)] {
             let addr: std::net::SocketAddr = text.parse().unwrap();
-            assert_eq!(std::net::SocketAddr::from(NetAddr::from(addr)), addr);
+            let net = NetAddr::from(addr);
+            assert_eq!(std::net::SocketAddr::from(net), addr);
+            let encoded = bincode::encode_to_vec(net, bincode::config::standard()).unwrap();
+            assert_eq!(encoded.len(), wire_len, "{text}");
+            let serde = bincode::serde::encode_to_vec(net, bincode::config::standard()).unwrap();
+            assert_eq!(serde, encoded, "serde and Encode agree");
+            let (back, _): (NetAddr, _) =
+                bincode::decode_from_slice(&encoded, bincode::config::standard()).unwrap();
+            assert_eq!(back, net);
+            let (back, _): (NetAddr, _) =
+                bincode::serde::decode_from_slice(&encoded, bincode::config::standard()).unwrap();
+            assert_eq!(back, net);
+        }
+    }
+
+    #[test]
+    fn net_addr_refuses_other_lengths() {
+        for bad in [&[0u8][..], &[3, 1, 2, 3], &[20; 21]] {
+            let decoded =
+                bincode::decode_from_slice::<NetAddr, _>(bad, bincode::config::standard());
+            assert!(decoded.is_err(), "{bad:?}");
+            let decoded =
+                bincode::serde::decode_from_slice::<NetAddr, _>(bad, bincode::config::standard());
+            assert!(decoded.is_err(), "{bad:?}");
         }
     }
 }

@@ -215,7 +215,9 @@ impl Config {
         Self {
             swim: SwimTiming::lan(),
             withdraw_grace_ms: 500,
-            anti_entropy_period_ms: 2_000,
+            // Pushes carry changes, and a join or heal pushes and repairs at once; the
+            // periodic round only backs them up, and costs a frame and its ACK.
+            anti_entropy_period_ms: 5_000,
             lease: LeaseConfig::lan(Vec::new()),
             ..Self::wan(member, addr, members_expected)
         }

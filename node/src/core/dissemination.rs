@@ -25,6 +25,26 @@ impl Node {
         self.relay_to_siblings(records);
     }
 
+    /// Pushes this cluster's own records to `member`, of a cluster that just came up (a
+    /// join, or a heal): it has them one hop later instead of at its next anti-entropy
+    /// round, and relays them to its siblings. Only the lowest live replica of this
+    /// cluster pushes, so the newcomer gets one copy.
+    pub(super) fn push_own_records_to(&mut self, member: &MemberId) {
+        let local = &self.config.member;
+        if self.members.siblings(local).iter().any(|s| s < local) {
+            return;
+        }
+        let Some(own) = self.view.origin(&local.cluster) else {
+            return;
+        };
+        let records: Vec<_> = own.services.values().cloned().collect();
+        if records.is_empty() {
+            return;
+        }
+        self.stats.pushes_sent += 1;
+        self.send_records(member, &records, true);
+    }
+
     /// Forwards records new to this node to the other replicas of its cluster.
     pub(super) fn relay_to_siblings(&mut self, records: &[Arc<SignedRecord>]) {
         for sibling in self.members.siblings(&self.config.member) {

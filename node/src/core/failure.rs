@@ -157,7 +157,12 @@ impl Node {
                     }
                     self.mark_origin_dirty(&cluster);
                     self.commands
-                        .push(Command::Notify(Event::ClusterRestored(cluster)));
+                        .push(Command::Notify(Event::ClusterRestored(cluster.clone())));
+                }
+                if let Some(member) = via
+                    && cluster != self.config.member.cluster
+                {
+                    self.push_own_records_to(member);
                 }
                 // A join or a heal: repair what was missed at once. When many clusters
                 // come back together (a healed partition, a cold start), one round with

@@ -151,7 +151,7 @@ pub struct MetricsSnapshot {
     pub clusters_down: u64,
     pub records: u64,
     pub imports: u64,
-    /// The core's `Stats` counters by name.
+    /// The core's `Stats` counters by name, and the transport's totals (`transport_*`).
     pub core_counters: BTreeMap<String, u64>,
     /// Per remote cluster: RTT (seconds), bytes in and out.
     pub peers: Vec<PeerMetrics>,

@@ -613,7 +613,10 @@ impl Driver {
             clusters_down: u64::from(down),
             records: self.node.records().count() as u64,
             imports: self.node.imports().len() as u64,
-            core_counters: core_counters(core),
+            core_counters: core_counters(core)
+                .into_iter()
+                .chain(transport_counters(&transport))
+                .collect(),
             peers: transport
                 .peers
                 .iter()
@@ -637,6 +640,24 @@ impl Driver {
 }
 
 /// The core's counters by field name.
+/// The transport's totals, named `transport_*` beside the core's counters.
+fn transport_counters(t: &crate::runtime::transport::TransportStats) -> Vec<(String, u64)> {
+    [
+        ("datagrams_sent", t.datagrams_sent),
+        ("datagrams_received", t.datagrams_received),
+        ("datagrams_sealed_sent", t.datagrams_sealed_sent),
+        ("datagrams_sealed_received", t.datagrams_sealed_received),
+        ("datagrams_on_stream", t.datagrams_on_stream),
+        ("frames_sent", t.frames_sent),
+        ("frames_received", t.frames_received),
+        ("connections_dialed", t.connections_dialed),
+        ("connections_accepted", t.connections_accepted),
+    ]
+    .into_iter()
+    .map(|(name, n)| (format!("transport_{name}"), n))
+    .collect()
+}
+
 fn core_counters(stats: &crate::core::Stats) -> BTreeMap<String, u64> {
     match serde_json::to_value(stats) {
         Ok(serde_json::Value::Object(fields)) => fields

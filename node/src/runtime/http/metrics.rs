@@ -182,7 +182,7 @@ impl Exposition {
     fn write_core_counters(&mut self, s: &MetricsSnapshot) {
         for (raw, n) in &s.core_counters {
             let name = format!("shoal_{}_total", sanitize_name(raw));
-            let help = format!("Core counter {raw}, since the node started.");
+            let help = format!("Counter {raw}, since the node started.");
             self.single(&name, Kind::Counter, &help, Value::Int(*n));
         }
     }

@@ -1,20 +1,30 @@
-//! Accepting connections and reading what peers send: datagrams, and one frame per uni
-//! stream. Every frame's claimed sender is checked against the certificate.
+//! Accepting connections and reading what peers send: the hello, then datagrams and
+//! one frame per uni stream; and sealed datagrams from the socket. Every frame's claimed
+//! sender is checked against the certificate.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use quinn::{ReadToEndError, VarInt};
-use shoal_proto::MemberId;
+use shoal_proto::{Channel, ClusterId, MemberId};
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::header::{self, FrameKind, HEADER_BYTES_MAX};
+use super::sealed::{self, NOTICE_INTERVAL, OpenError, SealedKey, SealedKeys};
+use super::socket::Taken;
 use super::{
-    CLOSE_IDENTITY_MISMATCH, ConnectionSlot, Inbound, PeerConn, Shared, TransportError, lock, tls,
+    CLOSE_IDENTITY_MISMATCH, CLOSE_SHUTDOWN, ConnectionSlot, Inbound, PeerConn, Shared,
+    TransportError, lock, tls,
 };
+
+/// Bytes of a hello frame's payload: the process instance.
+const HELLO_PAYLOAD_BYTES: usize = 8;
 
 /// Accepts connections until the endpoint closes; each gets a slot or is refused.
 pub(super) async fn accept_loop(shared: Arc<Shared>) {
@@ -47,15 +57,41 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming, slot: Connec
         return;
     };
     shared.counters.connected(false);
-    let peer = PeerConn::new(conn, cluster, false);
+    let peer = establish(&shared, conn, cluster, addr, false).await;
     shared.note_accepted(addr, &peer);
     debug!(peer = %addr, cluster = %peer.cluster, "connection accepted");
     serve(shared, peer, addr, slot).await;
 }
 
+/// A connection with a peer whose certificate names `cluster` is up: stores the
+/// sealed-datagram key exported from it, then says hello. Both happen before anything
+/// else is sent on it, so that the hello is the first stream the peer reads, and the
+/// peer may seal with the key as soon as it has read the hello.
+pub(super) async fn establish(
+    shared: &Shared,
+    conn: quinn::Connection,
+    cluster: ClusterId,
+    addr: SocketAddr,
+    dialed: bool,
+) -> PeerConn {
+    let not_after = tls::peer_not_after(&conn);
+    let key = SealedKey::export(&conn, dialed, cluster.clone(), not_after);
+    let sealed_id = key.map(|key| {
+        let id = key.id();
+        lock(&shared.sealed).insert(addr, key, shared.limits.connections_max);
+        id
+    });
+    if sealed_id.is_none() {
+        shared.counters.reject("sealed_export_failed");
+    }
+    let peer = PeerConn::new(conn, cluster, dialed, sealed_id);
+    send_hello(shared, &peer.conn).await;
+    peer
+}
+
 /// Says hello on `conn`: this process's instance, so that the peer can tell a restart.
-/// A hello that cannot be sent is counted; the connection still serves.
-pub(super) async fn send_hello(shared: &Shared, conn: &quinn::Connection) {
+/// A hello that cannot be sent is counted; the peer then closes the connection.
+async fn send_hello(shared: &Shared, conn: &quinn::Connection) {
     let frame = header::encode(
         FrameKind::Hello,
         &shared.local,
@@ -66,7 +102,7 @@ pub(super) async fn send_hello(shared: &Shared, conn: &quinn::Connection) {
         stream.write_all(&frame).await.ok()?;
         stream.finish().ok()
     };
-    if tokio::time::timeout(shared.idle_timeout(), send)
+    if tokio::time::timeout(shared.frame_timeout(), send)
         .await
         .ok()
         .flatten()
@@ -97,15 +133,21 @@ async fn handshake(
     }
 }
 
-/// Says hello, then reads datagrams and uni streams until the connection ends, holding
-/// its slot. Streams are read concurrently; QUIC's stream limit bounds how many.
+/// Reads the peer's hello, then datagrams and uni streams until the connection ends,
+/// holding its slot. Streams are read concurrently; QUIC's stream limit bounds how many.
 pub(super) async fn serve(
     shared: Arc<Shared>,
     peer: PeerConn,
     addr: SocketAddr,
     _slot: ConnectionSlot,
 ) {
-    send_hello(&shared, &peer.conn).await;
+    if let Err(reason) = read_hello(&shared, &peer, addr).await {
+        shared.counters.reject(reason);
+        debug!(cluster = %peer.cluster, peer = %addr, reason, "no valid hello; closing");
+        peer.conn
+            .close(VarInt::from_u32(CLOSE_IDENTITY_MISMATCH), reason.as_bytes());
+        return;
+    }
     let shared = &shared;
     let (conn, cluster) = (&peer.conn, &peer.cluster);
     let open = Arc::new(AtomicU64::new(0));
@@ -114,7 +156,7 @@ pub(super) async fn serve(
         tokio::select! {
             datagram = conn.read_datagram() => match datagram {
                 Ok(bytes) => {
-                    if !receive(shared, &peer, addr, &bytes, false) {
+                    if !receive(shared, &peer, &bytes, false) {
                         break;
                     }
                 }
@@ -130,7 +172,6 @@ pub(super) async fn serve(
                     let reader = StreamReader {
                         shared: shared.clone(),
                         peer: peer.clone(),
-                        addr,
                         open: open.clone(),
                     };
                     streams.spawn(reader.read(recv));
@@ -145,25 +186,62 @@ pub(super) async fn serve(
     }
 }
 
+/// Reads the first uni stream, which must be the peer's hello: its process instance
+/// tells a restart, and its replica is the one the connection's sealed key may seal for.
+/// Nothing else on the connection is read before it.
+async fn read_hello(
+    shared: &Shared,
+    peer: &PeerConn,
+    addr: SocketAddr,
+) -> Result<(), &'static str> {
+    let read = async {
+        let mut recv = peer.conn.accept_uni().await.ok()?;
+        recv.read_to_end(HEADER_BYTES_MAX + HELLO_PAYLOAD_BYTES)
+            .await
+            .ok()
+    };
+    let frame = tokio::time::timeout(shared.handshake_timeout(), read)
+        .await
+        .ok()
+        .flatten()
+        .ok_or("hello_missing")?;
+    let Ok((FrameKind::Hello, claimed, payload)) = header::decode(&frame) else {
+        return Err("bad_hello");
+    };
+    if claimed.cluster != peer.cluster {
+        warn!(cluster = %peer.cluster, claimed = %claimed, "peer claims another cluster; closing");
+        return Err("identity_mismatch");
+    }
+    let instance = <[u8; HELLO_PAYLOAD_BYTES]>::try_from(payload)
+        .map(u64::from_le_bytes)
+        .ok()
+        .filter(|i| *i != 0)
+        .ok_or("bad_hello")?;
+    shared.note_instance(addr, peer, instance);
+    if let Some(id) = peer.sealed_id {
+        lock(&shared.sealed).hello(addr, id, claimed.replica, instance);
+    }
+    Ok(())
+}
+
 /// Reads one frame from one uni stream.
 struct StreamReader {
     shared: Arc<Shared>,
     peer: PeerConn,
-    addr: SocketAddr,
     open: Arc<AtomicU64>,
 }
 
 impl StreamReader {
     async fn read(self, mut recv: quinn::RecvStream) {
         let limit = HEADER_BYTES_MAX + self.shared.limits.frame_bytes_max;
-        let read = tokio::time::timeout(self.shared.idle_timeout(), recv.read_to_end(limit)).await;
+        let read = tokio::time::timeout(self.shared.frame_timeout(), recv.read_to_end(limit)).await;
         // Free the stream (and its credit) before the frame is handled.
         drop(recv);
         self.open.fetch_sub(1, Ordering::AcqRel);
         self.shared.counters.stream_closed();
         let reason = match read {
             Ok(Ok(frame)) => {
-                receive(&self.shared, &self.peer, self.addr, &frame, true);
+                receive(&self.shared, &self.peer, &frame, true);
                 return;
             }
             Ok(Err(ReadToEndError::TooLong)) => "frame_too_large",
@@ -177,13 +255,7 @@ impl StreamReader {
 
 /// Checks one frame and queues its payload for the driver. Returns false when the peer
 /// lied about its identity: the connection is then closed.
-fn receive(
-    shared: &Shared,
-    peer: &PeerConn,
-    addr: SocketAddr,
-    frame: &[u8],
-    on_stream: bool,
-) -> bool {
+fn receive(shared: &Shared, peer: &PeerConn, frame: &[u8], on_stream: bool) -> bool {
     let (conn, cluster) = (&peer.conn, &peer.cluster);
     let (kind, claimed, payload) = match header::decode(frame) {
         Ok(decoded) => decoded,
@@ -195,7 +267,11 @@ fn receive(
     };
     let kind_fits = match kind {
         FrameKind::Datagram => !on_stream,
-        FrameKind::Stream | FrameKind::DatagramOnStream | FrameKind::Hello => on_stream,
+        FrameKind::Stream | FrameKind::DatagramOnStream => on_stream,
+        FrameKind::Hello => {
+            shared.counters.reject("bad_hello");
+            return true;
+        }
     };
     if !kind_fits {
         shared.counters.reject("bad_header");
@@ -220,42 +296,123 @@ fn receive(
         shared.counters.reject("chaos");
         return true;
     }
-    if kind == FrameKind::Hello {
-        match <[u8; 8]>::try_from(payload) {
-            Ok(bytes) if u64::from_le_bytes(bytes) != 0 => {
-                shared.note_instance(addr, peer, u64::from_le_bytes(bytes));
-            }
-            _ => shared.counters.reject("bad_hello"),
-        }
-        return true;
-    }
     let from = MemberId {
         cluster: cluster.clone(),
         replica: claimed.replica,
     };
-    deliver(shared, conn, from, kind, payload);
+    let datagram = kind == FrameKind::Datagram;
+    deliver(
+        shared,
+        from,
+        kind.channel(),
+        datagram,
+        payload.to_vec(),
+        Some(conn.rtt()),
+    );
     true
 }
 
+/// Queues one message for the driver. `datagram`: it came as a datagram (QUIC or
+/// sealed), for the counters.
 fn deliver(
     shared: &Shared,
-    conn: &quinn::Connection,
     from: MemberId,
-    kind: FrameKind,
-    payload: &[u8],
+    channel: Channel,
+    datagram: bool,
+    bytes: Vec<u8>,
+    rtt: Option<Duration>,
 ) {
-    let datagram = kind == FrameKind::Datagram;
+    let len = bytes.len();
     let message = Inbound {
         from: from.clone(),
-        channel: kind.channel(),
-        bytes: payload.to_vec(),
+        channel,
+        bytes,
         received: tokio::time::Instant::now().into_std(),
     };
     match shared.inbound.try_send(message) {
-        Ok(()) => shared
-            .counters
-            .received(&from, datagram, payload.len(), conn.rtt()),
+        Ok(()) => shared.counters.received(&from, datagram, len, rtt),
         Err(TrySendError::Full(_)) => shared.counters.reject("inbound_queue_full"),
         Err(TrySendError::Closed(_)) => shared.counters.reject("inbound_closed"),
+    }
+}
+
+/// Opens the sealed datagrams (and acts on the unknown-key notices) the socket took
+/// out of the QUIC stream, until the transport stops.
+pub(super) async fn read_sealed(shared: Arc<Shared>, mut taken: mpsc::Receiver<Taken>) {
+    // When a notice was last sent to each address; bounded like the connections.
+    let mut notified: HashMap<SocketAddr, Instant> = HashMap::new();
+    while let Some((addr, packet)) = taken.recv().await {
+        if packet.first() == Some(&sealed::NOTICE_MARKER) {
+            match lock(&shared.sealed).notice(addr, &packet) {
+                Some(conn) => {
+                    shared.counters.reject("sealed_key_unknown_to_peer");
+                    debug!(peer = %addr, "peer cannot open our sealed datagrams; shaking hands again");
+                    if let Some(conn) = conn {
+                        conn.close(
+                            VarInt::from_u32(CLOSE_SHUTDOWN),
+                            b"sealed key unknown to peer",
+                        );
+                    }
+                }
+                None => shared.counters.reject("sealed_notice_ignored"),
+            }
+            continue;
+        }
+        let opened = lock(&shared.sealed).open(addr, &packet);
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                shared.counters.reject(e.metric_label());
+                if e == OpenError::UnknownKey {
+                    send_notice(&shared, &mut notified, addr, &packet);
+                }
+                continue;
+            }
+        };
+        if let Some(chaos) = &shared.chaos
+            && lock(chaos).drops_inbound(&opened.from.cluster)
+        {
+            shared.counters.reject("chaos");
+            continue;
+        }
+        shared.counters.sealed(false);
+        deliver(
+            &shared,
+            opened.from,
+            Channel::Datagram,
+            true,
+            opened.payload,
+            opened.rtt,
+        );
+    }
+}
+
+/// Tells the sender of a sealed datagram no key here opens that its key is unknown,
+/// at most once per address per [`NOTICE_INTERVAL`].
+fn send_notice(
+    shared: &Shared,
+    notified: &mut HashMap<SocketAddr, Instant>,
+    addr: SocketAddr,
+    packet: &[u8],
+) {
+    let Some(notice) = SealedKeys::notice_for(packet) else {
+        return;
+    };
+    let now = Instant::now();
+    if notified
+        .get(&addr)
+        .is_some_and(|at| now < *at + NOTICE_INTERVAL)
+    {
+        return;
+    }
+    if notified.len() >= shared.limits.connections_max {
+        notified.retain(|_, at| now < *at + NOTICE_INTERVAL);
+        if notified.len() >= shared.limits.connections_max {
+            return;
+        }
+    }
+    notified.insert(addr, now);
+    if shared.socket.send_raw(addr, &notice).is_err() {
+        shared.counters.reject("sealed_send_failed");
     }
 }

@@ -101,12 +101,7 @@ pub(crate) fn decode(frame: &[u8]) -> Result<(FrameKind, MemberId, &[u8]), Heade
 mod tests {
     use super::*;
 
-    fn member(cluster: &str, replica: u16) -> MemberId {
-        MemberId {
-            cluster: ClusterId::new(cluster).unwrap(),
-            replica: ReplicaId(replica),
-        }
-    }
+    use super::super::test_member as member;
 
     #[test]
     fn round_trips() {

@@ -4,20 +4,25 @@
 //! - `header`: the claimed-sender header in front of every datagram and frame.
 //! - `connection`: accepting connections and reading what peers send.
 //! - `outbound`: one task per remote address: dial on demand, queue, send.
+//! - `sealed`: SWIM datagrams outside QUIC, under keys exported from each connection.
+//! - `socket`: the one UDP socket, split between quinn and sealed datagrams.
 //! - `chaos`: fault injection (cuts and loss), when the config enables it.
 //! - `stats`: counters, per-peer bytes and RTT, rejects by reason.
 //!
-//! SWIM travels as QUIC datagrams ([`Channel::Datagram`]); everything else as one frame
-//! per uni stream ([`Channel::Stream`]). A peer's cluster is the one its certificate
-//! names; the replica is the one its header claims.
+//! Everything but SWIM travels as one frame per uni stream ([`Channel::Stream`]). SWIM
+//! ([`Channel::Datagram`]) travels sealed (see `sealed`): plain UDP on the same socket,
+//! encrypted and authenticated with a key both ends export from their mutual-TLS QUIC
+//! connection, so that a probe costs two packets, not three (a QUIC DATAGRAM is
+//! ack-eliciting). Until a key is ready, and for datagrams too large to seal, SWIM goes
+//! as a QUIC datagram. A peer's cluster is the one its certificate names; the replica
+//! is the one its header (or sealed packet) claims.
 //!
 //! **One connection per pair.** Whichever side dials first, both send on that
-//! connection: a SWIM probe and its answer then cost three packets (ping, ack, and
-//! the ping's sender's QUIC ACK) instead of four. If both dial at once, the connection
-//! dialed by the lower member id wins and the other one idles out. Each side opens a
-//! connection with a hello naming its process instance (random at start): a new
-//! instance at an address means that peer restarted, and connections to the old one
-//! are dropped at once instead of at the idle timeout.
+//! connection. If both dial at once, the connection dialed by the lower member id wins
+//! and the other one idles out. Each side opens a connection with a hello naming its
+//! process instance (random at start), and reads nothing else on it before the peer's
+//! hello: a new instance at an address means that peer restarted, and connections and
+//! sealed keys of the old one are dropped at once instead of at the idle timeout.
 //!
 //! **Architecture invariant:** nothing a peer sends can panic the node or grow memory
 //! without bound: every malformed or excess input is counted by reason and dropped.
@@ -26,6 +31,8 @@ mod chaos;
 mod connection;
 mod header;
 mod outbound;
+mod sealed;
+mod socket;
 mod stats;
 mod tls;
 
@@ -49,10 +56,17 @@ pub use tls::{ALPN, DATAGRAM_BUFFER_BYTES, INITIAL_MTU};
 
 use chaos::Chaos;
 use outbound::Outgoing;
+use sealed::SealedKeys;
+use socket::DemuxSocket;
 use stats::Counters;
 
 /// How long `shutdown` waits for peers to acknowledge the close.
 pub const SHUTDOWN_DRAIN_MS: u64 = 1_000;
+/// The longest reading or sending one frame may take (less if the idle timeout is).
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest sealed datagram: QUIC's initial packet size less IPv6 and UDP headers,
+/// so that it crosses any path QUIC's first packets cross. Larger ones go through QUIC.
+pub const SEALED_PACKET_BYTES_MAX: usize = INITIAL_MTU as usize - 48;
 /// QUIC application close code: this node is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 0;
 /// QUIC application close code: the peer claimed another cluster than its certificate's.
@@ -68,11 +82,17 @@ pub struct TransportLimits {
     /// Largest payload of a stream frame, header excluded.
     pub frame_bytes_max: usize,
     /// A connection with no traffic for this long is closed (and dialed again when
-    /// next needed); also bounds reading or sending one frame.
+    /// next needed); also bounds reading or sending one frame, with [`FRAME_TIMEOUT`].
+    /// Long by default: SWIM runs sealed, outside the connection, so only streams keep
+    /// it open, and a handshake costs far more than an idle connection (which costs
+    /// nothing on the wire). A restarted peer's connection is dropped at once anyway
+    /// (hello, stateless reset), and a dead peer's holds only its slot until then.
     pub idle_timeout_ms: u64,
     /// Keep-alive pings on an otherwise idle connection; 0 (the default) sends none.
-    /// SWIM's probes keep the connections in use open; set this below a NAT's UDP
-    /// timeout when peers reach each other through one.
+    /// Sealed SWIM datagrams share the connection's socket and ports, so they keep a
+    /// NAT's mapping alive, but they do not keep the QUIC connection open: without
+    /// stream traffic it closes after `idle_timeout_ms` (its sealed key lives on) and
+    /// is dialed again when a frame needs it.
     pub keepalive_ms: u64,
     /// Messages received and not yet taken by the driver.
     pub inbound_queue_max: usize,
@@ -90,7 +110,7 @@ impl Default for TransportLimits {
             stream_receive_window_bytes: 2 * FRAME_BYTES_MAX as u32,
             connection_receive_window_bytes: 8 * FRAME_BYTES_MAX as u32,
             frame_bytes_max: FRAME_BYTES_MAX,
-            idle_timeout_ms: 60_000,
+            idle_timeout_ms: 600_000,
             keepalive_ms: 0,
             inbound_queue_max: 4_096,
             outbound_queue_max: 4_096,
@@ -224,6 +244,10 @@ pub struct Transport {
 /// State shared by the handle and the tasks.
 struct Shared {
     endpoint: quinn::Endpoint,
+    /// The endpoint's socket, also carrying sealed datagrams.
+    socket: Arc<DemuxSocket>,
+    /// Sealed-datagram keys, by remote address.
+    sealed: Mutex<SealedKeys>,
     local: MemberId,
     local_addr: SocketAddr,
     limits: TransportLimits,
@@ -266,15 +290,23 @@ struct PeerConn {
     instance: Arc<AtomicU64>,
     /// Whether this node dialed it.
     dialed: bool,
+    /// The id of the sealed-datagram key exported from it, if it was stored.
+    sealed_id: Option<u16>,
 }
 
 impl PeerConn {
-    fn new(conn: quinn::Connection, cluster: ClusterId, dialed: bool) -> Self {
+    fn new(
+        conn: quinn::Connection,
+        cluster: ClusterId,
+        dialed: bool,
+        sealed_id: Option<u16>,
+    ) -> Self {
         PeerConn {
             conn,
             cluster,
             instance: Arc::new(AtomicU64::new(0)),
             dialed,
+            sealed_id,
         }
     }
 
@@ -335,6 +367,11 @@ impl Shared {
 
     fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.idle_timeout_ms)
+    }
+
+    /// How long reading or sending one frame may take.
+    fn frame_timeout(&self) -> Duration {
+        self.idle_timeout().min(FRAME_TIMEOUT)
     }
 
     /// A connection from `addr` was accepted and authenticated: it becomes the one
@@ -421,8 +458,16 @@ impl Transport {
         let runtime = quinn::default_runtime().ok_or_else(|| {
             bind_error(std::io::Error::other("no async runtime for the endpoint"))
         })?;
-        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
-            .map_err(bind_error)?;
+        let socket = runtime.wrap_udp_socket(socket).map_err(bind_error)?;
+        let (socket, taken) = DemuxSocket::new(socket, config.limits.inbound_queue_max);
+        let socket = Arc::new(socket);
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server),
+            socket.clone(),
+            runtime,
+        )
+        .map_err(bind_error)?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| TransportError::Bind {
@@ -435,6 +480,8 @@ impl Transport {
             .then(|| Mutex::new(Chaos::new(chaos_seed(&config.local, local_addr))));
         let shared = Arc::new(Shared {
             endpoint,
+            socket,
+            sealed: Mutex::new(SealedKeys::default()),
             local: config.local,
             local_addr,
             limits: config.limits,
@@ -452,6 +499,7 @@ impl Transport {
             closing: AtomicBool::new(false),
         });
         shared.spawn(connection::accept_loop(shared.clone()));
+        shared.spawn(connection::read_sealed(shared.clone(), taken));
         tracing::info!(member = %shared.local, listen = %local_addr, "transport listening");
         Ok((Transport { shared }, receiver))
     }
@@ -485,6 +533,9 @@ impl Transport {
             shared.counters.reject("chaos");
             return;
         }
+        if channel == Channel::Datagram && self.send_sealed(to, addr, &bytes) {
+            return;
+        }
         let message = Outgoing {
             to: to.clone(),
             channel,
@@ -493,10 +544,38 @@ impl Transport {
         outbound::enqueue(shared, addr, message);
     }
 
+    /// Sends a datagram sealed, outside QUIC, if a key with `to` at `addr` allows.
+    /// Returns false if none does: the datagram then goes through QUIC.
+    fn send_sealed(&self, to: &MemberId, addr: SocketAddr, bytes: &[u8]) -> bool {
+        let shared = &self.shared;
+        if bytes.len() + sealed::OVERHEAD_BYTES > SEALED_PACKET_BYTES_MAX {
+            return false;
+        }
+        let Some((packet, rtt)) = lock(&shared.sealed).seal(addr, &shared.local, to, bytes) else {
+            return false;
+        };
+        match shared.socket.send_raw(addr, &packet) {
+            Ok(()) => {
+                shared.counters.sent(to, true, bytes.len(), rtt);
+                shared.counters.sealed(true);
+            }
+            Err(e) => {
+                shared.counters.reject("sealed_send_failed");
+                tracing::debug!(peer = %to, addr = %addr, error = %e, "sealed datagram not sent");
+            }
+        }
+        true
+    }
+
     /// The counters now.
     pub fn stats(&self) -> TransportStats {
         let open = self.shared.slots.load(Ordering::Acquire);
-        self.shared.counters.snapshot(open)
+        let mut stats = self.shared.counters.snapshot(open);
+        let dropped = self.shared.socket.dropped();
+        if dropped > 0 {
+            stats.rejects.insert("sealed_queue_full", dropped);
+        }
+        stats
     }
 
     /// Injects or shows faults. Refused with status 403 unless the config enables chaos.
@@ -546,10 +625,21 @@ fn endpoint_config(identity: &ClusterIdentity, local: &MemberId) -> quinn::Endpo
     cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
     let cid_key = u64::from_le_bytes(cid_key);
     let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // Sealed datagrams are told apart by QUIC's fixed bit: QUIC must never clear it.
+    config.grease_quic_bit(false);
     config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
     config
+}
+
+/// A member id for unit tests.
+#[cfg(test)]
+fn test_member(cluster: &str, replica: u16) -> MemberId {
+    MemberId {
+        cluster: ClusterId::new(cluster).unwrap(),
+        replica: shoal_proto::ReplicaId(replica),
+    }
 }
 
 /// A seed for loss decisions that differs between nodes and needs no clock.

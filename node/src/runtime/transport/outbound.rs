@@ -117,7 +117,7 @@ impl PeerLink {
                 &message.to,
                 message.channel == Channel::Datagram,
                 message.bytes.len(),
-                conn.rtt(),
+                Some(conn.rtt()),
             ),
             Err(reason) => {
                 self.shared.counters.reject(reason);
@@ -159,7 +159,7 @@ impl PeerLink {
             stream.write_all(frame).await.map_err(|_| "send_failed")?;
             stream.finish().map_err(|_| "send_failed")
         };
-        match tokio::time::timeout(self.shared.idle_timeout(), send).await {
+        match tokio::time::timeout(self.shared.frame_timeout(), send).await {
             Ok(result) => result,
             Err(_) => Err("send_timeout"),
         }
@@ -271,7 +271,7 @@ impl PeerLink {
         }
         self.shared.counters.connected(true);
         debug!(addr = %addr, cluster = %cluster, "connected");
-        let peer = PeerConn::new(conn, cluster.clone(), true);
+        let peer = connection::establish(&self.shared, conn, cluster.clone(), addr, true).await;
         self.shared.spawn(connection::serve(
             self.shared.clone(),
             peer.clone(),

@@ -16,7 +16,8 @@ pub struct PeerStats {
     pub bytes_in: u64,
     /// Payload bytes sent to this member.
     pub bytes_out: u64,
-    /// The latest RTT estimate of a connection with this member.
+    /// The latest RTT estimate of a connection with this member (kept when sealed
+    /// datagrams flow after that connection closed).
     pub rtt: Option<Duration>,
 }
 
@@ -41,6 +42,9 @@ pub struct TransportStats {
     pub streams_open_peak: u64,
     /// Datagrams sent on a stream because the path could not carry them.
     pub datagrams_on_stream: u64,
+    /// Of the datagrams sent and received, those sealed outside QUIC.
+    pub datagrams_sealed_sent: u64,
+    pub datagrams_sealed_received: u64,
     pub peers: BTreeMap<MemberId, PeerStats>,
     /// Dropped or refused input and output, by reason.
     pub rejects: BTreeMap<&'static str, u64>,
@@ -63,7 +67,7 @@ impl Counters {
         self.with(|s| *s.rejects.entry(reason).or_default() += 1);
     }
 
-    pub(crate) fn sent(&self, to: &MemberId, datagram: bool, bytes: usize, rtt: Duration) {
+    pub(crate) fn sent(&self, to: &MemberId, datagram: bool, bytes: usize, rtt: Option<Duration>) {
         self.with(|s| {
             if datagram {
                 s.datagrams_sent += 1;
@@ -73,12 +77,18 @@ impl Counters {
             s.bytes_sent += bytes as u64;
             if let Some(peer) = peer_entry(s, to) {
                 peer.bytes_out += bytes as u64;
-                peer.rtt = Some(rtt);
+                peer.rtt = rtt.or(peer.rtt);
             }
         });
     }
 
-    pub(crate) fn received(&self, from: &MemberId, datagram: bool, bytes: usize, rtt: Duration) {
+    pub(crate) fn received(
+        &self,
+        from: &MemberId,
+        datagram: bool,
+        bytes: usize,
+        rtt: Option<Duration>,
+    ) {
         self.with(|s| {
             if datagram {
                 s.datagrams_received += 1;
@@ -88,7 +98,7 @@ impl Counters {
             s.bytes_received += bytes as u64;
             if let Some(peer) = peer_entry(s, from) {
                 peer.bytes_in += bytes as u64;
-                peer.rtt = Some(rtt);
+                peer.rtt = rtt.or(peer.rtt);
             }
         });
     }
@@ -99,6 +109,16 @@ impl Counters {
                 s.connections_dialed += 1;
             } else {
                 s.connections_accepted += 1;
+            }
+        });
+    }
+
+    pub(crate) fn sealed(&self, sent: bool) {
+        self.with(|s| {
+            if sent {
+                s.datagrams_sealed_sent += 1;
+            } else {
+                s.datagrams_sealed_received += 1;
             }
         });
     }

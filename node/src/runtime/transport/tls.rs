@@ -110,7 +110,10 @@ fn transport_config(
         )
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
         .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES)
-        .initial_mtu(INITIAL_MTU);
+        .initial_mtu(INITIAL_MTU)
+        // Probing for a larger MTU costs a few full-size packets per connection and buys
+        // nothing here: SWIM fits the initial MTU, and frames are segmented anyway.
+        .mtu_discovery_config(None);
     Ok(Arc::new(config))
 }
 
@@ -121,6 +124,15 @@ pub(crate) fn peer_cluster(conn: &quinn::Connection) -> Option<ClusterId> {
     let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     let leaf = chain.first()?;
     cluster_of(leaf).ok().map(|(cluster, _)| cluster)
+}
+
+/// When the peer's verified certificate expires.
+pub(crate) fn peer_not_after(conn: &quinn::Connection) -> Option<std::time::SystemTime> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    let seconds = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
 }
 
 /// TLS alerts (RFC 8446) a refused handshake is classified by.
