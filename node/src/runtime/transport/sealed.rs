@@ -8,8 +8,9 @@
 //!
 //! Layout: `marker (1) | key id (2, LE) | counter (6, LE) | ciphertext | tag (16)`.
 //!
-//! - The marker has QUIC's fixed bit (0x40) clear. The endpoint is configured not to
-//!   grease that bit, so no QUIC packet ever has it clear: the socket demultiplexes on it.
+//! - The marker has QUIC's header form bit (0x80) and fixed bit (0x40) clear. The
+//!   endpoint is configured not to grease the fixed bit, so no QUIC short-header packet
+//!   has it clear, and long-header ones have 0x80 set: the socket demultiplexes on them.
 //! - ChaCha20-Poly1305 with the 9-byte prefix as associated data. The nonce is the
 //!   sender's role on the connection the key came from (dialer or acceptor) and the
 //!   counter: the two directions never share a nonce, and a packet reflected back at its

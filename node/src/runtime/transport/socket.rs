@@ -1,8 +1,10 @@
 //! The endpoint's UDP socket, shared by QUIC and sealed datagrams (see `sealed`).
 //!
-//! Every datagram with QUIC's fixed bit (0x40) clear is taken out before quinn sees it
-//! and queued, bounded, for the sealed-datagram reader; the rest go to quinn unchanged.
-//! The endpoint never greases the fixed bit, so a QUIC packet always has it set.
+//! Every short-header datagram (0x80 clear) with QUIC's fixed bit (0x40) clear is taken
+//! out before quinn sees it and queued, bounded, for the sealed-datagram reader; the
+//! rest go to quinn unchanged. The endpoint never greases the fixed bit, so a QUIC
+//! short-header packet always has it set; long-header packets (0x80 set) always go to
+//! quinn, since a version negotiation packet may have the fixed bit clear.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -15,7 +17,8 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::sync::mpsc;
 
-/// QUIC's fixed bit, set in every QUIC packet's first byte (RFC 9000 §17).
+/// QUIC's header form bit (set: long header) and fixed bit (RFC 9000 §17).
+const QUIC_LONG_HEADER_BIT: u8 = 0x80;
 const QUIC_FIXED_BIT: u8 = 0x40;
 
 /// A datagram that is not QUIC, and where it came from.
@@ -66,7 +69,7 @@ impl DemuxSocket {
         let (mut read, mut kept) = (0, 0);
         while read < meta.len {
             let end = (read + stride).min(meta.len);
-            let is_quic = buf[read] & QUIC_FIXED_BIT != 0;
+            let is_quic = buf[read] & (QUIC_LONG_HEADER_BIT | QUIC_FIXED_BIT) != 0;
             if is_quic {
                 buf.copy_within(read..end, kept);
                 kept += end - read;
@@ -161,11 +164,14 @@ mod tests {
     #[tokio::test]
     async fn coalesced_datagrams_are_split_and_quic_ones_packed_to_the_front() {
         let (socket, mut taken) = socket();
-        // Four 3-byte datagrams and a 2-byte tail: QUIC, sealed, QUIC, sealed, QUIC.
-        let mut buf = vec![0x40, 1, 1, 0x01, 2, 2, 0xc0, 3, 3, 0x01, 4, 4, 0x41, 5];
+        // Five 3-byte datagrams and a 2-byte tail: QUIC short, sealed, QUIC long, sealed,
+        // version negotiation (long, fixed bit clear), QUIC short.
+        let mut buf = vec![
+            0x40, 1, 1, 0x01, 2, 2, 0xc0, 3, 3, 0x01, 4, 4, 0x80, 6, 6, 0x41, 5,
+        ];
         let len = buf.len();
         let kept = socket.take_non_quic(&meta(len, 3), &mut buf);
-        assert_eq!(&buf[..kept], &[0x40, 1, 1, 0xc0, 3, 3, 0x41, 5]);
+        assert_eq!(&buf[..kept], &[0x40, 1, 1, 0xc0, 3, 3, 0x80, 6, 6, 0x41, 5]);
         assert_eq!(taken.try_recv().unwrap().1, vec![0x01, 2, 2]);
         assert_eq!(taken.try_recv().unwrap().1, vec![0x01, 4, 4]);
         assert!(taken.try_recv().is_err());
