@@ -654,6 +654,7 @@ fn random_shape(
             name: "grpc".into(),
             protocol: shoal_proto::PortProtocol::Tcp,
             port: [9000, 9090][rng.random_range(0..2)],
+            target_port: 9090,
             app_protocol: None,
         });
         if rng.random_bool(0.3) {

@@ -221,6 +221,7 @@ fn source(origin: &str, port: u16, created_ms: u64, endpoints: Vec<Endpoint>) ->
             name: "http".into(),
             protocol: PortProtocol::Tcp,
             port,
+            target_port: port,
             app_protocol: None,
         }],
         endpoints,

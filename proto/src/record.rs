@@ -50,14 +50,20 @@ pub enum PortProtocol {
     Sctp,
 }
 
-/// One service port, as in a Kubernetes ServicePort.
+/// One service port, as in a Kubernetes ServicePort, with the port its endpoints
+/// listen on.
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Encode, Decode,
 )]
 pub struct ServicePort {
     pub name: String,
     pub protocol: PortProtocol,
+    /// The service's port: what an importing cluster's ServiceImport offers.
     pub port: u16,
+    /// Where the origin's endpoints take this port's traffic (the resolved
+    /// `targetPort`, as the origin's EndpointSlices give it): what an importing
+    /// cluster's EndpointSlices carry.
+    pub target_port: u16,
     pub app_protocol: Option<String>,
 }
 

@@ -20,10 +20,10 @@ use shoal_proto::{
 const PUBLIC_KEY_HEX: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
 /// The signature over `golden_record()` with that key. Cross-checked once with an
 /// independent ed25519 implementation (OpenSSL, through Python's `cryptography`):
-/// Ed25519(seed, b"shoal/export-record/v2\0" || canonical record bytes).
+/// Ed25519(seed, b"shoal/export-record/v3\0" || canonical record bytes).
 const SIGNATURE_HEX: &str = concat!(
-    "d71dd2eab7eb5124480e64c7d1eeea0b557c641e121da9499ff8cabcdb6677ce",
-    "c7d6c619c46594eb914db5ac8d2201a3d244d8194c1b3ce5d29690cc55a5470f",
+    "fdd8de081825521e69ecdff8b0f5c3a74ca469c5bc5258b1787244a3e8d56e15",
+    "888362f5da84eb7209f6c5c2852adfea7b2557fe3aed32445593a1acdbd6e500",
 );
 /// `Message::Push { records: vec![signed golden_record()], relay: true }`.
 const PUSH_HEX: &str = concat!(
@@ -53,6 +53,8 @@ const PUSH_HEX: &str = concat!(
     "00",
     // port 9090
     "fb8223",
+    // target_port 50051
+    "fb83c3",
     // app_protocol Some("kubernetes.io/h2c")
     "01116b756265726e657465732e696f2f683263",
     // one endpoint
@@ -74,14 +76,14 @@ const PUSH_HEX: &str = concat!(
     // not a tombstone
     "00",
     // the signature: 64 bytes, no length prefix
-    "d71dd2eab7eb5124480e64c7d1eeea0b557c641e121da9499ff8cabcdb6677ce",
-    "c7d6c619c46594eb914db5ac8d2201a3d244d8194c1b3ce5d29690cc55a5470f",
+    "fdd8de081825521e69ecdff8b0f5c3a74ca469c5bc5258b1787244a3e8d56e15",
+    "888362f5da84eb7209f6c5c2852adfea7b2557fe3aed32445593a1acdbd6e500",
     // relay: true
     "01",
 );
 /// `SignedRecord::digest_hash` of the signed golden record: anti-entropy compares these
 /// across nodes, so the hash function is part of the protocol too.
-const DIGEST_HASH: u64 = 0x9763_398d_933b_bf86;
+const DIGEST_HASH: u64 = 0xabb6_da95_a673_d1e0;
 /// `Message::DigestRoot { root: 0x0123_4567_89ab_cdef, records: 300, members: 7 }`.
 const DIGEST_ROOT_HEX: &str = concat!(
     "02",                 // Message::DigestRoot
@@ -112,6 +114,7 @@ fn golden_record() -> ExportRecord {
             name: "grpc".to_owned(),
             protocol: PortProtocol::Tcp,
             port: 9090,
+            target_port: 50051,
             app_protocol: Some("kubernetes.io/h2c".to_owned()),
         }],
         endpoints: vec![Endpoint {
@@ -209,7 +212,7 @@ fn the_signed_message_is_the_domain_tag_then_the_record() {
     // Verify with ed25519-dalek directly, bypassing shoal_proto::sign, so that the
     // domain tag and the exact signed bytes are pinned and not just self-consistent.
     let record = encode_limited::<_, RECORD_BYTES_MAX>(&golden_record()).expect("fits");
-    let mut message = b"shoal/export-record/v2\0".to_vec();
+    let mut message = b"shoal/export-record/v3\0".to_vec();
     message.extend_from_slice(&record);
     let public: [u8; 32] = from_hex(PUBLIC_KEY_HEX).try_into().expect("32 bytes");
     let signature: [u8; 64] = from_hex(SIGNATURE_HEX).try_into().expect("64 bytes");

@@ -73,14 +73,18 @@ fn service_port() -> impl Strategy<Value = ServicePort> {
             Just(PortProtocol::Sctp)
         ],
         any::<u16>(),
+        any::<u16>(),
         prop::option::of(label()),
     )
-        .prop_map(|(name, protocol, port, app_protocol)| ServicePort {
-            name,
-            protocol,
-            port,
-            app_protocol,
-        })
+        .prop_map(
+            |(name, protocol, port, target_port, app_protocol)| ServicePort {
+                name,
+                protocol,
+                port,
+                target_port,
+                app_protocol,
+            },
+        )
 }
 
 /// Any record that `validate()` accepts, with small vectors so that cases stay fast.

@@ -627,6 +627,7 @@ fn endpoint_and_port_counts_are_bounded() {
         name: "p".to_owned(),
         protocol: PortProtocol::Sctp,
         port: 1,
+        target_port: 1,
         app_protocol: None,
     };
     let ports_max = shoal_proto::record::PORTS_PER_RECORD_MAX;
@@ -825,6 +826,7 @@ fn every_valid_record_fits_the_record_limit_and_signs() {
             name: format!("{i:0>63}"),
             protocol: PortProtocol::Sctp,
             port: u16::MAX,
+            target_port: u16::MAX,
             app_protocol: Some("x".repeat(APP_PROTOCOL_BYTES_MAX)),
         })
         .collect();

@@ -214,6 +214,7 @@ fn http_port() -> ServicePort {
         name: "http".into(),
         protocol: PortProtocol::Tcp,
         port: 80,
+        target_port: 80,
         app_protocol: None,
     }
 }

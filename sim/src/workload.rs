@@ -163,6 +163,7 @@ impl Workload {
                 name: "http".into(),
                 protocol: PortProtocol::Tcp,
                 port,
+                target_port: port,
                 app_protocol: None,
             }],
             endpoints: (0..self.endpoints)

@@ -65,6 +65,7 @@ fn record(origin: &str, version: u64) -> ExportRecord {
             name: "http".into(),
             protocol: PortProtocol::Tcp,
             port: 80,
+            target_port: 80,
             app_protocol: None,
         }],
         endpoints: vec![endpoint(1)],

@@ -128,7 +128,7 @@ pub fn derive<'a>(
             let seen = conflicts
                 .iter()
                 .any(|c: &Conflict| c.cluster == record.origin && c.kind == kind);
-            if winner != Some(port) && !seen {
+            if !winner.is_some_and(|w| agrees(w, port)) && !seen {
                 conflicts.push(Conflict {
                     cluster: record.origin.clone(),
                     kind,
@@ -335,6 +335,13 @@ fn plan_replacement(
     }
 }
 
+/// Whether two exports of a port agree under the MCS rules: same name, protocol, port
+/// and app protocol. The target port is each origin's own business: its endpoints
+/// listen there, and its EndpointSlices in an importing cluster say so.
+fn agrees(a: &ServicePort, b: &ServicePort) -> bool {
+    (&a.name, a.protocol, a.port, &a.app_protocol) == (&b.name, b.protocol, b.port, &b.app_protocol)
+}
+
 /// A new origin exports the service (or exports it again after a tombstone). Younger
 /// than the oldest export, it cannot change the type. Each of its ports then agrees
 /// with the winner, loses to an older winner (a conflict), or names a port no one
@@ -374,7 +381,7 @@ fn plan_insertion(import: &ImportedService, record: &Arc<SignedRecord>) -> Optio
             return None;
         }
         match import.ports.binary_search_by(|p| p.name.as_str().cmp(name)) {
-            Ok(i) if import.ports[i] == *port => {}
+            Ok(i) if agrees(&import.ports[i], port) => {}
             Ok(_) => {
                 let winner = import
                     .sources
@@ -414,6 +421,16 @@ mod tests {
     use super::*;
 
     fn record(origin: &str, created: u64, ty: ServiceType, port: u16) -> Arc<SignedRecord> {
+        record_targeting(origin, created, ty, port, port)
+    }
+
+    fn record_targeting(
+        origin: &str,
+        created: u64,
+        ty: ServiceType,
+        port: u16,
+        target_port: u16,
+    ) -> Arc<SignedRecord> {
         let cluster = ClusterId::new(origin).unwrap();
         let key = ClusterKey::from_seed(cluster.clone(), [1; 32]);
         let record = ExportRecord {
@@ -427,6 +444,7 @@ mod tests {
                 name: "http".into(),
                 protocol: PortProtocol::Tcp,
                 port,
+                target_port,
                 app_protocol: None,
             }],
             endpoints: vec![Endpoint {
@@ -467,6 +485,23 @@ mod tests {
                     name: "http".into()
                 }
             }]
+        );
+    }
+
+    #[test]
+    fn origins_may_target_different_ports_without_a_conflict() {
+        let a = record_targeting("a", 5, ServiceType::ClusterSetIp, 80, 8080);
+        let b = record_targeting("b", 10, ServiceType::ClusterSetIp, 80, 9090);
+        let import = derive(&a.record.service.clone(), [&a, &b]).unwrap();
+        assert!(import.conflicts.is_empty(), "{:?}", import.conflicts);
+        assert_eq!(import.sources.len(), 2);
+        let mut node_import = import.clone();
+        node_import.sources.pop();
+        node_import.ports = a.record.ports.clone();
+        let edit = plan_insertion(&node_import, &b);
+        assert!(
+            matches!(&edit, Some(Edit::Insert { conflicts, ports, .. }) if conflicts.is_empty() && ports.is_empty()),
+            "the incremental path agrees"
         );
     }
 

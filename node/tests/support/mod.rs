@@ -57,6 +57,7 @@ pub fn spec(name: &str, created_ms: u64, last_octet: u8) -> ExportSpec {
             name: "http".into(),
             protocol: PortProtocol::Tcp,
             port: 80,
+            target_port: 80,
             app_protocol: None,
         }],
         endpoints: vec![Endpoint {

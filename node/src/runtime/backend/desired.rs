@@ -15,6 +15,7 @@ use k8s_openapi::api::discovery::v1::{
     Endpoint as KubeEndpoint, EndpointConditions as KubeConditions, EndpointPort, EndpointSlice,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use shoal_proto::record::{
     APP_PROTOCOL_BYTES_MAX, ENDPOINTS_PER_RECORD_MAX, LABEL_BYTES_MAX, PORTS_PER_RECORD_MAX,
@@ -136,7 +137,10 @@ pub fn slice_of(slice: &EndpointSlice, service: &ServiceKey) -> bool {
 /// The export's age is its `creationTimestamp`, or `now_ms` when it has none. Headless
 /// when `clusterIP: None`. Only the first address of an endpoint is used (Kubernetes
 /// consumers may do the same); endpoints are sorted and deduplicated by address.
-/// Ports are service ports: a record carries no target port.
+/// Each port's target port is the one the Service's EndpointSlices give for that port
+/// name and protocol (the endpoints controller resolves named target ports per pod);
+/// without one, a numeric `targetPort`, else the port itself (Kubernetes' default). In
+/// island mode the gateway listens on the service port, so that is the target.
 pub fn export_spec(
     service: &Service,
     export: &ServiceExport,
@@ -158,6 +162,16 @@ pub fn export_spec(
         _ => ServiceType::ClusterSetIp,
     };
     let ports = export_ports(spec.ports.as_deref().unwrap_or_default())?;
+    let ports = match network {
+        NetworkMode::Flat => with_slice_target_ports(ports, &key, slices),
+        NetworkMode::Island => ports
+            .into_iter()
+            .map(|p| ServicePort {
+                target_port: p.port,
+                ..p
+            })
+            .collect(),
+    };
     let endpoints = match network {
         NetworkMode::Flat => slice_endpoints(&key, slices)?,
         NetworkMode::Island => ingress_endpoints(service)?,
@@ -195,10 +209,11 @@ fn export_ports(ports: &[KubeServicePort]) -> Result<Vec<ServicePort>, ExportInv
             "SCTP" => PortProtocol::Sctp,
             other => return Err(ExportInvalid::Port(format!("protocol {other:?}"))),
         };
-        let number = u16::try_from(port.port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| ExportInvalid::Port(format!("port number {}", port.port)))?;
+        let number = port_number(port.port)?;
+        let target_port = match &port.target_port {
+            Some(IntOrString::Int(n)) => port_number(*n)?,
+            Some(IntOrString::String(_)) | None => number,
+        };
         if let Some(app) = &port.app_protocol {
             check_len("app protocol", app, APP_PROTOCOL_BYTES_MAX)?;
         }
@@ -206,11 +221,47 @@ fn export_ports(ports: &[KubeServicePort]) -> Result<Vec<ServicePort>, ExportInv
             name,
             protocol,
             port: number,
+            target_port,
             app_protocol: port.app_protocol.clone(),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+fn port_number(number: i32) -> Result<u16, ExportInvalid> {
+    u16::try_from(number)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| ExportInvalid::Port(format!("port number {number}")))
+}
+
+/// Sets each port's target to what the Service's EndpointSlices list for its name and
+/// protocol, where one does (the first slice that lists it wins).
+fn with_slice_target_ports(
+    mut ports: Vec<ServicePort>,
+    service: &ServiceKey,
+    slices: &[EndpointSlice],
+) -> Vec<ServicePort> {
+    let slice_ports: Vec<&EndpointPort> = slices
+        .iter()
+        .filter(|s| slice_of(s, service))
+        .flat_map(|s| s.ports.iter().flatten())
+        .collect();
+    for port in &mut ports {
+        let resolved = slice_ports.iter().find_map(|p| {
+            let name = p.name.as_deref().unwrap_or_default();
+            let protocol = p.protocol.as_deref().unwrap_or("TCP");
+            (name == port.name && protocol == protocol_name(port.protocol))
+                .then_some(p.port)
+                .flatten()
+                .and_then(|n| port_number(n).ok())
+        });
+        if let Some(target) = resolved {
+            port.target_port = target;
+        }
+    }
+    ports
 }
 
 fn check_len(what: &'static str, text: &str, max: usize) -> Result<(), ExportInvalid> {
@@ -432,7 +483,7 @@ fn source_slices(
         .map(|p| EndpointPort {
             name: Some(p.name.clone()),
             protocol: Some(protocol_name(p.protocol).to_owned()),
-            port: Some(i32::from(p.port)),
+            port: Some(i32::from(p.target_port)),
             app_protocol: p.app_protocol.clone(),
         })
         .collect();

@@ -19,6 +19,7 @@ fn http(port: u16) -> ServicePort {
         name: "http".into(),
         protocol: PortProtocol::Tcp,
         port,
+        target_port: port,
         app_protocol: None,
     }
 }
@@ -41,6 +42,15 @@ fn v4(i: u32) -> IpAddress {
 }
 
 fn source(origin: &str, ty: ServiceType, port: u16, endpoints: Vec<Endpoint>) -> ImportedCluster {
+    source_with_port(origin, ty, http(port), endpoints)
+}
+
+fn source_with_port(
+    origin: &str,
+    ty: ServiceType,
+    port: ServicePort,
+    endpoints: Vec<Endpoint>,
+) -> ImportedCluster {
     let origin = cluster(origin);
     let record = ExportRecord {
         origin: origin.clone(),
@@ -49,7 +59,7 @@ fn source(origin: &str, ty: ServiceType, port: u16, endpoints: Vec<Endpoint>) ->
         export_created_ms: 1,
         published_ms: 0,
         service_type: ty,
-        ports: vec![http(port)],
+        ports: vec![port],
         endpoints,
         network: NetworkMode::Flat,
         tombstone: false,
@@ -285,6 +295,107 @@ fn an_export_takes_its_service_and_its_own_slices() {
     assert!(spec.endpoints[0].conditions.ready && spec.endpoints[0].conditions.serving);
     let undated = export_spec(&service, &kube_export(None), &slices, NetworkMode::Flat, 99);
     assert_eq!(undated.unwrap().export_created_ms, 99);
+}
+
+#[test]
+fn target_ports_come_from_the_slices_then_the_service_then_the_port() {
+    let mut named = kube_port("http", 80);
+    named.target_port = Some(IntOrString::String("web".into()));
+    let mut numeric = kube_port("admin", 9000);
+    numeric.target_port = Some(IntOrString::Int(9443));
+    let plain = kube_port("metrics", 9100);
+    let service = kube_service(None, vec![named, numeric, plain]);
+    let mut slice = kube_slice("web", &["10.0.0.1"], None);
+    slice.ports = Some(vec![
+        EndpointPort {
+            name: Some("http".into()),
+            port: Some(8080),
+            protocol: Some("TCP".into()),
+            app_protocol: None,
+        },
+        // Another protocol under the same name resolves nothing.
+        EndpointPort {
+            name: Some("metrics".into()),
+            port: Some(7000),
+            protocol: Some("UDP".into()),
+            app_protocol: None,
+        },
+    ]);
+    let slices = [slice, kube_slice("other", &["10.9.9.9"], None)];
+    let spec = export_spec(&service, &kube_export(None), &slices, NetworkMode::Flat, 1).unwrap();
+    let targets: Vec<_> = spec
+        .ports
+        .iter()
+        .map(|p| (p.name.as_str(), p.port, p.target_port))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("admin", 9000, 9443),
+            ("http", 80, 8080),
+            ("metrics", 9100, 9100)
+        ]
+    );
+
+    // In island mode the gateway listens on the service port.
+    let island = export_spec(
+        &service,
+        &kube_export(None),
+        &slices,
+        NetworkMode::Island,
+        1,
+    );
+    assert!(
+        island
+            .unwrap()
+            .ports
+            .iter()
+            .all(|p| p.port == p.target_port)
+    );
+
+    let mut zero = kube_port("http", 80);
+    zero.target_port = Some(IntOrString::Int(0));
+    let err = export_spec(
+        &kube_service(None, vec![zero]),
+        &kube_export(None),
+        &[],
+        NetworkMode::Flat,
+        1,
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), "InvalidPort");
+}
+
+#[test]
+fn imported_slices_carry_each_origins_target_port() {
+    let port = ServicePort {
+        target_port: 8080,
+        ..http(80)
+    };
+    let east = source_with_port(
+        "east",
+        ServiceType::ClusterSetIp,
+        port,
+        vec![endpoint(v4(1), true)],
+    );
+    let west = source(
+        "west",
+        ServiceType::ClusterSetIp,
+        80,
+        vec![endpoint(v4(2), true)],
+    );
+    let both = import(ServiceType::ClusterSetIp, vec![east, west]);
+    let desired = desired_import(&cluster("local"), &both);
+    let port_of = |origin: &str| {
+        let slice = desired
+            .slices
+            .iter()
+            .find(|s| label(&s.metadata, LABEL_SOURCE_CLUSTER) == Some(origin))
+            .unwrap();
+        slice.ports.as_ref().unwrap()[0].port
+    };
+    assert_eq!((port_of("east"), port_of("west")), (Some(8080), Some(80)));
+    assert_eq!(desired.service_import.spec.ports[0].port, 80);
 }
 
 #[test]
