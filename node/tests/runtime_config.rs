@@ -133,6 +133,12 @@ fn each_bad_field_is_named() {
         bad_field(&VALID.replace("preset = \"lan\"", "preset = \"fast\"")),
         "preset"
     );
+    let zero_rate = format!("{VALID}\n[transport]\npeer_bytes_per_s_max = 0\n");
+    let err = load(&zero_rate, &[]).unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::Field { field, reason } if field == "transport" && reason.contains("peer_bytes_per_s_max")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -155,10 +161,12 @@ fn environment_overrides_win_and_unknown_variables_are_refused() {
             ("SHOAL_TIMING_WITHDRAW_GRACE_MS", "4500"),
             ("SHOAL_LEASE_VOTERS", "us-east, eu-west"),
             ("SHOAL_CHAOS_ENABLED", "false"),
+            ("SHOAL_TRANSPORT_PEER_BYTES_PER_S_MAX", "1048576"),
             ("PATH", "/usr/bin"),
         ],
     )
     .unwrap();
+    assert_eq!(c.transport.peer_bytes_per_s_max, 1_048_576);
     assert_eq!(c.http_listen.port(), 9999);
     assert_eq!(c.core.withdraw_grace_ms, 4500);
     assert_eq!(c.core.lease.voters.len(), 2);

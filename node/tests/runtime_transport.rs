@@ -485,6 +485,43 @@ async fn forged_sealed_datagrams_and_notices_are_counted_and_dropped() {
 }
 
 #[tokio::test]
+async fn a_peer_over_its_byte_rate_loses_datagrams_and_waits_with_frames() {
+    const RATE: u64 = 4_096;
+    let pki = Pki::new(&["east", "west"]);
+    let limits = TransportLimits {
+        peer_bytes_per_s_max: RATE,
+        frame_bytes_max: 1_024,
+        ..test_limits()
+    };
+    let (east, mut east_rx) = start(&pki, "east", 0, limits, false).await;
+    let (_endpoint, conn) = raw_peer(&pki, "west", east.local_addr()).await;
+    // 20 datagrams of about 500 bytes at once: the 4 KiB burst takes about 8.
+    for _ in 0..20 {
+        conn.send_datagram(frame(KIND_DATAGRAM, "west", 0, &[7; 490]).into())
+            .unwrap();
+    }
+    wait_stats(&east, "every datagram accounted for", |s| {
+        s.datagrams_received + reject(s, "rate_limited") == 20
+    })
+    .await;
+    let delivered = east.stats().datagrams_received;
+    assert!((7..=10).contains(&delivered), "{:#?}", east.stats());
+    while east_rx.try_recv().is_ok() {}
+
+    // Frames are never dropped for the rate: they wait until the budget has paid.
+    for i in 0..6u8 {
+        raw_stream(&conn, &frame(KIND_STREAM, "west", 0, &[i; 1_000])).await;
+    }
+    for _ in 0..6 {
+        assert_eq!(recv(&mut east_rx).await.bytes.len(), 1_000);
+    }
+    let stats = east.stats();
+    assert!(stats.frames_throttled >= 1, "{stats:#?}");
+    assert_eq!(stats.frames_received, 6);
+    east.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_stream_flood_stays_within_the_stream_limit_and_the_inbound_queue() {
     const STREAMS: u64 = 3_000;
     const STREAMS_MAX: u32 = 8;

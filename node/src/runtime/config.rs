@@ -44,7 +44,8 @@
 //!
 //! [transport]  # limits: uni_streams_per_connection_max, stream_receive_window_bytes,
 //!              # connection_receive_window_bytes, idle_timeout_ms, keepalive_ms,
-//!              # inbound_queue_max, outbound_queue_max, connections_max
+//!              # inbound_queue_max, outbound_queue_max, connections_max,
+//!              # peer_bytes_per_s_max
 //!
 //! [log]
 //! filter = "info"                # a tracing filter
@@ -230,6 +231,7 @@ struct TransportFile {
     inbound_queue_max: Option<usize>,
     outbound_queue_max: Option<usize>,
     connections_max: Option<usize>,
+    peer_bytes_per_s_max: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -685,6 +687,9 @@ fn transport_limits(t: &TransportFile) -> Result<TransportLimits, ConfigFileErro
     }
     if let Some(v) = t.connections_max {
         limits.connections_max = v;
+    }
+    if let Some(v) = t.peer_bytes_per_s_max {
+        limits.peer_bytes_per_s_max = v;
     }
     limits
         .validate()

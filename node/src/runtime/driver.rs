@@ -650,6 +650,7 @@ fn transport_counters(t: &crate::runtime::transport::TransportStats) -> Vec<(Str
         ("datagrams_on_stream", t.datagrams_on_stream),
         ("frames_sent", t.frames_sent),
         ("frames_received", t.frames_received),
+        ("frames_throttled", t.frames_throttled),
         ("connections_dialed", t.connections_dialed),
         ("connections_accepted", t.connections_accepted),
     ]

@@ -156,7 +156,9 @@ pub(super) async fn serve(
         tokio::select! {
             datagram = conn.read_datagram() => match datagram {
                 Ok(bytes) => {
-                    if !receive(shared, &peer, &bytes, false) {
+                    if !lock(&shared.rates).admit(addr, bytes.len(), Instant::now()) {
+                        shared.counters.reject("rate_limited");
+                    } else if !receive(shared, &peer, &bytes, false) {
                         break;
                     }
                 }
@@ -172,6 +174,7 @@ pub(super) async fn serve(
                     let reader = StreamReader {
                         shared: shared.clone(),
                         peer: peer.clone(),
+                        addr,
                         open: open.clone(),
                     };
                     streams.spawn(reader.read(recv));
@@ -228,6 +231,7 @@ async fn read_hello(
 struct StreamReader {
     shared: Arc<Shared>,
     peer: PeerConn,
+    addr: SocketAddr,
     open: Arc<AtomicU64>,
 }
 
@@ -235,6 +239,15 @@ impl StreamReader {
     async fn read(self, mut recv: quinn::RecvStream) {
         let limit = HEADER_BYTES_MAX + self.shared.limits.frame_bytes_max;
         let read = tokio::time::timeout(self.shared.frame_timeout(), recv.read_to_end(limit)).await;
+        if let Ok(Ok(frame)) = &read {
+            // Over the peer's budget: hold the stream until the budget pays for it.
+            let now = std::time::Instant::now();
+            let wait = lock(&self.shared.rates).charge(self.addr, frame.len(), now);
+            if !wait.is_zero() {
+                self.shared.counters.throttled();
+                tokio::time::sleep(wait).await;
+            }
+        }
         // Free the stream (and its credit) before the frame is handled.
         drop(recv);
         self.open.fetch_sub(1, Ordering::AcqRel);
@@ -356,6 +369,10 @@ pub(super) async fn read_sealed(shared: Arc<Shared>, mut taken: mpsc::Receiver<T
                 }
                 None => shared.counters.reject("sealed_notice_ignored"),
             }
+            continue;
+        }
+        if !lock(&shared.rates).admit(addr, packet.len(), Instant::now()) {
+            shared.counters.reject("rate_limited");
             continue;
         }
         let opened = lock(&shared.sealed).open(addr, &packet);

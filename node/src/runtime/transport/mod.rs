@@ -31,6 +31,7 @@ mod chaos;
 mod connection;
 mod header;
 mod outbound;
+mod rate;
 mod sealed;
 mod socket;
 mod stats;
@@ -55,7 +56,9 @@ pub use stats::{PEERS_TRACKED_MAX, PeerStats, TransportStats};
 pub use tls::{ALPN, DATAGRAM_BUFFER_BYTES, INITIAL_MTU};
 
 use chaos::Chaos;
+use header::HEADER_BYTES_MAX;
 use outbound::Outgoing;
+use rate::PeerRates;
 use sealed::SealedKeys;
 use socket::DemuxSocket;
 use stats::Counters;
@@ -100,6 +103,11 @@ pub struct TransportLimits {
     pub outbound_queue_max: usize,
     /// Connections (accepted plus dialed) and remote addresses with a send queue.
     pub connections_max: usize,
+    /// Bytes per second received from one remote address, frames and datagrams alike
+    /// (bursts of a second's worth, or of one largest frame). A datagram beyond it is
+    /// dropped and counted (`rate_limited`); a frame beyond it is held, its stream
+    /// open, until the budget has paid for it, which pushes back on the sender.
+    pub peer_bytes_per_s_max: u64,
     pub handshake_timeout_ms: u64,
 }
 
@@ -115,6 +123,7 @@ impl Default for TransportLimits {
             inbound_queue_max: 4_096,
             outbound_queue_max: 4_096,
             connections_max: 1_024,
+            peer_bytes_per_s_max: 16 * 1024 * 1024,
             handshake_timeout_ms: 10_000,
         }
     }
@@ -141,6 +150,7 @@ impl TransportLimits {
             ("inbound_queue_max", self.inbound_queue_max == 0),
             ("outbound_queue_max", self.outbound_queue_max == 0),
             ("connections_max", self.connections_max == 0),
+            ("peer_bytes_per_s_max", self.peer_bytes_per_s_max == 0),
             ("handshake_timeout_ms", self.handshake_timeout_ms == 0),
         ];
         if let Some((field, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
@@ -248,6 +258,8 @@ struct Shared {
     socket: Arc<DemuxSocket>,
     /// Sealed-datagram keys, by remote address.
     sealed: Mutex<SealedKeys>,
+    /// What each remote address may still send this second.
+    rates: Mutex<PeerRates>,
     local: MemberId,
     local_addr: SocketAddr,
     limits: TransportLimits,
@@ -482,6 +494,11 @@ impl Transport {
             endpoint,
             socket,
             sealed: Mutex::new(SealedKeys::default()),
+            rates: Mutex::new(PeerRates::new(
+                config.limits.peer_bytes_per_s_max,
+                HEADER_BYTES_MAX + config.limits.frame_bytes_max,
+                config.limits.connections_max,
+            )),
             local: config.local,
             local_addr,
             limits: config.limits,

@@ -40,6 +40,8 @@ pub struct TransportStats {
     pub streams_open: u64,
     /// The most inbound streams read at once on any one connection.
     pub streams_open_peak: u64,
+    /// Frames held back because their sender was over `peer_bytes_per_s_max`.
+    pub frames_throttled: u64,
     /// Datagrams sent on a stream because the path could not carry them.
     pub datagrams_on_stream: u64,
     /// Of the datagrams sent and received, those sealed outside QUIC.
@@ -133,6 +135,10 @@ impl Counters {
             s.streams_open += 1;
             s.streams_open_peak = s.streams_open_peak.max(on_connection);
         });
+    }
+
+    pub(crate) fn throttled(&self) {
+        self.with(|s| s.frames_throttled += 1);
     }
 
     pub(crate) fn stream_closed(&self) {
