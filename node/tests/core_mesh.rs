@@ -59,7 +59,9 @@ fn members_find_each_other_and_a_change_reaches_every_replica() {
 
 #[test]
 fn anti_entropy_repairs_a_replica_that_missed_pushes() {
-    let mut mesh = Mesh::new(&["east", "west"], 1);
+    // Two replicas: east stays up while east/0 is away, so its return is no cluster
+    // join (which would be pushed every cluster's records): only anti-entropy repairs.
+    let mut mesh = Mesh::new(&["east", "west"], 2);
     mesh.run_for_ms(3_000);
     let east = member("east", 0);
     mesh.kill(&east);
@@ -71,7 +73,7 @@ fn anti_entropy_repairs_a_replica_that_missed_pushes() {
             .is_none()
     );
     mesh.restart(&east);
-    mesh.run_for_ms(5_000);
+    mesh.run_for_ms(12_000);
     assert!(everyone_holds(&mesh, "west", 1));
     assert!(
         mesh.nodes
@@ -81,7 +83,40 @@ fn anti_entropy_repairs_a_replica_that_missed_pushes() {
             > 0
     );
     let digests: Vec<_> = mesh.nodes.values().map(|n| n.view_digest()).collect();
-    assert_eq!(digests[0], digests[1]);
+    assert!(digests.iter().all(|d| *d == digests[0]));
+}
+
+#[test]
+fn a_cluster_that_comes_up_is_pushed_every_clusters_own_records_at_once() {
+    let mut mesh = Mesh::new(&["east", "west", "south"], 1);
+    mesh.run_for_ms(3_000);
+    let east = member("east", 0);
+    mesh.kill(&east);
+    mesh.export(&member("west", 0), spec("web", 1_000, 1));
+    mesh.export(&member("south", 0), spec("web", 2_000, 2));
+    mesh.run_for_ms(8_000);
+    mesh.log.clear();
+    mesh.restart(&east);
+    let deadline = mesh.now.as_millis() + 5_000;
+    while !(everyone_holds(&mesh, "west", 1) && everyone_holds(&mesh, "south", 1)) {
+        assert!(mesh.now.as_millis() < deadline, "east never caught up");
+        mesh.run_for_ms(10);
+    }
+    // Each origin pushed its own records to the newcomer; nobody else's.
+    let pushes: Vec<_> = mesh
+        .log
+        .iter()
+        .filter_map(|(from, c)| match c {
+            Command::Send {
+                to, kind: "push", ..
+            } if *to == east => Some(from.cluster.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        pushes.contains(&"west") && pushes.contains(&"south"),
+        "{pushes:?}"
+    );
 }
 
 #[test]

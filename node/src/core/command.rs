@@ -73,6 +73,7 @@ pub struct PersistedState {
     pub records: BTreeMap<(ClusterId, ServiceKey), Arc<SignedRecord>>,
     pub own_version: u64,
     pub generation: u32,
+    /// When a remote member was last heard from, in wall-clock milliseconds.
     pub last_contact_ms: Option<u64>,
     pub peers: Vec<SwimIdentity>,
     /// A lease voter's state; `None` when the store holds none (a new voter, or one

@@ -96,7 +96,8 @@ impl Node {
         self.isolated
     }
 
-    /// When a remote member was last heard from, as persisted (driver milliseconds).
+    /// When a remote member was last heard from, as persisted: wall-clock milliseconds
+    /// (0 when the driver gave no wall clock).
     pub fn last_contact_ms(&self) -> Option<u64> {
         self.last_contact_ms
     }

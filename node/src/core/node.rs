@@ -118,6 +118,8 @@ pub struct Node {
     pub(super) last_heard: BTreeMap<ClusterId, Time>,
     /// The last-chance probes of each down cluster's current outage (see `failure`).
     pub(super) last_chance: BTreeMap<ClusterId, super::failure::LastChance>,
+    /// When a remote member was last heard from, in wall-clock milliseconds, so that
+    /// it still means something after a restart.
     pub(super) last_contact_ms: Option<u64>,
     /// Members recently up, persisted, to announce to when the seeds are gone.
     pub(super) remembered_peers: Vec<SwimIdentity>,
@@ -287,11 +289,9 @@ impl Node {
         }
         up.sort();
         self.remembered_peers = up.clone();
-        self.last_contact_ms = Some(now.as_millis());
-        let ops = vec![
-            StoreOp::PutLastContact(now.as_millis()),
-            StoreOp::PutPeers(up),
-        ];
+        let wall_ms = self.wall_clock_ms(now);
+        self.last_contact_ms = Some(wall_ms);
+        let ops = vec![StoreOp::PutLastContact(wall_ms), StoreOp::PutPeers(up)];
         self.persist(ops, Durability::Lazy);
     }
 

@@ -454,12 +454,12 @@ impl Driver {
             listen: self.transport.local_addr().to_string(),
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             isolated: self.node.is_isolated(),
-            // Both on this process's clock: a contact from before a restart reads as
-            // older than it was.
+            // Both on the wall clock, so that a contact from before a restart counts.
             stale_for_ms: self
                 .node
                 .last_contact_ms()
-                .map(|ms| self.now().as_millis().saturating_sub(ms))
+                .filter(|ms| *ms != 0)
+                .map(|ms| wall_clock_ms().saturating_sub(ms))
                 .filter(|_| self.node.is_isolated()),
             records: self.node.records().count() as u64,
             own_version: self.node.own_version(),
