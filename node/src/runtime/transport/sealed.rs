@@ -176,11 +176,22 @@ impl SealedKey {
         self.hello.is_some() && self.live(now) && self.next_counter <= COUNTER_MAX
     }
 
-    fn rtt(&self) -> Option<Duration> {
-        self.conn
+    /// Lets go of the connection's handle once it has closed, so that a key outliving
+    /// its connection does not keep the connection's state in memory.
+    fn release_if_closed(&mut self) {
+        if self
+            .conn
             .as_ref()
-            .filter(|c| c.close_reason().is_none())
-            .map(quinn::Connection::rtt)
+            .is_some_and(|c| c.close_reason().is_some())
+        {
+            self.conn = None;
+        }
+    }
+
+    /// The RTT of the key's connection while it is open.
+    fn rtt(&mut self) -> Option<Duration> {
+        self.release_if_closed();
+        self.conn.as_ref().map(quinn::Connection::rtt)
     }
 
     fn nonce(sender_dialed: bool, counter: u64) -> Nonce {
@@ -292,6 +303,9 @@ impl SealedKeys {
                 self.by_addr.remove(&oldest);
             }
         }
+        for key in self.by_addr.values_mut().flat_map(|e| e.keys.iter_mut()) {
+            key.release_if_closed();
+        }
         let entry = self.by_addr.entry(addr).or_insert_with(|| AddrKeys {
             keys: Vec::new(),
             used: now,
@@ -399,7 +413,8 @@ impl SealedKeys {
     /// key). The key goes, and its connection is returned to be closed, so that the next
     /// datagram shakes hands again. At most one notice per address per
     /// [`NOTICE_INTERVAL`] is acted on; notices are unauthenticated, so one costs at
-    /// worst a handshake. Returns whether the notice was acted on.
+    /// worst a handshake. `None`: the notice was ignored (malformed, too soon, or naming
+    /// no key that seals here); else the key's connection, if it still holds one.
     pub(crate) fn notice(
         &mut self,
         addr: SocketAddr,
