@@ -471,12 +471,15 @@ async fn forged_sealed_datagrams_and_notices_are_counted_and_dropped() {
         .unwrap();
     assert_eq!((&notice[..len], from), (&[0x02, 0x01, 0x01][..], to));
     raw.send_to(&[0x01; 40], to).await.unwrap();
+    // Longer than any sealed datagram is sent: dropped unread.
+    raw.send_to(&[0x01; 2_000], to).await.unwrap();
     // A notice naming no key east sealed with changes nothing.
     raw.send_to(&[0x02, 0x01, 0x01], to).await.unwrap();
     wait_stats(&east, "forged datagrams counted", |s| {
         reject(s, "sealed_malformed") == 2
             && reject(s, "sealed_unknown_key") == 2
             && reject(s, "sealed_notice_ignored") == 1
+            && reject(s, "sealed_too_large") == 1
     })
     .await;
     assert!(east_rx.try_recv().is_err(), "nothing may be delivered");

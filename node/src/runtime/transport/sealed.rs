@@ -30,6 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use shoal_proto::{ClusterId, MemberId, ReplicaId};
 
+use super::SEALED_PACKET_BYTES_MAX;
+
 /// The first byte of a sealed datagram: QUIC's fixed bit (0x40) and long-header bit
 /// (0x80) both clear.
 pub(crate) const MARKER: u8 = 0x01;
@@ -63,6 +65,9 @@ const REPLAY_WINDOW: u64 = 64;
 pub(crate) enum OpenError {
     /// Too short for prefix, replica and tag.
     Malformed,
+    /// Longer than any sealed datagram is sent ([`SEALED_PACKET_BYTES_MAX`]); dropped
+    /// before any work is spent on it.
+    TooLarge,
     /// No key with this id for the source address.
     UnknownKey,
     /// The tag did not verify under any matching key.
@@ -75,6 +80,7 @@ impl OpenError {
     pub(crate) fn metric_label(self) -> &'static str {
         match self {
             OpenError::Malformed => "sealed_malformed",
+            OpenError::TooLarge => "sealed_too_large",
             OpenError::UnknownKey => "sealed_unknown_key",
             OpenError::BadTag => "sealed_bad_tag",
             OpenError::Replayed => "sealed_replayed",
@@ -361,6 +367,9 @@ impl SealedKeys {
 
     /// Opens a sealed datagram from `addr`.
     pub(crate) fn open(&mut self, addr: SocketAddr, packet: &[u8]) -> Result<Opened, OpenError> {
+        if packet.len() > SEALED_PACKET_BYTES_MAX {
+            return Err(OpenError::TooLarge);
+        }
         if packet.len() < OVERHEAD_BYTES || packet[0] != MARKER {
             return Err(OpenError::Malformed);
         }
