@@ -8,11 +8,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shoal_node::runtime::api::{ChaosOp, Direction};
+use shoal_node::runtime::backend::kubernetes::leader::LeaderTiming;
+use shoal_node::runtime::backend::kubernetes::{self, KubeSettings, KubernetesBackend};
+use shoal_node::runtime::backend::{Backend, Standalone, StandaloneBackend};
 use shoal_node::runtime::certs::{self, ClusterIdentity};
-use shoal_node::runtime::config::{self, RuntimeConfig};
+use shoal_node::runtime::config::{self, BackendConfig, RuntimeConfig};
 use shoal_node::runtime::driver::Driver;
 use shoal_node::runtime::http::{self, client};
 use shoal_node::runtime::transport::{Transport, TransportConfig};
@@ -132,16 +136,62 @@ async fn run(file: &Path) -> anyhow::Result<ExitCode> {
         http = %config.http_listen,
         "shoal node starting"
     );
-    let driver = Driver::start(config, identity, transport, inbound)?;
+    match config.backend.clone() {
+        BackendConfig::Standalone { dir, poll_ms } => {
+            let inner = StandaloneBackend::open(&dir, config.cluster.clone(), config.network)?;
+            let backend = Standalone::new(inner, dir, poll_ms);
+            serve(config, identity, transport, inbound, backend, http_listener).await
+        }
+        BackendConfig::Kubernetes {
+            kubeconfig,
+            context,
+            namespace,
+            identity: elector,
+            leader_lease_ms,
+            leader_renew_ms,
+            leader_retry_ms,
+        } => {
+            let settings = KubeSettings {
+                kubeconfig,
+                context,
+                namespace,
+                identity: elector,
+                leader: LeaderTiming {
+                    lease: Duration::from_millis(leader_lease_ms),
+                    renew_deadline: Duration::from_millis(leader_renew_ms),
+                    retry: Duration::from_millis(leader_retry_ms),
+                },
+                cluster: config.cluster.clone(),
+                clusterset: config.clusterset.clone(),
+                network: config.network,
+            };
+            let client = kubernetes::client(&settings).await?;
+            let backend = KubernetesBackend::start(settings, client);
+            serve(config, identity, transport, inbound, backend, http_listener).await
+        }
+    }
+}
+
+/// Runs the driver with `backend` and the HTTP API until a signal or a fatal error.
+async fn serve<B: Backend + 'static>(
+    config: RuntimeConfig,
+    identity: Arc<ClusterIdentity>,
+    transport: Transport,
+    inbound: tokio::sync::mpsc::Receiver<shoal_node::runtime::transport::Inbound>,
+    backend: B,
+    http_listener: tokio::net::TcpListener,
+) -> anyhow::Result<ExitCode> {
+    let driver = Driver::start(config, identity, transport, inbound, backend)?;
     let (api_tx, api_rx) = tokio::sync::mpsc::channel(API_QUEUE_MAX);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(http::serve(http_listener, api_tx, async move {
         let _ = http_stop.changed().await;
     }));
-    driver.run(api_rx, shutdown_signal()).await?;
+    let result = driver.run(api_rx, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

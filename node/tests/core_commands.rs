@@ -9,7 +9,7 @@ use shoal_node::core::{
     Command, Config, Durability, Event, InputError, Node, PersistedState, Seed, StoreOp, Time,
 };
 use shoal_proto::wire::Channel;
-use shoal_proto::{ExportRecord, Message, ServiceType, SignedRecord};
+use shoal_proto::{ExportRecord, Message, ServiceProperties, ServiceType, SignedRecord};
 use support::*;
 
 fn lone_node(publisher: bool) -> Node {
@@ -30,18 +30,7 @@ fn lone_node(publisher: bool) -> Node {
 
 fn record_from(origin: &str, version: u64, octet: u8) -> SignedRecord {
     let s = spec("web", 1_000, octet);
-    key(origin).sign_unchecked(ExportRecord {
-        origin: cluster(origin),
-        service: s.service,
-        version,
-        export_created_ms: s.export_created_ms,
-        published_ms: 0,
-        service_type: s.service_type,
-        ports: s.ports,
-        endpoints: s.endpoints,
-        network: s.network,
-        tombstone: false,
-    })
+    key(origin).sign_unchecked(s.into_record(cluster(origin), version))
 }
 
 /// The announce a fresh "west" replica, seeded with "east", sends first.
@@ -171,6 +160,109 @@ fn only_the_publisher_may_export() {
         Err(InputError::NotPublisher)
     );
     assert_eq!(node.take_commands(), vec![]);
+}
+
+/// A standby replica of east (east/1) whose store counted to `own_version`, holding
+/// the record of `web` its sibling published at version 40.
+fn standby_with_siblings_record(own_version: u64, wall_clock_ms: u64) -> Node {
+    let mut config = Config::lan(member("east", 1), addr(4), 3);
+    config.publisher = false;
+    let store = PersistedState {
+        own_version,
+        wall_clock_ms,
+        ..PersistedState::default()
+    };
+    let trust = ring(&["east", "west", "south"]);
+    let mut node = Node::new(config, key("east"), trust, Time::from_millis(1), 7, store).unwrap();
+    let siblings = spec("web", 1_000, 1).into_record(cluster("east"), 40);
+    let siblings = key("east").sign(siblings).unwrap().into_inner();
+    node.handle_packet(
+        Time::from_millis(5),
+        &member("east", 0),
+        Channel::Stream,
+        &push(vec![siblings], false),
+    );
+    node.take_commands();
+    node
+}
+
+#[test]
+fn a_new_publisher_counts_on_from_its_predecessors_versions_durably() {
+    let mut node = standby_with_siblings_record(7, 0);
+    assert_eq!(
+        node.own_version(),
+        7,
+        "a standby does not take over versions"
+    );
+    assert_eq!(
+        node.handle_export(Time::from_millis(6), spec("db", 1_000, 1)),
+        Err(InputError::NotPublisher)
+    );
+    node.take_commands();
+
+    node.set_publisher(Time::from_millis(10), true);
+    assert_eq!(
+        node.take_commands(),
+        vec![Command::Persist {
+            ops: vec![StoreOp::PutOwnVersion(40)],
+            durability: Durability::Flush,
+        }]
+    );
+    assert!(node.is_publisher());
+    assert_eq!(node.stats().publisher_gained, 1);
+    node.check_invariants().unwrap();
+    // Told again: nothing to do.
+    node.set_publisher(Time::from_millis(11), true);
+    assert_eq!(node.take_commands(), vec![]);
+    // The predecessor's export stands as it is; a new one follows its versions.
+    node.handle_export(Time::from_millis(12), spec("web", 1_000, 1))
+        .unwrap();
+    assert_eq!(node.take_commands(), vec![]);
+    node.handle_export(Time::from_millis(13), spec("db", 1_000, 1))
+        .unwrap();
+    assert_eq!(
+        node.record(&cluster("east"), &service("db"))
+            .unwrap()
+            .record
+            .version,
+        41
+    );
+
+    // With a wall clock, versions also move up to its milliseconds, above anything
+    // the predecessor may still have in flight.
+    let mut node = standby_with_siblings_record(7, 1_700_000_000_000);
+    node.set_publisher(Time::from_millis(10), true);
+    assert_eq!(
+        node.take_commands(),
+        vec![Command::Persist {
+            ops: vec![StoreOp::PutOwnVersion(1_700_000_000_009)],
+            durability: Durability::Flush,
+        }]
+    );
+}
+
+#[test]
+fn a_replica_that_stops_publishing_refuses_exports() {
+    let mut node = lone_node(true);
+    node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
+        .unwrap();
+    node.take_commands();
+    node.set_publisher(Time::from_millis(6), false);
+    assert_eq!(
+        node.take_commands(),
+        vec![],
+        "no lease held: nothing to say"
+    );
+    assert_eq!(
+        node.handle_export(Time::from_millis(7), spec("web", 1_000, 2)),
+        Err(InputError::NotPublisher)
+    );
+    assert_eq!(
+        node.handle_unexport(Time::from_millis(7), service("web")),
+        Err(InputError::NotPublisher)
+    );
+    assert_eq!(node.take_commands(), vec![]);
+    assert_eq!(node.own_version(), 1);
 }
 
 #[test]
@@ -463,16 +555,8 @@ fn a_pull_answer_larger_than_a_frame_is_split_without_loss() {
             })
             .collect();
         let record = key("west").sign_unchecked(ExportRecord {
-            origin: cluster("west"),
-            service: s.service,
-            version: i as u64 + 1,
             export_created_ms: 1,
-            published_ms: 0,
-            service_type: s.service_type,
-            ports: s.ports,
-            endpoints: s.endpoints,
-            network: s.network,
-            tombstone: false,
+            ..s.into_record(cluster("west"), i as u64 + 1)
         });
         node.handle_packet(
             Time::from_millis(5),
@@ -600,29 +684,29 @@ fn check_patches_against_derivation(seed: u64) {
         versions[o] += 1;
         let name = ["web", "db"][rng.random_range(0..2)];
         let last_octet = rng.random_range(1..250);
-        // Half the time only the endpoints change, the usual case in a real cluster.
+        // Half the time only the endpoints change, the usual case in a real cluster;
+        // now and then only the properties.
         let s = match &shapes[o] {
-            Some(shape) if shape.service.name.as_str() == name && rng.random_bool(0.5) => {
+            Some(shape) if shape.service.name.as_str() == name && rng.random_bool(0.6) => {
                 let mut s = shape.clone();
-                s.endpoints = spec(name, 1, last_octet).endpoints;
+                if rng.random_bool(0.8) {
+                    s.endpoints = spec(name, 1, last_octet).endpoints;
+                } else {
+                    s.properties = random_properties(&mut rng);
+                }
                 s
             }
             _ => random_shape(&mut rng, name, last_octet),
         };
         shapes[o] = Some(s.clone());
-        let tombstone = rng.random_bool(0.1);
-        let record = key(names[o]).sign_unchecked(ExportRecord {
-            origin: cluster(names[o]),
-            service: s.service,
-            version: versions[o],
-            export_created_ms: s.export_created_ms,
-            published_ms: 0,
-            service_type: s.service_type,
-            ports: if tombstone { vec![] } else { s.ports },
-            endpoints: if tombstone { vec![] } else { s.endpoints },
-            network: s.network,
-            tombstone,
-        });
+        let mut record = s.into_record(cluster(names[o]), versions[o]);
+        if rng.random_bool(0.1) {
+            record.tombstone = true;
+            record.ports.clear();
+            record.endpoints.clear();
+            record.properties = ServiceProperties::default();
+        }
+        let record = key(names[o]).sign_unchecked(record);
         let now = Time::from_millis(2 + step);
         node.handle_packet(
             now,
@@ -664,7 +748,40 @@ fn random_shape(
     if rng.random_bool(0.1) {
         s.service_type = ServiceType::Headless;
     }
+    s.properties = random_properties(rng);
     s
+}
+
+/// Properties drawn from a few values each, so that exports agree and disagree on
+/// every one of them.
+fn random_properties(rng: &mut rand::rngs::ChaCha8Rng) -> ServiceProperties {
+    use rand::RngExt;
+    use shoal_proto::{InternalTrafficPolicy, IpFamily, SessionAffinity};
+    let mut p = ServiceProperties::default();
+    if rng.random_bool(0.3) {
+        p.ip_families = vec![[IpFamily::Ipv4, IpFamily::Ipv6][rng.random_range(0..2)]];
+    }
+    if rng.random_bool(0.3) {
+        p.session_affinity = SessionAffinity::ClientIp;
+        p.client_ip_timeout_seconds = [None, Some(60), Some(10_800)][rng.random_range(0..3)];
+    }
+    if rng.random_bool(0.2) {
+        let policy = [InternalTrafficPolicy::Cluster, InternalTrafficPolicy::Local];
+        p.internal_traffic_policy = Some(policy[rng.random_range(0..2)]);
+    }
+    if rng.random_bool(0.2) {
+        p.traffic_distribution = Some("PreferClose".into());
+    }
+    if rng.random_bool(0.3) {
+        let tier = ["web", "api"][rng.random_range(0..2)];
+        p.exported_labels.insert("tier".into(), tier.into());
+    }
+    if rng.random_bool(0.2) {
+        let note = ["a", "b"][rng.random_range(0..2)];
+        p.exported_annotations
+            .insert("example.com/note".into(), note.into());
+    }
+    p
 }
 
 #[test]

@@ -652,6 +652,72 @@ fn release_tells_the_voters_and_a_voter_clears_the_holders_grant() {
 }
 
 #[test]
+fn a_replica_that_stops_publishing_lets_go_of_its_lease_at_once() {
+    let mut east = east_holding();
+    // Its hold ends before any voter hears of it; its own voter clears the grant
+    // durably, and the other voters are told to.
+    east.set_publisher(ms(100), false);
+    assert_eq!(
+        east.take_commands(),
+        vec![
+            vote(1, None),
+            notify(Event::LeaseReleased { lease: lease() }),
+            send("west", release(1)),
+            send("south", release(1)),
+        ]
+    );
+    assert!(!east.is_publisher());
+    assert_eq!(east.lease_held(&lease()), None);
+    assert!(!east.lease_status(ms(100), &lease()).write_ready);
+    assert_eq!(
+        east.handle_lease_request(ms(101), LeaseRequest::Acquire(lease())),
+        Err(LeaseError::NotLocalLeader)
+    );
+    assert_eq!(east.take_commands(), vec![]);
+    // No renewal, however long it waits.
+    let log = run_timers_before(&mut east, ms(10_000));
+    assert_eq!(lease_commands(log), vec![]);
+    assert_eq!(east.stats().publisher_lost, 1);
+
+    // Publishing again, it acquires afresh: a new tenure, with a higher token.
+    east.set_publisher(ms(10_000), true);
+    east.take_commands();
+    east.handle_lease_request(ms(10_001), LeaseRequest::Acquire(lease()))
+        .unwrap();
+    let prepares = sent(&east.take_commands());
+    assert_eq!(prepares[0], (member("west", 0), prepare(2)));
+    let west = member("west", 0);
+    deliver(&mut east, ms(10_002), &west, promise(2, None));
+    assert_eq!(
+        lease_commands(deliver(&mut east, ms(10_003), &west, accepted(2))),
+        vec![notify(Event::LeaseAcquired {
+            lease: lease(),
+            token: FencingToken(2)
+        })]
+    );
+}
+
+#[test]
+fn a_round_in_flight_is_abandoned_when_the_replica_stops_publishing() {
+    let mut east = lease_node("east", ms(1), ready());
+    let west = member("west", 0);
+    east.handle_lease_request(ms(10), LeaseRequest::Acquire(lease()))
+        .unwrap();
+    east.take_commands();
+    east.set_publisher(ms(15), false);
+    assert_eq!(
+        east.take_commands(),
+        vec![],
+        "nothing held, nothing to release"
+    );
+    // West's promise completes no majority for a proposer that gave up.
+    assert_eq!(deliver(&mut east, ms(20), &west, promise(1, None)), vec![]);
+    assert_eq!(east.lease_held(&lease()), None);
+    let log = run_timers_before(&mut east, ms(10_000));
+    assert_eq!(lease_commands(log), vec![]);
+}
+
+#[test]
 fn a_voter_without_its_votes_waits_one_lease_and_one_with_them_keeps_its_promises() {
     let west = member("west", 0);
     let south = member("south", 0);

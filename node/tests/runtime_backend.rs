@@ -15,8 +15,9 @@ use shoal_node::runtime::backend::{
     ExportChange, ServiceExport, ServiceImport, StandaloneBackend, watch,
 };
 use shoal_proto::{
-    ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, IpAddress, NetworkMode,
-    PortProtocol, ServiceKey, ServicePort, ServiceType,
+    ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy,
+    IpAddress, IpFamily, NetworkMode, PortProtocol, ServiceKey, ServicePort, ServiceProperties,
+    ServiceType, SessionAffinity,
 };
 
 fn cluster(name: &str) -> ClusterId {
@@ -68,6 +69,7 @@ kind: ServiceExport
 metadata: {name: web, namespace: shop, creationTimestamp: "2024-01-01T00:00:10Z"}
 "#;
 
+/// Exported in `v1beta1`, as WEB_EXPORT is in `v1alpha1`: both are read.
 const DB: &str = r#"
 apiVersion: v1
 kind: Service
@@ -76,7 +78,7 @@ spec:
   clusterIP: None
   ports: [{name: pg, port: 5432}]
 ---
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: db, namespace: shop}
 "#;
@@ -120,6 +122,16 @@ fn yaml_in_becomes_export_specs() {
     assert_eq!((c.ready, c.serving, c.terminating), (true, true, false));
     let c = web.endpoints[1].conditions;
     assert_eq!((c.ready, c.serving, c.terminating), (false, true, true));
+
+    // What the API server would have defaulted: no affinity, policy Cluster; and no
+    // families, as the Service names neither families nor cluster IPs.
+    assert_eq!(
+        web.properties,
+        ServiceProperties {
+            internal_traffic_policy: Some(InternalTrafficPolicy::Cluster),
+            ..ServiceProperties::default()
+        }
+    );
 
     let db = &specs[&key("db")];
     assert_eq!(db.service_type, ServiceType::Headless);
@@ -226,6 +238,7 @@ fn source(origin: &str, port: u16, created_ms: u64, endpoints: Vec<Endpoint>) ->
         }],
         endpoints,
         network: NetworkMode::Flat,
+        properties: ServiceProperties::default(),
         tombstone: false,
     };
     let signed = ClusterKey::from_seed(origin, [3; 32]).sign(record).unwrap();
@@ -236,10 +249,12 @@ fn source(origin: &str, port: u16, created_ms: u64, endpoints: Vec<Endpoint>) ->
 
 fn import(sources: Vec<ImportedCluster>) -> Arc<ImportedService> {
     let ports = sources[0].record.record.ports.clone();
+    let properties = sources[0].record.record.properties.clone();
     Arc::new(ImportedService {
         service: key("web"),
         service_type: ServiceType::ClusterSetIp,
         ports,
+        properties,
         sources,
         conflicts: Vec::new(),
     })
@@ -295,12 +310,13 @@ fn more_than_100_endpoints_split_into_two_slices() {
                 labels["endpointslice.kubernetes.io/managed-by"],
                 "shoal.dev"
             );
-            slice.endpoints.len()
+            slice.endpoints.map_or(0, |e| e.len())
         })
         .collect();
     assert_eq!(sizes, [100, 50]);
     let bytes = std::fs::read(dir.path().join("out/serviceimport.shop.web.yaml")).unwrap();
     let service_import: ServiceImport = serde_yaml::from_slice(&bytes).unwrap();
+    assert_eq!(service_import.api_version, "multicluster.x-k8s.io/v1beta1");
     assert_eq!(service_import.spec.type_, "ClusterSetIP");
     assert_eq!(service_import.status.unwrap().clusters[0].cluster, "west");
 }
@@ -439,6 +455,12 @@ fn a_port_conflict_shows_in_the_status_file() {
     let status = read_status(dir.path(), "web");
     assert_eq!(condition(&status, "Valid").0, "True");
     assert_eq!(condition(&status, "Ready").1, "Exported");
+    let raw =
+        std::fs::read_to_string(dir.path().join("out/serviceexport-status.shop.web.yaml")).unwrap();
+    assert!(
+        raw.starts_with("apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\n"),
+        "{raw}"
+    );
     let conflict = condition(&status, "Conflict");
     assert_eq!(
         (conflict.0.as_str(), conflict.1.as_str()),
@@ -516,4 +538,187 @@ fn a_global_service_is_exported_without_a_service_export() {
     let specs = exported(&backend.scan(7).unwrap());
     assert_eq!(specs[&key("web")].endpoints.len(), 2);
     assert_eq!(backend.stats().invalid.get("unsupported_kind"), Some(&1));
+}
+
+/// A Service that sets every property, and a `v1beta1` ServiceExport with exported
+/// labels and annotations.
+const API: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop, labels: {internal: "yes"}}
+spec:
+  clusterIPs: ["fd00::10", "10.96.0.10"]
+  ipFamilies: [IPv6, IPv4]
+  ipFamilyPolicy: RequireDualStack
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}
+  internalTrafficPolicy: Local
+  trafficDistribution: PreferClose
+  ports: [{name: http, port: 80}]
+---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: api, namespace: shop, creationTimestamp: "2024-01-01T00:00:20Z"}
+spec:
+  exportedLabels: {tier: backend}
+  exportedAnnotations: {example.com/owner: shop team}
+"#;
+
+fn api_properties() -> ServiceProperties {
+    ServiceProperties {
+        ip_families: vec![IpFamily::Ipv6, IpFamily::Ipv4],
+        session_affinity: SessionAffinity::ClientIp,
+        client_ip_timeout_seconds: Some(600),
+        internal_traffic_policy: Some(InternalTrafficPolicy::Local),
+        traffic_distribution: Some("PreferClose".into()),
+        exported_labels: [("tier".to_owned(), "backend".to_owned())].into(),
+        exported_annotations: [("example.com/owner".to_owned(), "shop team".to_owned())].into(),
+    }
+}
+
+fn out_yaml(dir: &Path, file: &str) -> serde_yaml::Value {
+    let bytes = std::fs::read(dir.join("out").join(file)).unwrap();
+    serde_yaml::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn properties_travel_from_yaml_in_to_v1beta1_yaml_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    write_in(dir.path(), "api.yaml", API);
+    let specs = exported(&backend.scan(1).unwrap());
+    let spec = specs[&key("api")].clone();
+    assert_eq!(spec.properties, api_properties());
+
+    // East's export, signed and imported as the core would, comes out as objects.
+    let record = spec.into_record(cluster("east"), 1);
+    let signed = ClusterKey::from_seed(cluster("east"), [3; 32])
+        .sign(record)
+        .unwrap();
+    let record = Arc::new(signed.into_inner());
+    let imported = Arc::new(ImportedService {
+        service: key("api"),
+        service_type: ServiceType::ClusterSetIp,
+        ports: record.record.ports.clone(),
+        properties: record.record.properties.clone(),
+        sources: vec![ImportedCluster { record }],
+        conflicts: Vec::new(),
+    });
+    let change = ImportChange {
+        service: key("api"),
+        import: Some(imported),
+    };
+    backend.apply_imports(&[change]).unwrap();
+    let expected: serde_yaml::Value = serde_yaml::from_str(
+        r#"
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceImport
+metadata:
+  name: api
+  namespace: shop
+  labels: {multicluster.kubernetes.io/service-name: api, tier: backend}
+  annotations: {example.com/owner: shop team, shoal.dev/written-by: east}
+spec:
+  type: ClusterSetIP
+  ports: [{name: http, protocol: TCP, port: 80}]
+  ipFamilies: [IPv6, IPv4]
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}
+  internalTrafficPolicy: Local
+  trafficDistribution: PreferClose
+status:
+  clusters: [{cluster: east}]
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        out_yaml(dir.path(), "serviceimport.shop.api.yaml"),
+        expected
+    );
+
+    let derived = out_files(dir.path())
+        .into_iter()
+        .find(|f| f.starts_with("service.shop.derived-"))
+        .unwrap();
+    let service = out_yaml(dir.path(), &derived);
+    let spec = &service["spec"];
+    assert_eq!(
+        spec["ipFamilies"],
+        serde_yaml::from_str::<serde_yaml::Value>("[IPv6, IPv4]").unwrap()
+    );
+    assert_eq!(spec["ipFamilyPolicy"], "RequireDualStack");
+    assert_eq!(spec["sessionAffinity"], "ClientIP");
+    assert_eq!(
+        spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+        600
+    );
+    assert_eq!(spec["internalTrafficPolicy"], "Local");
+    assert_eq!(spec["trafficDistribution"], "PreferClose");
+    assert_eq!(
+        service["metadata"]["labels"].as_mapping().unwrap().len(),
+        1,
+        "no exported labels on the derived Service"
+    );
+}
+
+#[test]
+fn an_export_with_a_label_kubernetes_refuses_is_invalid_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    let bad = API.replace("{tier: backend}", "{\"-tier\": backend}");
+    write_in(dir.path(), "api.yaml", &bad);
+    assert_eq!(backend.scan(1).unwrap(), []);
+    assert_eq!(
+        backend.stats().invalid.get("invalid_exported_metadata"),
+        Some(&1)
+    );
+    backend.write_export_status(&BTreeMap::new()).unwrap();
+    let status = read_status(dir.path(), "api");
+    let valid = condition(&status, "Valid");
+    assert_eq!(
+        (valid.0.as_str(), valid.1.as_str()),
+        ("False", "InvalidExportedMetadata")
+    );
+    assert!(valid.2.contains("\"-tier\""), "{}", valid.2);
+    let ready = condition(&status, "Ready");
+    assert_eq!((ready.0.as_str(), ready.1.as_str()), ("False", "Failed"));
+}
+
+#[test]
+fn a_property_conflict_shows_in_every_exports_status_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    write_in(dir.path(), "web.yaml", &format!("{WEB}---{WEB_EXPORT}"));
+    backend.scan(1_000).unwrap();
+    // West's export is older and this cluster (east) agrees with it; a third cluster
+    // differs in session affinity and exported labels. East's export is in no conflict,
+    // but the condition is raised on it too, as the MCS conformance suite expects.
+    let mut imported = ImportedService::clone(&import(vec![
+        source("east", 80, 50, endpoints(1)),
+        source("north", 80, 70, endpoints(1)),
+        source("west", 80, 10, endpoints(1)),
+    ]));
+    imported.conflicts = vec![
+        Conflict {
+            cluster: cluster("north"),
+            kind: ConflictKind::SessionAffinity,
+        },
+        Conflict {
+            cluster: cluster("north"),
+            kind: ConflictKind::Labels,
+        },
+    ];
+    let imports = BTreeMap::from([(key("web"), Arc::new(imported))]);
+    backend.write_export_status(&imports).unwrap();
+    let status = read_status(dir.path(), "web");
+    let conflict = condition(&status, "Conflict");
+    assert_eq!(
+        (conflict.0.as_str(), conflict.1.as_str()),
+        ("True", "SessionAffinityConflict,LabelsConflict")
+    );
+    assert_eq!(
+        conflict.2,
+        "conflicting exports: north on session affinity, north on exported labels; \
+         this cluster's definition stands (the oldest export wins)"
+    );
 }

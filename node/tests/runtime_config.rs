@@ -1,10 +1,10 @@
 #![allow(clippy::unwrap_used)]
-//! The configuration file: a full valid file, each kind of bad field named, and
-//! environment overrides.
+//! The configuration file: a full valid file, each kind of bad field named,
+//! environment overrides, the layers' precedence, and the Kubernetes backend's keys.
 
 use std::path::Path;
 
-use shoal_node::runtime::config::{self, ConfigFileError};
+use shoal_node::runtime::config::{self, BackendConfig, ConfigFileError};
 
 /// A directory with the TLS files a config points at (their contents are not read here).
 fn tls_dir() -> tempfile::TempDir {
@@ -92,7 +92,12 @@ fn a_full_file_loads_with_relative_paths_resolved() {
     assert!(c.core.publisher && c.chaos_enabled);
     assert_eq!(c.data_dir, dir.path().join("data"));
     assert_eq!(c.tls.cert, dir.path().join("certs/us-east.crt"));
-    assert_eq!(c.backend_dir(), dir.path().join("standalone"));
+    assert_eq!(
+        c.backend_dir(),
+        Some(dir.path().join("standalone").as_path())
+    );
+    assert_eq!(c.backend_poll_ms(), Some(200));
+    assert_eq!(c.clusterset, "default");
     assert!(c.summary().contains("us-east/0 (publisher)"));
 }
 
@@ -142,10 +147,10 @@ fn each_bad_field_is_named() {
 }
 
 #[test]
-fn unknown_keys_and_bad_toml_are_syntax_errors_that_name_the_key() {
+fn unknown_keys_are_field_errors_that_name_the_key_and_bad_toml_is_a_syntax_error() {
     let err = load(&VALID.replace("[chaos]", "[chaos]\nenabeld = true"), &[]).unwrap_err();
     assert!(
-        matches!(&err, ConfigFileError::Syntax(m) if m.contains("enabeld")),
+        matches!(&err, ConfigFileError::Field { field, reason } if field == "chaos.enabeld" && reason.contains("enabled")),
         "{err}"
     );
     let err = load("cluster = ", &[]).unwrap_err();
@@ -174,7 +179,7 @@ fn environment_overrides_win_and_unknown_variables_are_refused() {
 
     let err = load(VALID, &[("SHOAL_HTTP_LISTN", "x")]).unwrap_err();
     assert!(
-        matches!(&err, ConfigFileError::Syntax(m) if m.contains("listn")),
+        matches!(&err, ConfigFileError::Env { var, key, reason } if var == "SHOAL_HTTP_LISTN" && key == "http.listn" && reason.contains("listen")),
         "{err}"
     );
     let err = load(VALID, &[("SHOAL_NOPE", "1")]).unwrap_err();
@@ -184,4 +189,396 @@ fn environment_overrides_win_and_unknown_variables_are_refused() {
     );
     let err = load(VALID, &[("SHOAL_REPLICA", "many")]).unwrap_err();
     assert!(err.to_string().contains("replica"), "{err}");
+    assert!(
+        matches!(&err, ConfigFileError::Env { var, key, reason } if var == "SHOAL_REPLICA" && key == "replica" && reason.contains("\"many\"")),
+        "{err}"
+    );
+}
+
+/// The environment error a load of `text` with `env` fails with: (variable, key).
+fn env_error(text: &str, env: &[(&str, &str)]) -> (String, String) {
+    match load(text, env) {
+        Err(ConfigFileError::Env { var, key, .. }) => (var, key),
+        other => panic!("expected an environment error, got {other:?}"),
+    }
+}
+
+/// `VALID` with its `[backend]` section replaced by `backend`.
+fn with_backend(backend: &str) -> String {
+    let section = "[backend]\nkind = \"standalone\"\ndir = \"standalone\"\n";
+    assert!(VALID.contains(section));
+    VALID.replace(section, &format!("[backend]\n{backend}\n"))
+}
+
+#[test]
+fn the_preset_is_overridden_by_the_file_and_the_file_by_the_environment() {
+    // VALID chooses lan and sets no probe_rtt_ms: the preset's.
+    let preset = load(VALID, &[]).unwrap();
+    assert_eq!(preset.core.swim.probe_rtt_ms, 150);
+    assert_eq!(preset.core.lease.lease_ms, 4_000);
+    // Without `preset`, wan.
+    let wan = load(&VALID.replace("preset = \"lan\"\n", ""), &[]).unwrap();
+    assert_eq!(wan.core.swim.probe_rtt_ms, 400);
+    assert_eq!(wan.core.lease.lease_ms, 10_000);
+    // The environment chooses the preset too, over the file's.
+    let env_preset = load(VALID, &[("SHOAL_PRESET", "wan")]).unwrap();
+    assert_eq!(env_preset.core.swim.probe_rtt_ms, 400);
+    assert_eq!(
+        env_preset.core.withdraw_grace_ms, 3_000,
+        "the file's key stays"
+    );
+
+    let file = VALID.replace(
+        "withdraw_grace_ms = 3000",
+        "withdraw_grace_ms = 3000\nprobe_rtt_ms = 120",
+    );
+    assert_eq!(load(&file, &[]).unwrap().core.swim.probe_rtt_ms, 120);
+    let env = load(&file, &[("SHOAL_TIMING_PROBE_RTT_MS", "130")]).unwrap();
+    assert_eq!(env.core.swim.probe_rtt_ms, 130);
+    // Keys the file and the environment leave alone keep the preset's.
+    assert_eq!(env.core.swim.suspect_to_down_ms, 1_500);
+}
+
+#[test]
+fn unknown_nested_keys_are_named_by_their_path() {
+    assert_eq!(
+        bad_field(&VALID.replace("withdraw_grace_ms = 3000", "probe_period = 1000")),
+        "timing.probe_period"
+    );
+    assert_eq!(
+        bad_field(&VALID.replace("addr = \"127.0.0.1:7300\"", "adress = \"127.0.0.1:7300\"")),
+        "seeds[1].adress"
+    );
+    assert_eq!(
+        bad_field(&format!("{VALID}\n[htpp]\nlisten = \"x\"\n")),
+        "htpp"
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_by_its_path() {
+    let err = load(
+        &VALID.replace("withdraw_grace_ms = 3000", "withdraw_grace_ms = \"soon\""),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::Field { field, reason } if field == "timing.withdraw_grace_ms" && reason.contains("string")),
+        "{err}"
+    );
+    assert_eq!(
+        bad_field(&VALID.replace("replica = 1\n", "replica = \"one\"\n")),
+        "seeds[1].replica"
+    );
+    assert_eq!(
+        bad_field(&VALID.replace("enabled = true", "enabled = 1")),
+        "chaos.enabled"
+    );
+    // The file is typed: a number written as a string is not read as one.
+    assert_eq!(
+        bad_field(&VALID.replace("replica = 0\n", "replica = \"0\"\n")),
+        "replica"
+    );
+}
+
+#[test]
+fn missing_and_unknown_required_keys_are_named() {
+    let err = load(&VALID.replace("data_dir = \"data\"\n", ""), &[]).unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::Field { field, reason } if field == "data_dir" && reason.contains("missing")),
+        "{err}"
+    );
+    assert_eq!(
+        bad_field(&VALID.replace("dir = \"standalone\"\n", "")),
+        "backend.dir"
+    );
+    assert_eq!(
+        bad_field(&with_backend("kind = \"docker\"")),
+        "backend.kind"
+    );
+    assert_eq!(
+        bad_field(&VALID.replace(
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\nnetwork = \"mesh\""
+        )),
+        "network"
+    );
+}
+
+#[test]
+fn unknown_environment_variables_are_named() {
+    assert_eq!(
+        env_error(VALID, &[("SHOAL_TIMING_PROBE_PERIOD", "1000")]),
+        (
+            "SHOAL_TIMING_PROBE_PERIOD".to_owned(),
+            "timing.probe_period".to_owned()
+        )
+    );
+    assert_eq!(
+        env_error(VALID, &[("SHOAL_BACKEND_POLL", "100")]),
+        ("SHOAL_BACKEND_POLL".to_owned(), "backend.poll".to_owned())
+    );
+    let err = load(VALID, &[("SHOAL_HTTPLISTEN", "x")]).unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::Env { var, reason, .. } if var == "SHOAL_HTTPLISTEN" && reason.contains("timing")),
+        "the message lists the top-level keys: {err}"
+    );
+    // Variables without the prefix are not settings.
+    assert!(load(VALID, &[("SHOALX", "1"), ("HOME", "/root")]).is_ok());
+}
+
+#[test]
+fn an_environment_value_is_read_as_its_key_type_and_a_bad_one_names_the_variable() {
+    let c = load(
+        VALID,
+        &[
+            ("SHOAL_REPLICA", "2"),
+            ("SHOAL_MEMBERS_EXPECTED", " 7 "),
+            ("SHOAL_CLUSTERSET", "prod.example"),
+            ("SHOAL_DATA_DIR", "elsewhere"),
+            ("SHOAL_LOG_FILTER", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.replica.0, 2);
+    assert!(!c.core.publisher, "replica 2 does not publish by default");
+    assert_eq!(c.core.members_expected, 7);
+    assert_eq!(c.clusterset, "prod.example");
+    assert!(c.data_dir.ends_with("elsewhere") && c.data_dir.is_absolute());
+    assert_eq!(c.log, "true", "a string key takes the text as it is");
+
+    assert_eq!(
+        env_error(VALID, &[("SHOAL_TIMING_WITHDRAW_GRACE_MS", "-1")]),
+        (
+            "SHOAL_TIMING_WITHDRAW_GRACE_MS".to_owned(),
+            "timing.withdraw_grace_ms".to_owned()
+        )
+    );
+    // A value that parses but fails validation names the variable too.
+    assert_eq!(
+        env_error(VALID, &[("SHOAL_LISTEN", "localhost")]),
+        ("SHOAL_LISTEN".to_owned(), "listen".to_owned())
+    );
+    assert_eq!(
+        env_error(VALID, &[("SHOAL_LEASE_VOTERS", "us-east,EU")]),
+        (
+            "SHOAL_LEASE_VOTERS".to_owned(),
+            "lease.voters[1]".to_owned()
+        )
+    );
+}
+
+#[test]
+fn the_clusterset_is_a_dns_subdomain() {
+    let c = load(&format!("clusterset = \"mcs.example-1\"\n{VALID}"), &[]).unwrap();
+    assert_eq!(c.clusterset, "mcs.example-1");
+    assert!(c.summary().contains("clusterset  mcs.example-1"));
+    for bad in ["Prod", "a..b", "-a", "a-", "", "a_b"] {
+        assert_eq!(
+            bad_field(&format!("clusterset = \"{bad}\"\n{VALID}")),
+            "clusterset",
+            "{bad:?}"
+        );
+    }
+    let long = format!("clusterset = \"{}\"\n{VALID}", ["a"; 128].join("."));
+    assert_eq!(bad_field(&long), "clusterset");
+}
+
+#[test]
+fn the_kubernetes_backend_has_defaults_and_refuses_the_publisher_key() {
+    let text = with_backend("kind = \"kubernetes\"").replace("replica = 0\n", "replica = 1\n");
+    let c = load(&text, &[]).unwrap();
+    assert_eq!(
+        c.backend,
+        BackendConfig::Kubernetes {
+            kubeconfig: None,
+            context: None,
+            namespace: "shoal-system".to_owned(),
+            identity: "us-east-1".to_owned(),
+            leader_lease_ms: 15_000,
+            leader_renew_ms: 10_000,
+            leader_retry_ms: 2_000,
+        }
+    );
+    assert!(!c.core.publisher, "every replica starts as a standby");
+    assert_eq!(c.backend_dir(), None);
+    assert_eq!(c.backend_poll_ms(), None);
+    let summary = c.summary();
+    assert!(summary.contains("us-east/1 (leader-elected)"), "{summary}");
+    assert!(
+        summary.contains("kubernetes in-cluster, namespace shoal-system, identity us-east-1"),
+        "{summary}"
+    );
+
+    let kind_from_env = load(
+        &VALID.replace("dir = \"standalone\"\n", ""),
+        &[("SHOAL_BACKEND_KIND", "kubernetes")],
+    )
+    .unwrap();
+    assert!(matches!(
+        kind_from_env.backend,
+        BackendConfig::Kubernetes { .. }
+    ));
+
+    let publisher = format!(
+        "publisher = true\n{}",
+        with_backend("kind = \"kubernetes\"")
+    );
+    assert_eq!(bad_field(&publisher), "publisher");
+    let standby = publisher.replace("publisher = true", "publisher = false");
+    assert!(load(&standby, &[]).is_ok());
+}
+
+#[test]
+fn a_relative_kubeconfig_is_relative_to_the_file() {
+    let dir = tls_dir();
+    std::fs::create_dir(dir.path().join("kube")).unwrap();
+    std::fs::write(dir.path().join("kube/config"), "x").unwrap();
+    let text = with_backend(
+        "kind = \"kubernetes\"\nkubeconfig = \"kube/config\"\ncontext = \"kind-us-east\"\nnamespace = \"mcs\"",
+    );
+    let c = config::load(&write(dir.path(), &text), Vec::new()).unwrap();
+    let BackendConfig::Kubernetes {
+        kubeconfig,
+        context,
+        namespace,
+        ..
+    } = &c.backend
+    else {
+        panic!("expected kubernetes, got {:?}", c.backend);
+    };
+    assert_eq!(
+        kubeconfig.as_deref(),
+        Some(dir.path().join("kube/config").as_path())
+    );
+    assert_eq!(context.as_deref(), Some("kind-us-east"));
+    assert_eq!(namespace, "mcs");
+    assert!(c.summary().contains("context kind-us-east"));
+
+    let bad_in_dir = |text: &str| match config::load(&write(dir.path(), text), Vec::new()) {
+        Err(ConfigFileError::Field { field, .. }) => field,
+        other => panic!("expected a field error, got {other:?}"),
+    };
+    assert_eq!(
+        bad_in_dir(&text.replace("kube/config", "kube/missing")),
+        "backend.kubeconfig"
+    );
+    assert_eq!(
+        bad_in_dir(&text.replace("\"mcs\"", "\"MCS\"")),
+        "backend.namespace"
+    );
+    assert_eq!(
+        bad_in_dir(&text.replace("\"kind-us-east\"", "\"\"")),
+        "backend.context"
+    );
+}
+
+#[test]
+fn the_leader_election_identity_is_the_key_else_pod_name_else_cluster_and_replica() {
+    let text = with_backend("kind = \"kubernetes\"");
+    let identity = |c: &config::RuntimeConfig| match &c.backend {
+        BackendConfig::Kubernetes { identity, .. } => identity.clone(),
+        other => panic!("expected kubernetes, got {other:?}"),
+    };
+    let from_pod = load(&text, &[("POD_NAME", "shoal-us-east-0")]).unwrap();
+    assert_eq!(identity(&from_pod), "shoal-us-east-0");
+    let keyed = text.replace(
+        "kind = \"kubernetes\"",
+        "kind = \"kubernetes\"\nidentity = \"me\"",
+    );
+    assert_eq!(
+        identity(&load(&keyed, &[("POD_NAME", "shoal-us-east-0")]).unwrap()),
+        "me"
+    );
+    assert_eq!(identity(&load(&text, &[]).unwrap()), "us-east-0");
+    assert_eq!(
+        env_error(&text, &[("POD_NAME", "two words")]),
+        ("POD_NAME".to_owned(), "backend.identity".to_owned())
+    );
+    assert_eq!(
+        bad_field(&keyed.replace("\"me\"", "\"\"")),
+        "backend.identity"
+    );
+}
+
+#[test]
+fn leader_timing_must_nest_and_errors_name_the_field() {
+    let with = |keys: &str| with_backend(&format!("kind = \"kubernetes\"\n{keys}"));
+    let err = load(&with("leader_renew_ms = 15000"), &[]).unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::Field { field, reason } if field == "backend.leader_renew_ms" && reason.contains("leader_lease_ms")),
+        "{err}"
+    );
+    assert_eq!(
+        bad_field(&with("leader_retry_ms = 10000")),
+        "backend.leader_retry_ms"
+    );
+    assert_eq!(
+        bad_field(&with(
+            "leader_lease_ms = 500\nleader_renew_ms = 400\nleader_retry_ms = 200"
+        )),
+        "backend.leader_lease_ms"
+    );
+    assert_eq!(
+        bad_field(&with("leader_retry_ms = 0")),
+        "backend.leader_retry_ms"
+    );
+    let ok = load(
+        &with("leader_lease_ms = 6000\nleader_renew_ms = 4000\nleader_retry_ms = 1000"),
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(
+        ok.backend,
+        BackendConfig::Kubernetes {
+            leader_lease_ms: 6_000,
+            leader_renew_ms: 4_000,
+            leader_retry_ms: 1_000,
+            ..
+        }
+    ));
+    assert_eq!(
+        env_error(&with(""), &[("SHOAL_BACKEND_LEADER_RENEW_MS", "20000")]),
+        (
+            "SHOAL_BACKEND_LEADER_RENEW_MS".to_owned(),
+            "backend.leader_renew_ms".to_owned()
+        )
+    );
+}
+
+#[test]
+fn each_backend_kind_refuses_the_other_kinds_keys() {
+    let err = load(
+        &with_backend("kind = \"kubernetes\"\ndir = \"standalone\""),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::Field { field, reason } if field == "backend.dir" && reason.contains("kubernetes")),
+        "{err}"
+    );
+    assert_eq!(
+        bad_field(&with_backend("kind = \"kubernetes\"\npoll_ms = 100")),
+        "backend.poll_ms"
+    );
+    let err = load(
+        &with_backend("kind = \"standalone\"\ndir = \"standalone\"\nnamespace = \"mcs\""),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::Field { field, reason } if field == "backend.namespace" && reason.contains("standalone")),
+        "{err}"
+    );
+    // The default kind is standalone, which takes no kubeconfig.
+    assert_eq!(
+        bad_field(&with_backend("dir = \"standalone\"\nkubeconfig = \"k\"")),
+        "backend.kubeconfig"
+    );
+    // The environment switches the kind; then the file's standalone key is refused.
+    let err = load(VALID, &[("SHOAL_BACKEND_KIND", "kubernetes")]).unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::Field { field, .. } if field == "backend.dir"),
+        "{err}"
+    );
 }

@@ -172,6 +172,13 @@ fn metrics_snapshot() -> MetricsSnapshot {
         propagation_lag_count: 6,
         leases: lease_views(),
         isolated: false,
+        backend: vec![
+            ("writes".into(), "endpointslices".into(), 7),
+            ("writes".into(), "services".into(), 2),
+            ("errors".into(), "conflict".into(), 1),
+        ],
+        publisher: true,
+        leadership_changes: 3,
     }
 }
 
@@ -613,6 +620,18 @@ async fn metrics_are_valid_prometheus_text() {
         value("shoal_http_errors_total", &[("reason", "not_found")]),
         1.0
     );
+    let slices = [("label", "endpointslices")];
+    assert_eq!(value("shoal_backend_writes_total", &slices), 7.0);
+    assert_eq!(
+        value("shoal_backend_writes_total", &[("label", "services")]),
+        2.0
+    );
+    assert_eq!(
+        value("shoal_backend_errors_total", &[("label", "conflict")]),
+        1.0
+    );
+    assert_eq!(value("shoal_publisher", &[]), 1.0);
+    assert_eq!(value("shoal_leadership_changes_total", &[]), 3.0);
     assert!(text.contains("shoal_rejects_total{reason=\"bad \\\"frame\\\"\\nline\\\\\"} 2\n"));
     h.stop().await;
 }

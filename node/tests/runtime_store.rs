@@ -27,6 +27,7 @@ fn signed(version: u64) -> Arc<SignedRecord> {
         ports: Vec::new(),
         endpoints: Vec::new(),
         network: NetworkMode::Flat,
+        properties: shoal_proto::ServiceProperties::default(),
         tombstone: false,
     }))
 }

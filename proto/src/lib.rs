@@ -22,8 +22,9 @@ pub use ids::{
 };
 pub use lease::{FencingToken, Grant, LeaseMessage};
 pub use record::{
-    Endpoint, EndpointConditions, ExportRecord, IpAddress, NetworkMode, PortProtocol, RecordError,
-    ServicePort, ServiceType,
+    Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy, IpAddress, IpFamily,
+    NetworkMode, PortProtocol, RecordError, ServicePort, ServiceProperties, ServiceType,
+    SessionAffinity,
 };
 pub use sign::{
     ClusterKey, KeyRing, KeyRingError, SignedRecord, Verified, VerifiedWeak, VerifyError,

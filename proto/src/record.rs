@@ -3,6 +3,8 @@
 //! Each (origin, service) has exactly one writer, its origin, so records merge by
 //! version alone. See DESIGN.md, "Records and the view".
 
+use std::collections::BTreeMap;
+
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +20,26 @@ pub const ADDRESSES_PER_ENDPOINT_MAX: usize = 2;
 pub const LABEL_BYTES_MAX: usize = 63;
 /// Longest app protocol (a qualified name, as in Kubernetes).
 pub const APP_PROTOCOL_BYTES_MAX: usize = 253;
+/// Most IP families a service has: one of each.
+pub const IP_FAMILIES_MAX: usize = 2;
+/// Longest ClientIP session affinity timeout, as Kubernetes bounds it: one day.
+pub const CLIENT_IP_TIMEOUT_SECONDS_MAX: u32 = 86_400;
+/// Longest traffic distribution (Kubernetes' values, such as `PreferClose`, are
+/// shorter; the bound leaves room for new ones).
+pub const TRAFFIC_DISTRIBUTION_BYTES_MAX: usize = 63;
+/// Most exported labels one record carries.
+pub const EXPORTED_LABELS_MAX: usize = 64;
+/// Most exported annotations one record carries.
+pub const EXPORTED_ANNOTATIONS_MAX: usize = 64;
+/// Longest label or annotation key, as Kubernetes bounds a qualified name: a DNS
+/// subdomain prefix (253), `/`, and a name (63).
+pub const METADATA_KEY_BYTES_MAX: usize = 253 + 1 + 63;
+/// Longest label value, as Kubernetes bounds it.
+pub const LABEL_VALUE_BYTES_MAX: usize = 63;
+/// Most bytes of exported annotations per record, keys and values together.
+/// Kubernetes allows 256 KiB per object; a record carries at most 16 KiB, so that a
+/// record at every bound at once still fits [`crate::codec::RECORD_BYTES_MAX`].
+pub const ANNOTATIONS_BYTES_MAX: usize = 16 * 1024;
 
 /// How the MCS API exposes an imported service.
 #[derive(
@@ -121,6 +143,70 @@ pub struct Endpoint {
     pub hostname: Option<String>,
 }
 
+/// An IP family of a service (`spec.ipFamilies` in Kubernetes).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Encode, Decode,
+)]
+pub enum IpFamily {
+    Ipv4,
+    Ipv6,
+}
+
+/// Session affinity, as in a Kubernetes Service.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+)]
+pub enum SessionAffinity {
+    #[default]
+    None,
+    /// Connections from one client IP go to one endpoint.
+    ClientIp,
+}
+
+/// How nodes route traffic they receive on the service's virtual IP
+/// (`spec.internalTrafficPolicy`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Encode, Decode,
+)]
+pub enum InternalTrafficPolicy {
+    /// To every endpoint of the service.
+    Cluster,
+    /// Only to endpoints on the node the traffic arrived at.
+    Local,
+}
+
+/// The properties of an export that the MCS API merges across clusters, besides the
+/// type and the ports: under its conflict rule the oldest export defines each of them,
+/// and an export that differs from it in one is in conflict on that one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub struct ServiceProperties {
+    /// The service's IP families, primary first; empty when the origin does not say.
+    pub ip_families: Vec<IpFamily>,
+    pub session_affinity: SessionAffinity,
+    /// The ClientIP affinity timeout (`sessionAffinityConfig.clientIP.timeoutSeconds`).
+    /// Only with [`SessionAffinity::ClientIp`].
+    pub client_ip_timeout_seconds: Option<u32>,
+    pub internal_traffic_policy: Option<InternalTrafficPolicy>,
+    /// A routing preference such as `PreferClose` (`spec.trafficDistribution`).
+    pub traffic_distribution: Option<String>,
+    /// The ServiceExport's `exportedLabels`: labels for the ServiceImport.
+    pub exported_labels: BTreeMap<String, String>,
+    /// The ServiceExport's `exportedAnnotations`: annotations for the ServiceImport.
+    pub exported_annotations: BTreeMap<String, String>,
+}
+
 /// One origin cluster's statement about one exported service.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
 pub struct ExportRecord {
@@ -141,7 +227,11 @@ pub struct ExportRecord {
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Endpoint>,
     pub network: NetworkMode,
-    /// The service is no longer exported by `origin`. Endpoints and ports are empty.
+    /// IP families, session affinity, traffic policy and distribution, and the
+    /// export's labels and annotations: what the MCS API merges besides type and ports.
+    pub properties: ServiceProperties,
+    /// The service is no longer exported by `origin`. Endpoints and ports are empty,
+    /// and the properties are the defaults.
     pub tombstone: bool,
 }
 
@@ -158,10 +248,37 @@ pub enum RecordError {
         "a text field is {0} bytes long, over its limit ({LABEL_BYTES_MAX} for labels, {APP_PROTOCOL_BYTES_MAX} for app protocols)"
     )]
     LabelTooLong(usize),
-    #[error("a tombstone must carry no ports and no endpoints")]
+    #[error("a tombstone must carry no ports, no endpoints and default properties")]
     TombstoneWithContent,
     #[error("version 0 is reserved for 'never seen'")]
     ZeroVersion,
+    /// More than one of a family (at most the first three are shown).
+    #[error("IP families {0:?}: at most one of each family is allowed")]
+    IpFamilies(Vec<IpFamily>),
+    #[error("a ClientIP timeout is set without ClientIP session affinity")]
+    TimeoutWithoutClientIp,
+    #[error("a ClientIP timeout of {0} s is outside 1 to {CLIENT_IP_TIMEOUT_SECONDS_MAX} s")]
+    ClientIpTimeout(u32),
+    #[error(
+        "the traffic distribution is {0} bytes long, more than {TRAFFIC_DISTRIBUTION_BYTES_MAX}"
+    )]
+    TrafficDistributionTooLong(usize),
+    #[error("{0} exported labels, more than {EXPORTED_LABELS_MAX}")]
+    TooManyLabels(usize),
+    #[error("{0} exported annotations, more than {EXPORTED_ANNOTATIONS_MAX}")]
+    TooManyAnnotations(usize),
+    /// Not a Kubernetes qualified name (the key is shown cut to 64 bytes).
+    #[error(
+        "{0:?} is not a valid label or annotation key: an optional DNS subdomain prefix and '/', then 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit; {METADATA_KEY_BYTES_MAX} bytes at most"
+    )]
+    MetadataKey(String),
+    /// Not a Kubernetes label value (the value is shown cut to 64 bytes).
+    #[error(
+        "{0:?} is not a valid label value: at most {LABEL_VALUE_BYTES_MAX} letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    )]
+    LabelValue(String),
+    #[error("exported annotations take {0} bytes, more than {ANNOTATIONS_BYTES_MAX}")]
+    AnnotationsTooLarge(usize),
 }
 
 impl ExportRecord {
@@ -176,9 +293,14 @@ impl ExportRecord {
         if self.endpoints.len() > ENDPOINTS_PER_RECORD_MAX {
             return Err(RecordError::TooManyEndpoints(self.endpoints.len()));
         }
-        if self.tombstone && (!self.ports.is_empty() || !self.endpoints.is_empty()) {
+        if self.tombstone
+            && (!self.ports.is_empty()
+                || !self.endpoints.is_empty()
+                || self.properties != ServiceProperties::default())
+        {
             return Err(RecordError::TombstoneWithContent);
         }
+        self.properties.validate()?;
         if let Some(long) = self
             .ports
             .iter()
@@ -207,4 +329,121 @@ impl ExportRecord {
         }
         Ok(())
     }
+}
+
+impl ServiceProperties {
+    /// Checks the bounds Kubernetes puts on these properties, and that labels and
+    /// annotations are what a Kubernetes API server accepts on an object, so that an
+    /// importing cluster can always write them.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        let families = &self.ip_families;
+        if families.len() > IP_FAMILIES_MAX || (families.len() == 2 && families[0] == families[1]) {
+            let shown = families.iter().take(IP_FAMILIES_MAX + 1).copied().collect();
+            return Err(RecordError::IpFamilies(shown));
+        }
+        match (self.session_affinity, self.client_ip_timeout_seconds) {
+            (SessionAffinity::None, Some(_)) => return Err(RecordError::TimeoutWithoutClientIp),
+            (SessionAffinity::ClientIp, Some(t)) if t == 0 || t > CLIENT_IP_TIMEOUT_SECONDS_MAX => {
+                return Err(RecordError::ClientIpTimeout(t));
+            }
+            _ => {}
+        }
+        if let Some(long) = self
+            .traffic_distribution
+            .as_ref()
+            .filter(|t| t.len() > TRAFFIC_DISTRIBUTION_BYTES_MAX)
+        {
+            return Err(RecordError::TrafficDistributionTooLong(long.len()));
+        }
+        self.validate_labels()?;
+        self.validate_annotations()
+    }
+
+    fn validate_labels(&self) -> Result<(), RecordError> {
+        if self.exported_labels.len() > EXPORTED_LABELS_MAX {
+            return Err(RecordError::TooManyLabels(self.exported_labels.len()));
+        }
+        for (key, value) in &self.exported_labels {
+            if !is_qualified_name(key) {
+                return Err(RecordError::MetadataKey(excerpt(key)));
+            }
+            if !value.is_empty() && !is_label_name(value) {
+                return Err(RecordError::LabelValue(excerpt(value)));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_annotations(&self) -> Result<(), RecordError> {
+        let annotations = &self.exported_annotations;
+        if annotations.len() > EXPORTED_ANNOTATIONS_MAX {
+            return Err(RecordError::TooManyAnnotations(annotations.len()));
+        }
+        let bytes: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > ANNOTATIONS_BYTES_MAX {
+            return Err(RecordError::AnnotationsTooLarge(bytes));
+        }
+        // Kubernetes checks annotation keys in lowercase: a prefix may have capitals.
+        match annotations
+            .keys()
+            .find(|k| !is_qualified_name(&k.to_ascii_lowercase()))
+        {
+            Some(bad) => Err(RecordError::MetadataKey(excerpt(bad))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Bytes of a bad key or value shown in an error.
+const EXCERPT_BYTES_MAX: usize = 64;
+
+fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT_BYTES_MAX {
+        return text.to_owned();
+    }
+    let mut end = EXCERPT_BYTES_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// A Kubernetes qualified name (label and annotation keys): an optional DNS subdomain
+/// prefix of at most 253 bytes and `/`, then a name (see [`is_label_name`]).
+pub fn is_qualified_name(key: &str) -> bool {
+    if key.len() > METADATA_KEY_BYTES_MAX {
+        return false;
+    }
+    match key.split_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_label_name(name),
+        None => is_label_name(key),
+    }
+}
+
+/// 1 to 63 ASCII letters, digits, `-`, `_` and `.`, starting and ending with a letter or
+/// digit: a qualified name's name part, and any non-empty label value.
+pub fn is_label_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    bytes.len() <= LABEL_VALUE_BYTES_MAX
+        && first.is_ascii_alphanumeric()
+        && last.is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A lowercase RFC 1123 subdomain: dot-separated labels, at most 253 bytes.
+fn is_dns_subdomain(text: &str) -> bool {
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        !b.is_empty()
+            && b.first().is_some_and(edge)
+            && b.last().is_some_and(edge)
+            && b.iter().all(|c| edge(c) || *c == b'-')
+    };
+    !text.is_empty() && text.len() <= 253 && text.split('.').all(label)
 }

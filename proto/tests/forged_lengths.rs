@@ -120,9 +120,22 @@ fn record_head() -> Vec<u8> {
         string("s"), // name
         varint(5),   // version
         varint(0),   // export_created_ms
+        varint(0),   // published_ms
         vec![0],     // ServiceType::ClusterSetIp
     ]
     .concat()
+}
+
+/// The fields of a record with no ports, no endpoints and a flat network, up to (not
+/// including) its properties.
+fn properties_head() -> Vec<u8> {
+    [record_head(), varint(0), varint(0), vec![0]].concat()
+}
+
+/// The properties up to (not including) the exported labels: no IP families, no
+/// affinity, no timeout, no traffic policy, no traffic distribution.
+fn labels_head() -> Vec<u8> {
+    [properties_head(), varint(0), vec![0, 0, 0, 0]].concat()
 }
 
 /// Pads with zeros to `len` bytes, the size of a real packet.
@@ -258,6 +271,42 @@ fn a_string_claiming_2_pow_32_bytes_is_refused() {
     ]
     .concat();
     assert_refused_cheaply("port name of 2^32 bytes", &padded(port_name, PACKET), frame);
+
+    let push_of = |record: Vec<u8>| padded([vec![PUSH], varint(1), record].concat(), PACKET);
+    let strings: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "traffic distribution of 2^32 bytes",
+            [
+                properties_head(),
+                varint(0),
+                vec![0, 0, 0, 1],
+                varint(1 << 32),
+            ]
+            .concat(),
+        ),
+        (
+            "label key of 2^32 bytes",
+            [labels_head(), varint(1), varint(1 << 32)].concat(),
+        ),
+        (
+            "label value of 2^40 bytes",
+            [labels_head(), varint(1), string("app"), varint(1 << 40)].concat(),
+        ),
+        (
+            "annotation value of 2^32 bytes",
+            [
+                labels_head(),
+                varint(0),
+                varint(1),
+                string("note"),
+                varint(1 << 32),
+            ]
+            .concat(),
+        ),
+    ];
+    for (what, record) in strings {
+        assert_refused_cheaply(what, &push_of(record), frame);
+    }
 }
 
 #[test]
@@ -287,6 +336,25 @@ fn nested_vectors_claiming_2_pow_40_elements_are_refused() {
                 record_head(),
                 varint(0),
                 varint(1),
+                varint(1 << 40),
+            ]
+            .concat(),
+        ),
+        (
+            "ip families",
+            [vec![PUSH], varint(1), properties_head(), varint(1 << 40)].concat(),
+        ),
+        (
+            "exported labels",
+            [vec![PUSH], varint(1), labels_head(), varint(1 << 40)].concat(),
+        ),
+        (
+            "exported annotations",
+            [
+                vec![PUSH],
+                varint(1),
+                labels_head(),
+                varint(0),
                 varint(1 << 40),
             ]
             .concat(),
@@ -348,6 +416,14 @@ fn forged_records_alone_are_refused() {
             ]
             .concat(),
         ),
+        (
+            "2^40 exported labels",
+            [labels_head(), varint(1 << 40)].concat(),
+        ),
+        (
+            "2^40 exported annotations",
+            [labels_head(), varint(0), varint(1 << 40)].concat(),
+        ),
     ];
     for (what, bytes) in cases {
         assert_refused_cheaply(what, &padded(bytes, PACKET), record);
@@ -388,4 +464,79 @@ fn every_truncation_of_a_valid_frame_is_refused() {
     for len in 0..bytes.len() {
         assert_refused_cheaply("a truncated frame", &bytes[..len], frame);
     }
+}
+
+#[test]
+fn the_handcrafted_layout_is_a_record() {
+    // The forged inputs above replace one length in this layout: were it wrong, they
+    // would be refused for another reason and prove nothing.
+    let _turn = serial();
+    let bytes = [
+        labels_head(),
+        varint(1),
+        string("app"),
+        string("web"),
+        varint(1),
+        string("note"),
+        string("text"),
+        vec![0], // not a tombstone
+    ]
+    .concat();
+    let record =
+        decode_limited::<shoal_proto::ExportRecord, RECORD_BYTES_MAX, RECORD_DECODE_BUDGET>(&bytes)
+            .expect("the handcrafted record decodes");
+    assert_eq!(record.version, 5);
+    assert!(record.ports.is_empty() && record.endpoints.is_empty());
+    assert_eq!(record.properties.exported_labels["app"], "web");
+    assert_eq!(record.properties.exported_annotations["note"], "text");
+    assert_eq!(record.properties.traffic_distribution, None);
+    let distribution = [
+        properties_head(),
+        varint(0),
+        vec![0, 0, 0, 1],
+        string("PreferClose"),
+        varint(0),
+        varint(0),
+        vec![0],
+    ]
+    .concat();
+    let record =
+        decode_limited::<shoal_proto::ExportRecord, RECORD_BYTES_MAX, RECORD_DECODE_BUDGET>(
+            &distribution,
+        )
+        .expect("decodes");
+    assert_eq!(
+        record.properties.traffic_distribution.as_deref(),
+        Some("PreferClose")
+    );
+    let endpoint = [
+        record_head(),
+        varint(1), // one port
+        string("http"),
+        vec![0], // TCP
+        varint(80),
+        varint(8080),
+        vec![0],   // no app protocol
+        varint(1), // one endpoint
+        varint(1), // one address
+        vec![0, 10, 0, 0, 1],
+        vec![1, 1, 0], // conditions
+        vec![1],       // zone: Some
+        string("zone-a"),
+        vec![0], // hostname: None
+        vec![0], // flat
+        varint(0),
+        vec![0, 0, 0, 0],
+        varint(0),
+        varint(0),
+        vec![0],
+    ]
+    .concat();
+    let record =
+        decode_limited::<shoal_proto::ExportRecord, RECORD_BYTES_MAX, RECORD_DECODE_BUDGET>(
+            &endpoint,
+        )
+        .expect("decodes");
+    assert_eq!(record.ports[0].target_port, 8080);
+    assert_eq!(record.endpoints[0].zone.as_deref(), Some("zone-a"));
 }

@@ -12,18 +12,19 @@ use common::{cluster, from_hex, key, ring, service, to_hex};
 use shoal_proto::codec::{RECORD_BYTES_MAX, RECORD_DECODE_BUDGET, decode_limited, encode_limited};
 use shoal_proto::sign;
 use shoal_proto::{
-    ClusterKey, Endpoint, EndpointConditions, ExportRecord, IpAddress, Message, NetworkMode,
-    PortProtocol, ServicePort, ServiceType, SignedRecord,
+    ClusterKey, Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy, IpAddress,
+    IpFamily, Message, NetworkMode, PortProtocol, ServicePort, ServiceProperties, ServiceType,
+    SessionAffinity, SignedRecord,
 };
 
 /// The public key for the seed `[7u8; 32]` (RFC 8032 key derivation).
 const PUBLIC_KEY_HEX: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
 /// The signature over `golden_record()` with that key. Cross-checked once with an
 /// independent ed25519 implementation (OpenSSL, through Python's `cryptography`):
-/// Ed25519(seed, b"shoal/export-record/v3\0" || canonical record bytes).
+/// Ed25519(seed, b"shoal/export-record/v4\0" || canonical record bytes).
 const SIGNATURE_HEX: &str = concat!(
-    "fdd8de081825521e69ecdff8b0f5c3a74ca469c5bc5258b1787244a3e8d56e15",
-    "888362f5da84eb7209f6c5c2852adfea7b2557fe3aed32445593a1acdbd6e500",
+    "1215602552149f0eef433895bef022a47a4fad201f0b44c8b9e51dae7777aaaa",
+    "ed5bc512fcb44d44571586effa9e161484eec6c398f111d8263467c4ea76340d",
 );
 /// `Message::Push { records: vec![signed golden_record()], relay: true }`.
 const PUSH_HEX: &str = concat!(
@@ -73,17 +74,37 @@ const PUSH_HEX: &str = concat!(
     "01056170692d30",
     // NetworkMode::Island
     "01",
+    // properties: two IP families, IPv6 then IPv4
+    "02",
+    "01",
+    "00",
+    // SessionAffinity::ClientIp
+    "01",
+    // client_ip_timeout_seconds Some(3600)
+    "01fb100e",
+    // internal_traffic_policy Some(Local)
+    "0101",
+    // traffic_distribution Some("PreferClose")
+    "010b507265666572436c6f7365",
+    // one exported label: "tier" = "backend"
+    "01",
+    "0474696572",
+    "076261636b656e64",
+    // one exported annotation: "example.com/owner" = "payments"
+    "01",
+    "116578616d706c652e636f6d2f6f776e6572",
+    "087061796d656e7473",
     // not a tombstone
     "00",
     // the signature: 64 bytes, no length prefix
-    "fdd8de081825521e69ecdff8b0f5c3a74ca469c5bc5258b1787244a3e8d56e15",
-    "888362f5da84eb7209f6c5c2852adfea7b2557fe3aed32445593a1acdbd6e500",
+    "1215602552149f0eef433895bef022a47a4fad201f0b44c8b9e51dae7777aaaa",
+    "ed5bc512fcb44d44571586effa9e161484eec6c398f111d8263467c4ea76340d",
     // relay: true
     "01",
 );
 /// `SignedRecord::digest_hash` of the signed golden record: anti-entropy compares these
 /// across nodes, so the hash function is part of the protocol too.
-const DIGEST_HASH: u64 = 0xabb6_da95_a673_d1e0;
+const DIGEST_HASH: u64 = 0x83ff_7de2_0c52_3e7c;
 /// `Message::DigestRoot { root: 0x0123_4567_89ab_cdef, records: 300, members: 7 }`.
 const DIGEST_ROOT_HEX: &str = concat!(
     "02",                 // Message::DigestRoot
@@ -133,6 +154,15 @@ fn golden_record() -> ExportRecord {
             hostname: Some("api-0".to_owned()),
         }],
         network: NetworkMode::Island,
+        properties: ServiceProperties {
+            ip_families: vec![IpFamily::Ipv6, IpFamily::Ipv4],
+            session_affinity: SessionAffinity::ClientIp,
+            client_ip_timeout_seconds: Some(3_600),
+            internal_traffic_policy: Some(InternalTrafficPolicy::Local),
+            traffic_distribution: Some("PreferClose".to_owned()),
+            exported_labels: [("tier".to_owned(), "backend".to_owned())].into(),
+            exported_annotations: [("example.com/owner".to_owned(), "payments".to_owned())].into(),
+        },
         tombstone: false,
     }
 }
@@ -212,7 +242,7 @@ fn the_signed_message_is_the_domain_tag_then_the_record() {
     // Verify with ed25519-dalek directly, bypassing shoal_proto::sign, so that the
     // domain tag and the exact signed bytes are pinned and not just self-consistent.
     let record = encode_limited::<_, RECORD_BYTES_MAX>(&golden_record()).expect("fits");
-    let mut message = b"shoal/export-record/v3\0".to_vec();
+    let mut message = b"shoal/export-record/v4\0".to_vec();
     message.extend_from_slice(&record);
     let public: [u8; 32] = from_hex(PUBLIC_KEY_HEX).try_into().expect("32 bytes");
     let signature: [u8; 64] = from_hex(SIGNATURE_HEX).try_into().expect("64 bytes");

@@ -9,9 +9,10 @@ use shoal_proto::codec::{
     FRAME_BYTES_MAX, RECORD_BYTES_MAX, RECORD_DECODE_BUDGET, decode_limited, encode_limited,
 };
 use shoal_proto::{
-    ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, IpAddress, KeyRing, Message,
-    Namespace, NetworkMode, PortProtocol, ServiceKey, ServiceName, ServicePort, ServiceType,
-    SignedRecord, VerifyError, sign,
+    ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy,
+    IpAddress, IpFamily, KeyRing, Message, Namespace, NetworkMode, PortProtocol, ServiceKey,
+    ServiceName, ServicePort, ServiceProperties, ServiceType, SessionAffinity, SignedRecord,
+    VerifyError, sign,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -87,6 +88,52 @@ fn service_port() -> impl Strategy<Value = ServicePort> {
         )
 }
 
+/// A Kubernetes qualified name: an optional DNS subdomain prefix, then a name.
+const QUALIFIED_NAME: &str = "([a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]{1,8}){0,2}/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,20}[A-Za-z0-9])?";
+/// A label value: empty, or a name.
+const LABEL_VALUE: &str = "([A-Za-z0-9]([A-Za-z0-9_.-]{0,20}[A-Za-z0-9])?)?";
+
+/// Any properties that `validate()` accepts.
+fn service_properties() -> impl Strategy<Value = ServiceProperties> {
+    use IpFamily::{Ipv4, Ipv6};
+    let families = prop_oneof![
+        Just(vec![]),
+        Just(vec![Ipv4]),
+        Just(vec![Ipv6]),
+        Just(vec![Ipv4, Ipv6]),
+        Just(vec![Ipv6, Ipv4]),
+    ];
+    let affinity = prop_oneof![
+        Just((SessionAffinity::None, None)),
+        prop::option::of(1..=86_400u32).prop_map(|t| (SessionAffinity::ClientIp, t)),
+    ];
+    let policy = prop::option::of(prop_oneof![
+        Just(InternalTrafficPolicy::Cluster),
+        Just(InternalTrafficPolicy::Local)
+    ]);
+    (
+        families,
+        affinity,
+        policy,
+        prop::option::of(label()),
+        prop::collection::btree_map(QUALIFIED_NAME, LABEL_VALUE, 0..4),
+        prop::collection::btree_map(QUALIFIED_NAME, "\\PC{0,20}", 0..4),
+    )
+        .prop_map(
+            |(ip_families, (session_affinity, timeout), policy, distribution, labels, notes)| {
+                ServiceProperties {
+                    ip_families,
+                    session_affinity,
+                    client_ip_timeout_seconds: timeout,
+                    internal_traffic_policy: policy,
+                    traffic_distribution: distribution,
+                    exported_labels: labels,
+                    exported_annotations: notes,
+                }
+            },
+        )
+}
+
 /// Any record that `validate()` accepts, with small vectors so that cases stay fast.
 fn export_record() -> impl Strategy<Value = ExportRecord> {
     (
@@ -98,14 +145,26 @@ fn export_record() -> impl Strategy<Value = ExportRecord> {
         prop::collection::vec(service_port(), 0..4),
         prop::collection::vec(endpoint(), 0..6),
         prop_oneof![Just(NetworkMode::Flat), Just(NetworkMode::Island)],
+        service_properties(),
         prop::bool::weighted(0.2),
     )
         .prop_map(
-            |(origin, service, version, created, service_type, ports, endpoints, network, tomb)| {
-                let (ports, endpoints) = if tomb {
-                    (vec![], vec![])
+            |(
+                origin,
+                service,
+                version,
+                created,
+                service_type,
+                ports,
+                endpoints,
+                network,
+                properties,
+                tomb,
+            )| {
+                let (ports, endpoints, properties) = if tomb {
+                    (vec![], vec![], ServiceProperties::default())
                 } else {
-                    (ports, endpoints)
+                    (ports, endpoints, properties)
                 };
                 ExportRecord {
                     origin,
@@ -117,6 +176,7 @@ fn export_record() -> impl Strategy<Value = ExportRecord> {
                     ports,
                     endpoints,
                     network,
+                    properties,
                     tombstone: tomb,
                 }
             },

@@ -8,15 +8,18 @@ use shoal_proto::codec::{
     RECORD_DECODE_BUDGET, decode_limited, encode_limited,
 };
 use shoal_proto::record::{
-    ADDRESSES_PER_ENDPOINT_MAX, APP_PROTOCOL_BYTES_MAX, ENDPOINTS_PER_RECORD_MAX, LABEL_BYTES_MAX,
-    PORTS_PER_RECORD_MAX,
+    ADDRESSES_PER_ENDPOINT_MAX, ANNOTATIONS_BYTES_MAX, APP_PROTOCOL_BYTES_MAX,
+    CLIENT_IP_TIMEOUT_SECONDS_MAX, ENDPOINTS_PER_RECORD_MAX, EXPORTED_ANNOTATIONS_MAX,
+    EXPORTED_LABELS_MAX, LABEL_BYTES_MAX, LABEL_VALUE_BYTES_MAX, METADATA_KEY_BYTES_MAX,
+    PORTS_PER_RECORD_MAX, TRAFFIC_DISTRIBUTION_BYTES_MAX,
 };
 use shoal_proto::sign;
 use shoal_proto::wire::{ORIGINS_PER_MESSAGE_MAX, RECORDS_PER_MESSAGE_MAX, REFS_PER_ORIGIN_MAX};
 use shoal_proto::{
     Channel, ClusterId, DecodeError, EncodeError, Endpoint, EndpointConditions, ExportRecord,
-    IpAddress, MemberId, Message, NetAddr, OriginSummary, OriginWant, PortProtocol, RecordError,
-    RecordRef, ReplicaId, ServiceKey, ServicePort, SignedRecord, SwimIdentity, VerifyError,
+    InternalTrafficPolicy, IpAddress, IpFamily, MemberId, Message, NetAddr, OriginSummary,
+    OriginWant, PortProtocol, RecordError, RecordRef, ReplicaId, ServiceKey, ServicePort,
+    ServiceProperties, SessionAffinity, SignedRecord, SwimIdentity, VerifyError,
 };
 
 fn every_message() -> Vec<Message> {
@@ -226,6 +229,29 @@ fn tampering_with_any_field_breaks_the_signature() {
             s.record.endpoints.push(copy);
         }),
         ("port", |s| s.record.ports[0].port = 8443),
+        ("ip families", |s| s.record.properties.ip_families.reverse()),
+        ("session affinity", |s| {
+            s.record.properties.session_affinity = SessionAffinity::None;
+            s.record.properties.client_ip_timeout_seconds = None;
+        }),
+        ("client IP timeout", |s| {
+            s.record.properties.client_ip_timeout_seconds = Some(60)
+        }),
+        ("internal traffic policy", |s| {
+            s.record.properties.internal_traffic_policy = Some(InternalTrafficPolicy::Local)
+        }),
+        ("traffic distribution", |s| {
+            s.record.properties.traffic_distribution = None
+        }),
+        ("exported label", |s| {
+            s.record
+                .properties
+                .exported_labels
+                .insert("tier".into(), "web".into());
+        }),
+        ("exported annotation", |s| {
+            s.record.properties.exported_annotations.clear();
+        }),
         ("service", |s| {
             s.record.service = service("payments", "admin")
         }),
@@ -581,6 +607,7 @@ fn the_fixture_record_is_valid() {
             r.tombstone = true;
             r.ports.clear();
             r.endpoints.clear();
+            r.properties = ServiceProperties::default();
         }),
         Ok(())
     );
@@ -609,6 +636,186 @@ fn a_tombstone_carries_nothing() {
             r.ports.clear();
         }),
         Err(RecordError::TombstoneWithContent)
+    );
+    assert_eq!(
+        validate_with(|r| {
+            r.tombstone = true;
+            r.ports.clear();
+            r.endpoints.clear();
+        }),
+        Err(RecordError::TombstoneWithContent),
+        "properties too"
+    );
+}
+
+#[test]
+fn ip_families_are_at_most_one_of_each() {
+    use IpFamily::{Ipv4, Ipv6};
+    for ok in [vec![], vec![Ipv6], vec![Ipv6, Ipv4]] {
+        assert_eq!(
+            validate_with(|r| r.properties.ip_families = ok.clone()),
+            Ok(())
+        );
+    }
+    for bad in [vec![Ipv4, Ipv4], vec![Ipv4, Ipv6, Ipv4]] {
+        assert_eq!(
+            validate_with(|r| r.properties.ip_families = bad.clone()),
+            Err(RecordError::IpFamilies(bad))
+        );
+    }
+}
+
+#[test]
+fn a_client_ip_timeout_needs_client_ip_affinity_and_kubernetes_range() {
+    let timeout = |affinity, seconds| {
+        validate_with(|r| {
+            r.properties.session_affinity = affinity;
+            r.properties.client_ip_timeout_seconds = seconds;
+        })
+    };
+    assert_eq!(timeout(SessionAffinity::ClientIp, None), Ok(()));
+    assert_eq!(timeout(SessionAffinity::ClientIp, Some(1)), Ok(()));
+    let max = CLIENT_IP_TIMEOUT_SECONDS_MAX;
+    assert_eq!(timeout(SessionAffinity::ClientIp, Some(max)), Ok(()));
+    assert_eq!(
+        timeout(SessionAffinity::ClientIp, Some(max + 1)),
+        Err(RecordError::ClientIpTimeout(max + 1))
+    );
+    assert_eq!(
+        timeout(SessionAffinity::ClientIp, Some(0)),
+        Err(RecordError::ClientIpTimeout(0))
+    );
+    assert_eq!(timeout(SessionAffinity::None, None), Ok(()));
+    assert_eq!(
+        timeout(SessionAffinity::None, Some(10)),
+        Err(RecordError::TimeoutWithoutClientIp)
+    );
+}
+
+/// A key of exactly [`METADATA_KEY_BYTES_MAX`] bytes: a 253-byte prefix and a 63-byte
+/// name, told apart by `tag`.
+fn longest_key(tag: usize) -> String {
+    let prefix = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    let key = format!("{prefix}/{tag:0>63}");
+    assert_eq!(key.len(), METADATA_KEY_BYTES_MAX);
+    key
+}
+
+#[test]
+fn exported_labels_are_what_kubernetes_accepts() {
+    let label = |k: &str, v: &str| {
+        validate_with(|r| {
+            r.properties.exported_labels = [(k.to_owned(), v.to_owned())].into();
+        })
+    };
+    for (k, v) in [
+        ("app", ""),
+        ("app", "web"),
+        ("example.com/tier", "a.b_c-d"),
+        ("A_b.c-D", "0"),
+    ] {
+        assert_eq!(label(k, v), Ok(()), "{k}={v}");
+    }
+    assert_eq!(
+        label(&longest_key(1), &"v".repeat(LABEL_VALUE_BYTES_MAX)),
+        Ok(())
+    );
+    let too_long_key = format!("{}x", longest_key(1));
+    assert!(
+        matches!(label(&too_long_key, "v"), Err(RecordError::MetadataKey(k)) if k.ends_with('…'))
+    );
+    for bad in [
+        "",
+        "-app",
+        "app-",
+        "a/b/c",
+        "/app",
+        "Example.com/app",
+        "a b",
+        "é",
+    ] {
+        assert_eq!(
+            label(bad, "v"),
+            Err(RecordError::MetadataKey(bad.to_owned())),
+            "{bad:?}"
+        );
+    }
+    let long_value = "v".repeat(LABEL_VALUE_BYTES_MAX + 1);
+    assert!(matches!(
+        label("app", &long_value),
+        Err(RecordError::LabelValue(_))
+    ));
+    for bad in ["-v", "v-", "a/b", "a b"] {
+        assert_eq!(
+            label("app", bad),
+            Err(RecordError::LabelValue(bad.to_owned())),
+            "{bad:?}"
+        );
+    }
+    let many = |n: usize| {
+        validate_with(|r| {
+            r.properties.exported_labels = (0..n).map(|i| (format!("l{i}"), "v".into())).collect();
+        })
+    };
+    assert_eq!(many(EXPORTED_LABELS_MAX), Ok(()));
+    assert_eq!(
+        many(EXPORTED_LABELS_MAX + 1),
+        Err(RecordError::TooManyLabels(EXPORTED_LABELS_MAX + 1))
+    );
+}
+
+#[test]
+fn exported_annotations_are_bounded_in_count_and_bytes() {
+    let annotate = |pairs: Vec<(String, String)>| {
+        validate_with(|r| r.properties.exported_annotations = pairs.into_iter().collect())
+    };
+    // Any value; keys as Kubernetes checks them, in lowercase.
+    let free = vec![
+        (
+            "Example.com/Owner".to_owned(),
+            "any text: ä / {}".to_owned(),
+        ),
+        ("note".to_owned(), String::new()),
+    ];
+    assert_eq!(annotate(free), Ok(()));
+    assert_eq!(
+        annotate(vec![("a/b/c".to_owned(), "v".to_owned())]),
+        Err(RecordError::MetadataKey("a/b/c".to_owned()))
+    );
+    // Exactly the byte bound, keys and values together, then one byte more.
+    let key = "example.com/big".to_owned();
+    let value = "v".repeat(ANNOTATIONS_BYTES_MAX - key.len());
+    assert_eq!(annotate(vec![(key.clone(), value.clone())]), Ok(()));
+    assert_eq!(
+        annotate(vec![(key, format!("{value}v"))]),
+        Err(RecordError::AnnotationsTooLarge(ANNOTATIONS_BYTES_MAX + 1))
+    );
+    let many = |n: usize| (0..n).map(|i| (format!("a{i}"), String::new())).collect();
+    assert_eq!(annotate(many(EXPORTED_ANNOTATIONS_MAX)), Ok(()));
+    assert_eq!(
+        annotate(many(EXPORTED_ANNOTATIONS_MAX + 1)),
+        Err(RecordError::TooManyAnnotations(
+            EXPORTED_ANNOTATIONS_MAX + 1
+        ))
+    );
+}
+
+#[test]
+fn the_traffic_distribution_is_bounded() {
+    let max = TRAFFIC_DISTRIBUTION_BYTES_MAX;
+    assert_eq!(
+        validate_with(|r| r.properties.traffic_distribution = Some("x".repeat(max))),
+        Ok(())
+    );
+    assert_eq!(
+        validate_with(|r| r.properties.traffic_distribution = Some("x".repeat(max + 1))),
+        Err(RecordError::TrafficDistributionTooLong(max + 1))
     );
 }
 
@@ -828,6 +1035,18 @@ fn every_valid_record_fits_the_record_limit_and_signs() {
             port: u16::MAX,
             target_port: u16::MAX,
             app_protocol: Some("x".repeat(APP_PROTOCOL_BYTES_MAX)),
+        })
+        .collect();
+    big.properties.traffic_distribution = Some("x".repeat(TRAFFIC_DISTRIBUTION_BYTES_MAX));
+    big.properties.exported_labels = (0..EXPORTED_LABELS_MAX)
+        .map(|i| (longest_key(i), "v".repeat(LABEL_VALUE_BYTES_MAX)))
+        .collect();
+    let per_annotation = ANNOTATIONS_BYTES_MAX / EXPORTED_ANNOTATIONS_MAX;
+    big.properties.exported_annotations = (0..EXPORTED_ANNOTATIONS_MAX)
+        .map(|i| {
+            let key = format!("example.com/a{i:02}");
+            let value = "v".repeat(per_annotation - key.len());
+            (key, value)
         })
         .collect();
     assert_eq!(big.validate(), Ok(()));

@@ -18,7 +18,7 @@ use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 use shoal_proto::{
     ClusterKey, Endpoint, EndpointConditions, ExportRecord, IpAddress, Message, NetworkMode,
-    PortProtocol, ServicePort, ServiceType, SignedRecord,
+    PortProtocol, ServicePort, ServiceProperties, ServiceType, SignedRecord,
 };
 
 use crate::keyspace::KeySpace;
@@ -115,6 +115,7 @@ impl Byzantine {
                     ports: vec![http_port()],
                     endpoints: vec![attacker_endpoint(6, rng.random())],
                     network: NetworkMode::Flat,
+                    properties: ServiceProperties::default(),
                     tombstone: false,
                 };
                 topo.clusters[forger].key.sign_unchecked(record)
@@ -171,13 +172,16 @@ impl Byzantine {
     }
 }
 
-/// A genuine record with other endpoints and a higher version, under its old signature.
+/// A genuine record with other endpoints, an attacker's label and a higher version,
+/// under its old signature.
 fn tamper(genuine: &SignedRecord) -> SignedRecord {
     let mut tampered = genuine.clone();
     tampered.record.version += 1;
     tampered.record.tombstone = false;
     tampered.record.ports = vec![http_port()];
     tampered.record.endpoints = vec![attacker_endpoint(6, 66)];
+    let labels = &mut tampered.record.properties.exported_labels;
+    labels.insert("attacker".to_owned(), "yes".to_owned());
     tampered
 }
 

@@ -3,7 +3,9 @@
 //! Each cluster exports `services` services with `endpoints` endpoints each. All but
 //! one service name are shared by every cluster, so imports merge across the
 //! ClusterSet; the last one is one of three `extra-*` names, so some services are
-//! exported by only some clusters. A few clusters declare a conflicting port. At
+//! exported by only some clusters. A few clusters declare a conflicting port, and a
+//! few others conflicting properties (session affinity, traffic distribution and an
+//! exported label): the MCS rules keep their endpoints and mark the conflict. At
 //! random times (exponential gaps) a cluster changes one export: an endpoint is
 //! replaced, changes readiness, or is added or removed; now and then a service is
 //! unexported, and exported again later.
@@ -12,8 +14,8 @@ use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 use shoal_node::core::ExportSpec;
 use shoal_proto::{
-    Endpoint, EndpointConditions, IpAddress, NetworkMode, PortProtocol, ServiceKey, ServicePort,
-    ServiceType,
+    Endpoint, EndpointConditions, InternalTrafficPolicy, IpAddress, IpFamily, NetworkMode,
+    PortProtocol, ServiceKey, ServicePort, ServiceProperties, ServiceType, SessionAffinity,
 };
 
 use crate::spec::RunSpec;
@@ -26,6 +28,8 @@ const EXPORT_EPOCH_MS: u64 = 1_700_000_000_000;
 const UNEXPORT_SHARE: f64 = 0.05;
 /// Share of clusters whose first service declares a conflicting port.
 const PORT_CONFLICT_SHARE: f64 = 0.1;
+/// Share of clusters whose first service declares conflicting properties.
+const PROPERTY_CONFLICT_SHARE: f64 = 0.1;
 
 /// One change a publisher must feed its core.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,13 +76,15 @@ impl Workload {
                 names.push(shared + rng.random_range(0..EXTRA_NAMES));
             }
             let conflict = rng.random_bool(PORT_CONFLICT_SHARE);
+            let differs = rng.random_bool(PROPERTY_CONFLICT_SHARE);
             let entries = names
                 .into_iter()
                 .enumerate()
                 .map(|(i, s)| {
                     let port = if conflict && i == 0 { 8080 } else { 80 };
                     let created = EXPORT_EPOCH_MS + rng.random_range(0..1_000_000);
-                    let spec = workload.fresh_spec(c, s, port, created);
+                    let mut spec = workload.fresh_spec(c, s, port, created);
+                    spec.properties = properties(differs && i == 0);
                     Entry {
                         spec,
                         exported: true,
@@ -170,6 +176,7 @@ impl Workload {
                 .map(|_| self.endpoint(cluster))
                 .collect(),
             network: NetworkMode::Flat,
+            properties: properties(false),
         }
     }
 
@@ -193,6 +200,25 @@ impl Workload {
             hostname: None,
         }
     }
+}
+
+/// What every cluster declares for a service, or (`differing`) a variant that is in
+/// conflict with it on session affinity, its config, the traffic distribution and an
+/// exported label.
+fn properties(differing: bool) -> ServiceProperties {
+    let part_of = if differing { "sim-other" } else { "sim" };
+    let mut properties = ServiceProperties {
+        ip_families: vec![IpFamily::Ipv4],
+        internal_traffic_policy: Some(InternalTrafficPolicy::Cluster),
+        exported_labels: [("app.kubernetes.io/part-of".to_owned(), part_of.to_owned())].into(),
+        ..ServiceProperties::default()
+    };
+    if differing {
+        properties.session_affinity = SessionAffinity::ClientIp;
+        properties.client_ip_timeout_seconds = Some(10_800);
+        properties.traffic_distribution = Some("PreferClose".to_owned());
+    }
+    properties
 }
 
 fn service(name: &str) -> ServiceKey {

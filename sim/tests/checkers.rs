@@ -8,8 +8,8 @@ use shoal_node::core::{Command, Config, Durability, ExportSpec, Node, PersistedS
 use shoal_proto::wire::Channel;
 use shoal_proto::{
     ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, IpAddress, KeyRing,
-    MemberId, Message, NetworkMode, PortProtocol, ReplicaId, ServiceKey, ServicePort, ServiceType,
-    SignedRecord,
+    MemberId, Message, NetworkMode, PortProtocol, ReplicaId, ServiceKey, ServicePort,
+    ServiceProperties, ServiceType, SignedRecord,
 };
 use shoal_sim::disk::Disk;
 use shoal_sim::invariants::authenticity::Authenticity;
@@ -70,6 +70,7 @@ fn record(origin: &str, version: u64) -> ExportRecord {
         }],
         endpoints: vec![endpoint(1)],
         network: NetworkMode::Flat,
+        properties: ServiceProperties::default(),
         tombstone: false,
     }
 }
@@ -120,6 +121,7 @@ fn export(node: &mut Node, last: u8) {
         ports: Vec::new(),
         endpoints: vec![endpoint(last)],
         network: NetworkMode::Flat,
+        properties: ServiceProperties::default(),
     };
     node.handle_export(Time::from_millis(2), spec).unwrap();
 }

@@ -45,8 +45,10 @@ pub struct Config {
     pub addr: NetAddr,
     /// Members to announce to at start and after isolation.
     pub seeds: Vec<Seed>,
-    /// Whether this replica is its cluster's local leader, the one that publishes the
-    /// cluster's records. Exactly one replica per cluster should publish.
+    /// Whether this replica starts as its cluster's local leader, the one that
+    /// publishes the cluster's records. Exactly one replica per cluster should publish;
+    /// the runtime's leader election moves the role with
+    /// [`crate::core::Node::set_publisher`].
     pub publisher: bool,
     /// Expected number of members (all replicas of all clusters): sizes SWIM's
     /// dissemination. Range: 1 to 100,000.

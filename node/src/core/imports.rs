@@ -5,12 +5,17 @@
 //! service everywhere), the union of ports, and on a conflict the oldest export wins.
 //! An origin whose service type conflicts with the winner contributes nothing; an
 //! origin with a conflicting port contributes its endpoints, and the winner's port
-//! definition stands. Both are reported as conflicts.
+//! definition stands. The other properties (IP families, session affinity and its
+//! config, internal traffic policy, traffic distribution, exported labels and exported
+//! annotations) are the oldest export's; an export that differs in one still
+//! contributes its endpoints. Every disagreement is reported as a conflict.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use shoal_proto::{ClusterId, ServiceKey, ServicePort, ServiceType, SignedRecord};
+use shoal_proto::{
+    ClusterId, ServiceKey, ServicePort, ServiceProperties, ServiceType, SignedRecord,
+};
 
 use super::command::{Command, ImportChange};
 use super::node::Node;
@@ -22,6 +27,9 @@ pub struct ImportedService {
     pub service_type: ServiceType,
     /// The union of ports by name, sorted by name.
     pub ports: Vec<ServicePort>,
+    /// The oldest export's properties: IP families, session affinity, traffic policy
+    /// and distribution, exported labels and annotations.
+    pub properties: ServiceProperties,
     /// The records whose endpoints are imported, sorted by origin.
     pub sources: Vec<ImportedCluster>,
     /// Exports that disagree with the oldest export, sorted by origin.
@@ -46,6 +54,9 @@ pub struct Conflict {
     pub kind: ConflictKind,
 }
 
+/// What an export disagrees on. Only a type conflict leaves the export out of the
+/// import; on every other one its endpoints are imported and the older definition
+/// stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConflictKind {
     /// The origin exports another service type than the oldest export; it is left out.
@@ -55,6 +66,71 @@ pub enum ConflictKind {
     },
     /// The origin defines a port differently from an older export; the older stands.
     Port { name: String },
+    /// Other IP families than the oldest export's.
+    IpFamily,
+    /// Another session affinity than the oldest export's.
+    SessionAffinity,
+    /// Another ClientIP timeout than the oldest export's.
+    SessionAffinityConfig,
+    /// Another internal traffic policy than the oldest export's.
+    InternalTrafficPolicy,
+    /// Another traffic distribution than the oldest export's.
+    TrafficDistribution,
+    /// Other exported labels than the oldest export's.
+    Labels,
+    /// Other exported annotations than the oldest export's.
+    Annotations,
+}
+
+impl std::fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConflictKind::Type { exported, .. } => write!(f, "type {exported:?}"),
+            ConflictKind::Port { name } => write!(f, "port {name:?}"),
+            ConflictKind::IpFamily => f.write_str("IP families"),
+            ConflictKind::SessionAffinity => f.write_str("session affinity"),
+            ConflictKind::SessionAffinityConfig => f.write_str("session affinity config"),
+            ConflictKind::InternalTrafficPolicy => f.write_str("internal traffic policy"),
+            ConflictKind::TrafficDistribution => f.write_str("traffic distribution"),
+            ConflictKind::Labels => f.write_str("exported labels"),
+            ConflictKind::Annotations => f.write_str("exported annotations"),
+        }
+    }
+}
+
+/// The properties in which `exported` differs from `imported` (the oldest export's),
+/// in a fixed order: both derivations list an origin's conflicts in this order.
+fn property_conflicts(
+    imported: &ServiceProperties,
+    exported: &ServiceProperties,
+) -> impl Iterator<Item = ConflictKind> {
+    let (a, b) = (imported, exported);
+    [
+        (a.ip_families != b.ip_families, ConflictKind::IpFamily),
+        (
+            a.session_affinity != b.session_affinity,
+            ConflictKind::SessionAffinity,
+        ),
+        (
+            a.client_ip_timeout_seconds != b.client_ip_timeout_seconds,
+            ConflictKind::SessionAffinityConfig,
+        ),
+        (
+            a.internal_traffic_policy != b.internal_traffic_policy,
+            ConflictKind::InternalTrafficPolicy,
+        ),
+        (
+            a.traffic_distribution != b.traffic_distribution,
+            ConflictKind::TrafficDistribution,
+        ),
+        (a.exported_labels != b.exported_labels, ConflictKind::Labels),
+        (
+            a.exported_annotations != b.exported_annotations,
+            ConflictKind::Annotations,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(differs, kind)| differs.then_some(kind))
 }
 
 impl ImportedService {
@@ -87,6 +163,7 @@ pub fn derive<'a>(
     );
     let oldest = exports.iter().min_by(|a, b| age(a).cmp(&age(b)))?;
     let service_type = oldest.record.service_type;
+    let properties = &oldest.record.properties;
     let same_type = || {
         exports
             .iter()
@@ -135,10 +212,17 @@ pub fn derive<'a>(
                 });
             }
         }
+        for kind in property_conflicts(properties, &record.properties) {
+            conflicts.push(Conflict {
+                cluster: record.origin.clone(),
+                kind,
+            });
+        }
     }
     Some(ImportedService {
         service: service.clone(),
         service_type,
+        properties: properties.clone(),
         ports: winners
             .into_values()
             .map(|(port, _)| port.clone())
@@ -309,19 +393,22 @@ impl Edit {
 }
 
 /// The origin's previous record `held` is replaced by `record`. Without a change of
-/// type, ports or age, no other origin's standing can change: the source is swapped
-/// (or, for an export already left out on its type, nothing changes at all).
+/// type, ports, properties or age, no other origin's standing can change: the source is
+/// swapped (or, for an export already left out on its type, nothing changes at all).
 fn plan_replacement(
     import: &ImportedService,
     held: &Arc<SignedRecord>,
     record: &Arc<SignedRecord>,
 ) -> Option<Edit> {
     let (old, new) = (&held.record, &record.record);
-    if old.service_type != new.service_type || old.ports != new.ports {
+    if old.service_type != new.service_type
+        || old.ports != new.ports
+        || old.properties != new.properties
+    {
         return None;
     }
-    // With no conflicts at all, every export agrees on the type and on every port, so
-    // which one is the oldest does not matter.
+    // With no conflicts at all, every export agrees on the type, on every port and on
+    // every property, so which one is the oldest does not matter.
     if old.export_created_ms != new.export_created_ms && !import.conflicts.is_empty() {
         return None;
     }
@@ -343,9 +430,10 @@ fn agrees(a: &ServicePort, b: &ServicePort) -> bool {
 }
 
 /// A new origin exports the service (or exports it again after a tombstone). Younger
-/// than the oldest export, it cannot change the type. Each of its ports then agrees
-/// with the winner, loses to an older winner (a conflict), or names a port no one
-/// defined (the union grows). A port it would win is left to a full derivation.
+/// than the oldest export, it cannot change the type or the properties. Each of its
+/// ports then agrees with the winner, loses to an older winner (a conflict), or names a
+/// port no one defined (the union grows); each property agrees with the oldest export's
+/// or is a conflict. A port it would win is left to a full derivation.
 fn plan_insertion(import: &ImportedService, record: &Arc<SignedRecord>) -> Option<Edit> {
     let new = &record.record;
     let slot = import
@@ -403,6 +491,12 @@ fn plan_insertion(import: &ImportedService, record: &Arc<SignedRecord>) -> Optio
             Err(_) => ports.push(port.clone()),
         }
     }
+    conflicts.extend(
+        property_conflicts(&import.properties, &new.properties).map(|kind| Conflict {
+            cluster: new.origin.clone(),
+            kind,
+        }),
+    );
     Some(Edit::Insert {
         source: Some(slot),
         ports,
@@ -458,8 +552,19 @@ mod tests {
                 hostname: None,
             }],
             network: NetworkMode::Flat,
+            properties: ServiceProperties::default(),
             tombstone: false,
         };
+        Arc::new(key.sign_unchecked(record))
+    }
+
+    fn with_properties(
+        record: &Arc<SignedRecord>,
+        change: impl FnOnce(&mut ServiceProperties),
+    ) -> Arc<SignedRecord> {
+        let mut record = record.record.clone();
+        change(&mut record.properties);
+        let key = ClusterKey::from_seed(record.origin.clone(), [1; 32]);
         Arc::new(key.sign_unchecked(record))
     }
 
@@ -514,6 +619,69 @@ mod tests {
         assert!(import.exports_from(&a.record.origin));
         assert!(!import.exports_from(&b.record.origin));
         assert_eq!(import.conflicts.len(), 1);
+    }
+
+    #[test]
+    fn property_conflicts_keep_the_endpoints_and_the_oldest_values() {
+        use shoal_proto::{InternalTrafficPolicy, IpFamily, SessionAffinity};
+        let a = with_properties(&record("a", 5, ServiceType::ClusterSetIp, 80), |p| {
+            p.ip_families = vec![IpFamily::Ipv4];
+            p.session_affinity = SessionAffinity::ClientIp;
+            p.client_ip_timeout_seconds = Some(60);
+            p.exported_labels.insert("tier".into(), "web".into());
+        });
+        let b = with_properties(&record("b", 10, ServiceType::ClusterSetIp, 80), |p| {
+            p.ip_families = vec![IpFamily::Ipv6];
+            p.internal_traffic_policy = Some(InternalTrafficPolicy::Local);
+            p.traffic_distribution = Some("PreferClose".into());
+            p.exported_annotations.insert("note".into(), "b".into());
+        });
+        let c = with_properties(&record("c", 20, ServiceType::ClusterSetIp, 80), |p| {
+            *p = a.record.properties.clone();
+        });
+        let service = a.record.service.clone();
+        let import = derive(&service, [&a, &b, &c]).unwrap();
+        assert_eq!(
+            import.properties, a.record.properties,
+            "a's export is oldest"
+        );
+        assert_eq!(
+            import.sources.len(),
+            3,
+            "no property conflict leaves one out"
+        );
+        let kinds: Vec<_> = import
+            .conflicts
+            .iter()
+            .map(|c| (c.cluster.as_str(), c.kind.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("b", ConflictKind::IpFamily),
+                ("b", ConflictKind::SessionAffinity),
+                ("b", ConflictKind::SessionAffinityConfig),
+                ("b", ConflictKind::InternalTrafficPolicy),
+                ("b", ConflictKind::TrafficDistribution),
+                ("b", ConflictKind::Labels),
+                ("b", ConflictKind::Annotations),
+            ]
+        );
+        // The incremental path agrees for a younger export that joins.
+        let without_b = derive(&service, [&a, &c]).unwrap();
+        let Some(Edit::Insert { conflicts, .. }) = plan_insertion(&without_b, &b) else {
+            panic!("a younger export is inserted in place");
+        };
+        assert_eq!(conflicts, import.conflicts);
+        // A property change is derived again, never patched.
+        assert!(
+            plan_replacement(
+                &import,
+                &c,
+                &with_properties(&c, |p| p.exported_labels.clear())
+            )
+            .is_none()
+        );
     }
 
     #[test]

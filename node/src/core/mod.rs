@@ -18,6 +18,8 @@
 //!   keeps them current.
 //! - `failure`: liveness transitions, withdrawal after the grace period, re-admission.
 //! - `lease`: the quorum lease (PaxosLease voters and proposers, fencing tokens).
+//! - `publisher`: which replica publishes, as the local leader election decides:
+//!   taking over versions, and letting go of leases.
 //! - `inspect`: accessors and invariant checks.
 //! - `timers`: absolute deadlines.
 //! - `stats`: plain counters.
@@ -37,6 +39,7 @@ mod inspect;
 mod lease;
 mod membership;
 mod node;
+mod publisher;
 mod record_cache;
 mod records;
 mod stats;

@@ -11,8 +11,8 @@ use rand::{RngExt, SeedableRng};
 use shoal_proto::wire::Channel;
 use shoal_proto::{
     ClusterId, ClusterKey, Endpoint, ExportRecord, KeyRing, MemberId, Message, NetAddr,
-    NetworkMode, RecordError, ServiceKey, ServicePort, ServiceType, SignedRecord, SwimIdentity,
-    VerifyError, sign,
+    NetworkMode, RecordError, ServiceKey, ServicePort, ServiceProperties, ServiceType,
+    SignedRecord, SwimIdentity, VerifyError, sign,
 };
 
 use super::command::{Command, Durability, Event, PersistedState, StoreOp};
@@ -42,6 +42,29 @@ pub struct ExportSpec {
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Endpoint>,
     pub network: NetworkMode,
+    /// IP families, session affinity, traffic policy and distribution, and the
+    /// ServiceExport's exported labels and annotations.
+    pub properties: ServiceProperties,
+}
+
+impl ExportSpec {
+    /// The record `origin` publishes for this export at `version` (not yet stamped
+    /// with its signing time).
+    pub fn into_record(self, origin: ClusterId, version: u64) -> ExportRecord {
+        ExportRecord {
+            origin,
+            service: self.service,
+            version,
+            export_created_ms: self.export_created_ms,
+            published_ms: 0,
+            service_type: self.service_type,
+            ports: self.ports,
+            endpoints: self.endpoints,
+            network: self.network,
+            properties: self.properties,
+            tombstone: false,
+        }
+    }
 }
 
 /// The first own version to count from: the stored one, or for a store without one,
@@ -359,17 +382,9 @@ impl Node {
     /// This cluster's export of `spec.service` changed (or appeared). Publishes a new
     /// version if the contents differ from the last one published.
     pub fn handle_export(&mut self, now: Time, spec: ExportSpec) -> Result<(), InputError> {
-        let result = self.publish(now, spec.service.clone(), |version, origin| ExportRecord {
-            origin,
-            service: spec.service,
-            version,
-            export_created_ms: spec.export_created_ms,
-            published_ms: 0,
-            service_type: spec.service_type,
-            ports: spec.ports,
-            endpoints: spec.endpoints,
-            network: spec.network,
-            tombstone: false,
+        let service = spec.service.clone();
+        let result = self.publish(now, service, |version, origin| {
+            spec.into_record(origin, version)
         });
         self.finish_step(false);
         result
@@ -391,6 +406,7 @@ impl Node {
             ports: Vec::new(),
             endpoints: Vec::new(),
             network: NetworkMode::Flat,
+            properties: ServiceProperties::default(),
             tombstone: true,
         });
         self.finish_step(false);
@@ -437,7 +453,7 @@ impl Node {
 
     /// Wall-clock milliseconds at `now`: the start's wall clock moved on by the
     /// driver's clock. Zero when the driver gave no wall clock.
-    fn wall_clock_ms(&self, now: Time) -> u64 {
+    pub(super) fn wall_clock_ms(&self, now: Time) -> u64 {
         let (start, wall_ms) = self.started;
         if wall_ms == 0 {
             return 0;
@@ -722,5 +738,6 @@ fn same_contents(a: &ExportRecord, b: &ExportRecord) -> bool {
         && a.ports == b.ports
         && a.endpoints == b.endpoints
         && a.network == b.network
+        && a.properties == b.properties
         && a.tombstone == b.tombstone
 }

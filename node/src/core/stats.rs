@@ -37,6 +37,10 @@ pub struct Stats {
     pub restore_dropped: u64,
     /// Records this node authored.
     pub published: u64,
+    /// Times this replica became its cluster's publisher (the local leader election).
+    pub publisher_gained: u64,
+    /// Times this replica stopped being its cluster's publisher.
+    pub publisher_lost: u64,
     pub pushes_sent: u64,
     pub relays_sent: u64,
     pub anti_entropy_rounds: u64,

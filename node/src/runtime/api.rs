@@ -166,6 +166,16 @@ pub struct MetricsSnapshot {
     /// Per lease: 1 while this cluster holds it, and its token.
     pub leases: Vec<LeaseView>,
     pub isolated: bool,
+    /// The backend's counters: (name, label, count), printed as
+    /// `shoal_backend_<name>_total{label}`.
+    #[serde(default)]
+    pub backend: Vec<(String, String, u64)>,
+    /// Whether this replica publishes for its cluster (the local leader).
+    #[serde(default)]
+    pub publisher: bool,
+    /// How many times this replica's leadership changed since start.
+    #[serde(default)]
+    pub leadership_changes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -214,7 +214,7 @@ spec:
     port: 80
     protocol: TCP
 ---
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata:
   name: rebel-base
@@ -259,7 +259,7 @@ spec:
     port: 9090
     protocol: TCP
 ---
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata:
   name: fraud-detection

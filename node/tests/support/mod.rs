@@ -9,7 +9,7 @@ use shoal_node::core::{Command, Config, ExportSpec, Node, PersistedState, Time};
 use shoal_proto::wire::Channel;
 use shoal_proto::{
     ClusterId, ClusterKey, Endpoint, EndpointConditions, IpAddress, KeyRing, MemberId, NetAddr,
-    NetworkMode, PortProtocol, ReplicaId, ServiceKey, ServicePort, ServiceType,
+    NetworkMode, PortProtocol, ReplicaId, ServiceKey, ServicePort, ServiceProperties, ServiceType,
 };
 
 pub fn cluster(name: &str) -> ClusterId {
@@ -71,6 +71,7 @@ pub fn spec(name: &str, created_ms: u64, last_octet: u8) -> ExportSpec {
             hostname: None,
         }],
         network: NetworkMode::Flat,
+        properties: ServiceProperties::default(),
     }
 }
 

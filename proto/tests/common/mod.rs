@@ -3,9 +3,12 @@
 //! Every test binary includes this module but uses only part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+
 use shoal_proto::{
-    ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, IpAddress, KeyRing,
-    NetworkMode, PortProtocol, ServiceKey, ServicePort, ServiceType, SignedRecord,
+    ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy,
+    IpAddress, IpFamily, KeyRing, NetworkMode, PortProtocol, ServiceKey, ServicePort,
+    ServiceProperties, ServiceType, SessionAffinity, SignedRecord,
 };
 
 pub fn cluster(name: &str) -> ClusterId {
@@ -28,6 +31,22 @@ pub fn ring(keys: &[&ClusterKey]) -> KeyRing {
             .expect("fixture keys are strong");
     }
     ring
+}
+
+/// Typical properties: dual-stack, ClientIP affinity, one label and one annotation.
+pub fn properties() -> ServiceProperties {
+    ServiceProperties {
+        ip_families: vec![IpFamily::Ipv4, IpFamily::Ipv6],
+        session_affinity: SessionAffinity::ClientIp,
+        client_ip_timeout_seconds: Some(10_800),
+        internal_traffic_policy: Some(InternalTrafficPolicy::Cluster),
+        traffic_distribution: Some("PreferClose".to_owned()),
+        exported_labels: BTreeMap::from([("app.kubernetes.io/name".to_owned(), "api".to_owned())]),
+        exported_annotations: BTreeMap::from([(
+            "example.com/owner".to_owned(),
+            "payments team".to_owned(),
+        )]),
+    }
 }
 
 /// A typical record: two ports, one IPv4 endpoint and one dual-stack endpoint.
@@ -81,6 +100,7 @@ pub fn record(origin: &str, version: u64) -> ExportRecord {
             },
         ],
         network: NetworkMode::Flat,
+        properties: properties(),
         tombstone: false,
     }
 }

@@ -107,6 +107,15 @@ impl Node {
         }
     }
 
+    /// This replica stopped publishing: every lease it wants or holds is released, as
+    /// [`LeaseRequest::Release`](super::LeaseRequest) would (see `publisher`).
+    pub(in crate::core) fn release_all_leases(&mut self, now: Time) {
+        let leases: Vec<LeaseName> = self.leases.proposers.keys().cloned().collect();
+        for lease in leases {
+            self.release(now, &lease);
+        }
+    }
+
     /// Phase 1 of a new round, for an acquisition, a renewal or a retry.
     fn start_round(&mut self, now: Time, lease: LeaseName) {
         let Some(proposer) = self.leases.proposers.get_mut(&lease) else {

@@ -10,7 +10,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort as KubeServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    ClientIPConfig as KubeClientIpConfig, Service, ServicePort as KubeServicePort, ServiceSpec,
+    SessionAffinityConfig as KubeSessionAffinityConfig,
+};
 use k8s_openapi::api::discovery::v1::{
     Endpoint as KubeEndpoint, EndpointConditions as KubeConditions, EndpointPort, EndpointSlice,
 };
@@ -21,15 +24,21 @@ use shoal_proto::record::{
     APP_PROTOCOL_BYTES_MAX, ENDPOINTS_PER_RECORD_MAX, LABEL_BYTES_MAX, PORTS_PER_RECORD_MAX,
 };
 use shoal_proto::{
-    ClusterId, Endpoint, EndpointConditions, IdError, IpAddress, NetworkMode, PortProtocol,
-    ServiceKey, ServicePort, ServiceType, SignedRecord,
+    ClusterId, Endpoint, EndpointConditions, IdError, InternalTrafficPolicy, IpAddress, IpFamily,
+    NetworkMode, PortProtocol, RecordError, ServiceKey, ServicePort, ServiceProperties,
+    ServiceType, SessionAffinity, SignedRecord,
 };
 
 use super::objects::{
-    AddressFamily, ClusterStatus, ENDPOINTS_PER_SLICE_MAX, LABEL_KUBE_SERVICE_NAME,
+    AddressFamily, ClientIpConfig, ClusterStatus, ENDPOINTS_PER_SLICE_MAX, LABEL_KUBE_SERVICE_NAME,
     LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER, MANAGER, MCS_API_VERSION,
-    ServiceExport, ServiceImport, ServiceImportPort, ServiceImportSpec, ServiceImportStatus,
-    derived_service_name, slice_name,
+    REASON_ANNOTATIONS_CONFLICT, REASON_EXPORTED, REASON_FAILED,
+    REASON_INTERNAL_TRAFFIC_POLICY_CONFLICT, REASON_INVALID_SERVICE_TYPE,
+    REASON_IP_FAMILY_CONFLICT, REASON_LABELS_CONFLICT, REASON_NO_CONFLICTS, REASON_NO_SERVICE,
+    REASON_PENDING, REASON_PORT_CONFLICT, REASON_SESSION_AFFINITY_CONFIG_CONFLICT,
+    REASON_SESSION_AFFINITY_CONFLICT, REASON_TRAFFIC_DISTRIBUTION_CONFLICT, REASON_TYPE_CONFLICT,
+    REASON_VALID, ServiceExport, ServiceImport, ServiceImportPort, ServiceImportSpec,
+    ServiceImportStatus, SessionAffinityConfig, derived_service_name, slice_name,
 };
 use crate::core::{ConflictKind, ExportSpec, ImportedService};
 
@@ -37,6 +46,9 @@ use crate::core::{ConflictKind, ExportSpec, ImportedService};
 pub const ANNOTATION_WRITTEN_BY: &str = "shoal.dev/written-by";
 /// The namespace of an object that names none (as `kubectl` assumes).
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// The ClientIP session affinity timeout the API server gives a Service that sets
+/// none: three hours.
+pub const CLIENT_IP_TIMEOUT_SECONDS_DEFAULT: u32 = 10_800;
 
 /// Everything written into a cluster for one imported service.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,17 +93,56 @@ pub enum ExportInvalid {
     /// An endpoint address is not an IP address.
     #[error("endpoint address {0:?} is not an IP address")]
     Address(String),
+    /// A field of the Service holds a value the API server would not accept.
+    #[error("spec.{field}: {problem}")]
+    ServiceSpec {
+        field: &'static str,
+        problem: String,
+    },
+    /// The Service's properties or the ServiceExport's exported labels and annotations
+    /// break a record bound, or are not valid Kubernetes metadata.
+    #[error("{0}")]
+    Properties(RecordError),
+}
+
+/// How a bad property is reported: as a limit, as bad metadata, or as a bad Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PropertyFault {
+    Limit,
+    Metadata,
+    Spec,
+}
+
+fn property_fault(error: &RecordError) -> PropertyFault {
+    match error {
+        RecordError::MetadataKey(_) | RecordError::LabelValue(_) => PropertyFault::Metadata,
+        RecordError::IpFamilies(_)
+        | RecordError::TimeoutWithoutClientIp
+        | RecordError::ClientIpTimeout(_) => PropertyFault::Spec,
+        _ => PropertyFault::Limit,
+    }
 }
 
 impl ExportInvalid {
-    /// The `reason` of the `Valid=False` condition: the MCS reasons where they apply.
+    /// The `reason` of the `Valid=False` condition. mcs-api v1beta1 defines
+    /// `NoService` and `InvalidServiceType`; for what they do not cover Shoal adds
+    /// `InvalidName`, `InvalidPort`, `InvalidAddress`, `InvalidServiceSpec` (a Service
+    /// field the API server would refuse), `InvalidExportedMetadata` (an exported label
+    /// or annotation it would refuse) and `ExceedsLimits` (beyond what a record
+    /// carries).
     pub fn reason(&self) -> &'static str {
         match self {
-            ExportInvalid::NoService(_) => "NoService",
-            ExportInvalid::ServiceType(_) => "InvalidServiceType",
+            ExportInvalid::NoService(_) => REASON_NO_SERVICE,
+            ExportInvalid::ServiceType(_) => REASON_INVALID_SERVICE_TYPE,
             ExportInvalid::Name(_) => "InvalidName",
             ExportInvalid::Port(_) => "InvalidPort",
             ExportInvalid::Address(_) => "InvalidAddress",
+            ExportInvalid::ServiceSpec { .. } => "InvalidServiceSpec",
+            ExportInvalid::Properties(e) => match property_fault(e) {
+                PropertyFault::Limit => "ExceedsLimits",
+                PropertyFault::Metadata => "InvalidExportedMetadata",
+                PropertyFault::Spec => "InvalidServiceSpec",
+            },
             ExportInvalid::TooManyPorts(_)
             | ExportInvalid::TooManyEndpoints(_)
             | ExportInvalid::TooLong { .. } => "ExceedsLimits",
@@ -108,6 +159,12 @@ impl ExportInvalid {
             ExportInvalid::TooManyEndpoints(_) => "too_many_endpoints",
             ExportInvalid::TooLong { .. } => "too_long",
             ExportInvalid::Address(_) => "invalid_address",
+            ExportInvalid::ServiceSpec { .. } => "invalid_service_spec",
+            ExportInvalid::Properties(e) => match property_fault(e) {
+                PropertyFault::Limit => "properties_exceed_limits",
+                PropertyFault::Metadata => "invalid_exported_metadata",
+                PropertyFault::Spec => "invalid_service_spec",
+            },
         }
     }
 }
@@ -141,6 +198,13 @@ pub fn slice_of(slice: &EndpointSlice, service: &ServiceKey) -> bool {
 /// name and protocol (the endpoints controller resolves named target ports per pod);
 /// without one, a numeric `targetPort`, else the port itself (Kubernetes' default). In
 /// island mode the gateway listens on the service port, so that is the target.
+///
+/// The properties follow the API server's defaults where a field is unset (as it may
+/// be in the standalone backend's YAML): `sessionAffinity` `None`, and with `ClientIP`
+/// a timeout of [`CLIENT_IP_TIMEOUT_SECONDS_DEFAULT`]; `sessionAffinityConfig` is
+/// ignored without `ClientIP` (the API server drops it); `internalTrafficPolicy`
+/// `Cluster`; `ipFamilies` the families of `clusterIPs` (none for a headless Service
+/// that names none). The exported labels and annotations are the ServiceExport's.
 pub fn export_spec(
     service: &Service,
     export: &ServiceExport,
@@ -162,6 +226,7 @@ pub fn export_spec(
         _ => ServiceType::ClusterSetIp,
     };
     let ports = export_ports(spec.ports.as_deref().unwrap_or_default())?;
+    let properties = export_properties(spec, export)?;
     let ports = match network {
         NetworkMode::Flat => with_slice_target_ports(ports, &key, slices),
         NetworkMode::Island => ports
@@ -189,7 +254,106 @@ pub fn export_spec(
         ports,
         endpoints,
         network,
+        properties,
     })
+}
+
+fn export_properties(
+    spec: &ServiceSpec,
+    export: &ServiceExport,
+) -> Result<ServiceProperties, ExportInvalid> {
+    let (session_affinity, client_ip_timeout_seconds) = session_affinity(spec)?;
+    let exported = export.spec.clone().unwrap_or_default();
+    let properties = ServiceProperties {
+        ip_families: ip_families(spec)?,
+        session_affinity,
+        client_ip_timeout_seconds,
+        internal_traffic_policy: Some(internal_traffic_policy(spec)?),
+        traffic_distribution: spec.traffic_distribution.clone(),
+        exported_labels: exported.exported_labels,
+        exported_annotations: exported.exported_annotations,
+    };
+    properties.validate().map_err(ExportInvalid::Properties)?;
+    Ok(properties)
+}
+
+fn spec_error(field: &'static str, problem: String) -> ExportInvalid {
+    ExportInvalid::ServiceSpec { field, problem }
+}
+
+/// `spec.ipFamilies`, or the families of `spec.clusterIPs` (`spec.clusterIP`) when it
+/// is unset.
+fn ip_families(spec: &ServiceSpec) -> Result<Vec<IpFamily>, ExportInvalid> {
+    if let Some(families) = spec.ip_families.as_ref().filter(|f| !f.is_empty()) {
+        return families
+            .iter()
+            .map(|f| match f.as_str() {
+                "IPv4" => Ok(IpFamily::Ipv4),
+                "IPv6" => Ok(IpFamily::Ipv6),
+                other => Err(spec_error(
+                    "ipFamilies",
+                    format!("{other:?} is not IPv4 or IPv6"),
+                )),
+            })
+            .collect();
+    }
+    let ips: Vec<&str> = match (&spec.cluster_ips, &spec.cluster_ip) {
+        (Some(ips), _) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
+        (_, Some(ip)) => vec![ip.as_str()],
+        _ => Vec::new(),
+    };
+    let mut families = Vec::new();
+    for ip in ips.into_iter().filter(|ip| !ip.is_empty() && *ip != "None") {
+        let parsed: IpAddr = ip
+            .parse()
+            .map_err(|_| spec_error("clusterIPs", format!("{ip:?} is not an IP address")))?;
+        let family = match parsed {
+            IpAddr::V4(_) => IpFamily::Ipv4,
+            IpAddr::V6(_) => IpFamily::Ipv6,
+        };
+        if !families.contains(&family) {
+            families.push(family);
+        }
+    }
+    Ok(families)
+}
+
+fn session_affinity(spec: &ServiceSpec) -> Result<(SessionAffinity, Option<u32>), ExportInvalid> {
+    let affinity = match spec.session_affinity.as_deref() {
+        None | Some("") | Some("None") => return Ok((SessionAffinity::None, None)),
+        Some("ClientIP") => SessionAffinity::ClientIp,
+        Some(other) => {
+            let problem = format!("{other:?} is not None or ClientIP");
+            return Err(spec_error("sessionAffinity", problem));
+        }
+    };
+    let timeout = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds);
+    let timeout = match timeout {
+        None => CLIENT_IP_TIMEOUT_SECONDS_DEFAULT,
+        Some(seconds) => u32::try_from(seconds).map_err(|_| {
+            let field = "sessionAffinityConfig.clientIP.timeoutSeconds";
+            spec_error(
+                field,
+                format!("{seconds} is not a positive number of seconds"),
+            )
+        })?,
+    };
+    Ok((affinity, Some(timeout)))
+}
+
+fn internal_traffic_policy(spec: &ServiceSpec) -> Result<InternalTrafficPolicy, ExportInvalid> {
+    match spec.internal_traffic_policy.as_deref() {
+        None | Some("Cluster") => Ok(InternalTrafficPolicy::Cluster),
+        Some("Local") => Ok(InternalTrafficPolicy::Local),
+        Some(other) => Err(spec_error(
+            "internalTrafficPolicy",
+            format!("{other:?} is not Cluster or Local"),
+        )),
+    }
 }
 
 fn export_ports(ports: &[KubeServicePort]) -> Result<Vec<ServicePort>, ExportInvalid> {
@@ -285,7 +449,7 @@ fn slice_endpoints(
         .filter(|s| slice_of(s, service))
         .filter(|s| matches!(s.address_type.as_str(), "IPv4" | "IPv6"));
     for slice in ip_slices {
-        for endpoint in &slice.endpoints {
+        for endpoint in slice.endpoints.iter().flatten() {
             let Some(first) = endpoint.addresses.first() else {
                 continue;
             };
@@ -367,6 +531,14 @@ fn check_endpoints(endpoints: &[Endpoint]) -> Result<(), ExportInvalid> {
 /// Service), and per source cluster its endpoints in slices of at most
 /// [`ENDPOINTS_PER_SLICE_MAX`], one slice family per IP family. The local cluster's own
 /// endpoints are included, as the MCS API asks.
+///
+/// The ServiceImport's spec carries the import's properties (the oldest export's):
+/// `ipFamilies`, `sessionAffinity` (always, `None` included, as a Service reads back
+/// from the API server), `sessionAffinityConfig`, `internalTrafficPolicy` and
+/// `trafficDistribution`; its labels and annotations are the exported ones, under
+/// Shoal's own [`LABEL_SERVICE_NAME`] and [`ANNOTATION_WRITTEN_BY`], which an exported
+/// key never replaces. The derived Service carries the properties a Service has (see
+/// `derived_service`), and no exported labels or annotations.
 pub fn desired_import(local: &ClusterId, import: &ImportedService) -> DesiredImport {
     let service = &import.service;
     let derived = derived_service_name(service);
@@ -429,19 +601,82 @@ fn service_import(local: &ClusterId, import: &ImportedService) -> ServiceImport 
             cluster: s.cluster().to_string(),
         })
         .collect();
+    let properties = &import.properties;
+    let mut metadata = meta(local, &import.service, import.service.name.to_string());
+    with_exported(&mut metadata.labels, &properties.exported_labels);
+    with_exported(&mut metadata.annotations, &properties.exported_annotations);
     ServiceImport {
         api_version: MCS_API_VERSION.to_owned(),
         kind: "ServiceImport".to_owned(),
-        metadata: meta(local, &import.service, import.service.name.to_string()),
+        metadata,
         spec: ServiceImportSpec {
             type_: type_.to_owned(),
             ports,
             ips: Vec::new(),
+            ip_families: family_names(&properties.ip_families),
+            session_affinity: Some(affinity_name(properties.session_affinity).to_owned()),
+            session_affinity_config: properties.client_ip_timeout_seconds.map(|t| {
+                SessionAffinityConfig {
+                    client_ip: Some(ClientIpConfig {
+                        timeout_seconds: Some(timeout_i32(t)),
+                    }),
+                }
+            }),
+            internal_traffic_policy: properties
+                .internal_traffic_policy
+                .map(|p| policy_name(p).to_owned()),
+            traffic_distribution: properties.traffic_distribution.clone(),
         },
         status: Some(ServiceImportStatus { clusters }),
     }
 }
 
+/// Adds the exported labels (or annotations) under Shoal's own: an exported key that
+/// is also one of Shoal's does not replace it.
+fn with_exported(own: &mut Option<BTreeMap<String, String>>, exported: &BTreeMap<String, String>) {
+    if exported.is_empty() {
+        return;
+    }
+    let own = own.get_or_insert_with(BTreeMap::new);
+    for (key, value) in exported {
+        own.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+}
+
+fn family_names(families: &[IpFamily]) -> Vec<String> {
+    families
+        .iter()
+        .map(|f| match f {
+            IpFamily::Ipv4 => "IPv4".to_owned(),
+            IpFamily::Ipv6 => "IPv6".to_owned(),
+        })
+        .collect()
+}
+
+fn affinity_name(affinity: SessionAffinity) -> &'static str {
+    match affinity {
+        SessionAffinity::None => "None",
+        SessionAffinity::ClientIp => "ClientIP",
+    }
+}
+
+fn policy_name(policy: InternalTrafficPolicy) -> &'static str {
+    match policy {
+        InternalTrafficPolicy::Cluster => "Cluster",
+        InternalTrafficPolicy::Local => "Local",
+    }
+}
+
+/// A record's timeout is at most one day, far within an `i32`.
+fn timeout_i32(seconds: u32) -> i32 {
+    i32::try_from(seconds).unwrap_or(i32::MAX)
+}
+
+/// The derived Service carries the properties a Service has: IP families (with
+/// `RequireDualStack` for two, `SingleStack` for one, and the API server's choice for
+/// none), session affinity and its config, internal traffic policy and traffic
+/// distribution. An importing cluster that lacks one of the families refuses it, as
+/// the MCS API expects (the ServiceImport's `IPFamilyNotSupported`).
 fn derived_service(local: &ClusterId, import: &ImportedService, name: &str) -> Service {
     let ports = import
         .ports
@@ -458,12 +693,33 @@ fn derived_service(local: &ClusterId, import: &ImportedService, name: &str) -> S
         ServiceType::ClusterSetIp => None,
         ServiceType::Headless => Some("None".to_owned()),
     };
+    let properties = &import.properties;
+    let ip_family_policy = match properties.ip_families.len() {
+        0 => None,
+        1 => Some("SingleStack".to_owned()),
+        _ => Some("RequireDualStack".to_owned()),
+    };
+    let ip_families = Some(family_names(&properties.ip_families)).filter(|f| !f.is_empty());
     Service {
         metadata: meta(local, &import.service, name.to_owned()),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
             cluster_ip,
             ports: Some(ports),
+            ip_families,
+            ip_family_policy,
+            session_affinity: Some(affinity_name(properties.session_affinity).to_owned()),
+            session_affinity_config: properties.client_ip_timeout_seconds.map(|t| {
+                KubeSessionAffinityConfig {
+                    client_ip: Some(KubeClientIpConfig {
+                        timeout_seconds: Some(timeout_i32(t)),
+                    }),
+                }
+            }),
+            internal_traffic_policy: properties
+                .internal_traffic_policy
+                .map(|p| policy_name(p).to_owned()),
+            traffic_distribution: properties.traffic_distribution.clone(),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -505,7 +761,7 @@ fn source_slices(
             slices.push(EndpointSlice {
                 metadata,
                 address_type: family.address_type().to_owned(),
-                endpoints: chunk.to_vec(),
+                endpoints: Some(chunk.to_vec()),
                 ports: Some(ports.clone()),
             });
         }
@@ -542,17 +798,56 @@ pub const CONDITION_READY: &str = "Ready";
 /// The ServiceExport condition saying whether the exports of the service disagree.
 pub const CONDITION_CONFLICT: &str = "Conflict";
 
+/// The `Conflict=True` reasons, in the order mcs-api v1beta1 declares them: a
+/// condition with several lists them in this order.
+const CONFLICT_REASONS: [&str; 9] = [
+    REASON_PORT_CONFLICT,
+    REASON_TYPE_CONFLICT,
+    REASON_SESSION_AFFINITY_CONFLICT,
+    REASON_SESSION_AFFINITY_CONFIG_CONFLICT,
+    REASON_LABELS_CONFLICT,
+    REASON_ANNOTATIONS_CONFLICT,
+    REASON_INTERNAL_TRAFFIC_POLICY_CONFLICT,
+    REASON_TRAFFIC_DISTRIBUTION_CONFLICT,
+    REASON_IP_FAMILY_CONFLICT,
+];
+
+/// Most conflicts a `Conflict` message names one by one; the rest are counted, so the
+/// message stays far below the 32 KiB Kubernetes allows however many clusters export.
+pub const CONFLICT_DETAILS_MAX: usize = 16;
+
+/// The mcs-api v1beta1 reason for a conflict of this kind.
+pub fn conflict_reason(kind: &ConflictKind) -> &'static str {
+    match kind {
+        ConflictKind::Port { .. } => REASON_PORT_CONFLICT,
+        ConflictKind::Type { .. } => REASON_TYPE_CONFLICT,
+        ConflictKind::SessionAffinity => REASON_SESSION_AFFINITY_CONFLICT,
+        ConflictKind::SessionAffinityConfig => REASON_SESSION_AFFINITY_CONFIG_CONFLICT,
+        ConflictKind::Labels => REASON_LABELS_CONFLICT,
+        ConflictKind::Annotations => REASON_ANNOTATIONS_CONFLICT,
+        ConflictKind::InternalTrafficPolicy => REASON_INTERNAL_TRAFFIC_POLICY_CONFLICT,
+        ConflictKind::TrafficDistribution => REASON_TRAFFIC_DISTRIBUTION_CONFLICT,
+        ConflictKind::IpFamily => REASON_IP_FAMILY_CONFLICT,
+    }
+}
+
 /// The `Valid`, `Ready` and `Conflict` conditions of this cluster's export, given
-/// whether it is valid and the service's latest import (if any).
+/// whether it is valid and the service's latest import (if any), with the reasons of
+/// mcs-api v1beta1.
 ///
 /// - `Valid`: `True`/`Valid`, or `False` with [`ExportInvalid::reason`].
-/// - `Ready`: `True`/`Exported` once the import includes this cluster; `False` with
-///   `Invalid`, `TypeConflict` (left out of the import) or `Pending`.
-/// - `Conflict`: `True` with `PortConflict`, `TypeConflict` or both (comma-separated,
-///   as the MCS API allows) when any constituent export conflicts (the MCS API
-///   recommends raising it on all of them); the message says which clusters and
-///   whether this one's definition stands. `False`/`NoConflicts` otherwise, and
-///   `Unknown`/`Pending` while there is no import.
+/// - `Ready`: `True`/`Exported` once the import includes this cluster; `False`/`Failed`
+///   when the export is invalid or left out of the import on its type (the message
+///   says which), `False`/`Pending` until then.
+/// - `Conflict`: `True` when any constituent export conflicts (the MCS API recommends
+///   raising it on all of them, and its conformance suite checks every one), with the
+///   reason of each kind of conflict present, comma-joined in [`CONFLICT_REASONS`]
+///   order (`PortConflict`, `TypeConflict`, `SessionAffinityConflict`,
+///   `SessionAffinityConfigConflict`, `LabelsConflict`, `AnnotationsConflict`,
+///   `InternalTrafficPolicyConflict`, `TrafficDistributionConflict`,
+///   `IPFamilyConflict`); the message says which clusters, on what, and whether this
+///   one's definition stands. `False`/`NoConflicts` otherwise, and `Unknown`/`Pending`
+///   while there is no import or the export is invalid.
 ///
 /// `lastTransitionTime` is the Unix epoch: the caller stamps it with
 /// [`stamp_transitions`].
@@ -565,19 +860,20 @@ pub fn export_conditions(
         Ok(()) => condition(
             CONDITION_VALID,
             "True",
-            "Valid",
+            REASON_VALID,
             "the Service can be exported",
         ),
         Err(e) => condition(CONDITION_VALID, "False", e.reason(), &e.to_string()),
     };
     if let Err(e) = valid {
+        let message = format!("the export is invalid: {e}");
         return vec![
             valid_condition,
-            condition(CONDITION_READY, "False", "Invalid", &e.to_string()),
+            condition(CONDITION_READY, "False", REASON_FAILED, &message),
             condition(
                 CONDITION_CONFLICT,
                 "Unknown",
-                "Pending",
+                REASON_PENDING,
                 "the export is invalid",
             ),
         ];
@@ -591,13 +887,13 @@ pub fn export_conditions(
 
 fn ready_condition(import: Option<&ImportedService>, local: &ClusterId) -> Condition {
     let Some(import) = import else {
-        return condition(CONDITION_READY, "False", "Pending", "not imported yet");
+        return condition(CONDITION_READY, "False", REASON_PENDING, "not imported yet");
     };
     if import.exports_from(local) {
         return condition(
             CONDITION_READY,
             "True",
-            "Exported",
+            REASON_EXPORTED,
             "the ClusterSet imports this cluster's endpoints",
         );
     }
@@ -608,36 +904,49 @@ fn ready_condition(import: Option<&ImportedService>, local: &ClusterId) -> Condi
     if lost_type {
         let message =
             "an older export has another service type; this cluster's endpoints are left out";
-        return condition(CONDITION_READY, "False", "TypeConflict", message);
+        return condition(CONDITION_READY, "False", REASON_FAILED, message);
     }
-    condition(CONDITION_READY, "False", "Pending", "not imported yet")
+    condition(CONDITION_READY, "False", REASON_PENDING, "not imported yet")
 }
 
 fn conflict_condition(import: Option<&ImportedService>, local: &ClusterId) -> Condition {
     let Some(import) = import else {
-        return condition(CONDITION_CONFLICT, "Unknown", "Pending", "not imported yet");
+        return condition(
+            CONDITION_CONFLICT,
+            "Unknown",
+            REASON_PENDING,
+            "not imported yet",
+        );
     };
     if import.conflicts.is_empty() {
         return condition(
             CONDITION_CONFLICT,
             "False",
-            "NoConflicts",
+            REASON_NO_CONFLICTS,
             "all exports agree",
         );
     }
-    let mut reasons = Vec::new();
-    let mut details = Vec::new();
-    for conflict in &import.conflicts {
-        let (reason, what) = match &conflict.kind {
-            ConflictKind::Port { name } => ("PortConflict", format!("port {name:?}")),
-            ConflictKind::Type { exported, .. } => ("TypeConflict", format!("type {exported:?}")),
-        };
-        if !reasons.contains(&reason) {
-            reasons.push(reason);
-        }
-        details.push(format!("{} on {what}", conflict.cluster));
+    let present: Vec<&str> = import
+        .conflicts
+        .iter()
+        .map(|c| conflict_reason(&c.kind))
+        .collect();
+    let reasons: Vec<&str> = CONFLICT_REASONS
+        .into_iter()
+        .filter(|r| present.contains(r))
+        .collect();
+    let mut details: Vec<String> = import
+        .conflicts
+        .iter()
+        .take(CONFLICT_DETAILS_MAX)
+        .map(|c| format!("{} on {}", c.cluster, c.kind))
+        .collect();
+    if import.conflicts.len() > CONFLICT_DETAILS_MAX {
+        details.push(format!(
+            "and {} more",
+            import.conflicts.len() - CONFLICT_DETAILS_MAX
+        ));
     }
-    reasons.sort_unstable();
     let standing = if import.conflicts.iter().any(|c| &c.cluster == local) {
         "an older export's definition stands over this cluster's"
     } else {

@@ -1,9 +1,12 @@
-//! The MCS custom resources (`multicluster.x-k8s.io/v1alpha1`, KEP-1645) as serde
-//! structs, the well-known labels, and the deterministic names Shoal gives the objects
-//! it derives.
+//! The MCS custom resources (`multicluster.x-k8s.io/v1beta1`, KEP-1645, as
+//! `sigs.k8s.io/mcs-api` v0.5 defines them) as serde structs, the well-known labels,
+//! the condition reasons, and the deterministic names Shoal gives the objects it
+//! derives.
 //!
 //! The built-in kinds (Service, EndpointSlice) come from `k8s-openapi`; the CRDs are
-//! not part of it, so they are declared here, camelCase as in the CRD schemas.
+//! not part of it, so they are declared here, camelCase as in the CRD schemas. The
+//! mcs-api CRDs serve `v1beta1` (their storage version) and `v1alpha1` with one
+//! schema: Shoal writes `v1beta1` and reads either.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +15,14 @@ use serde::{Deserialize, Serialize};
 use shoal_proto::ids::DNS_LABEL_BYTES_MAX;
 use shoal_proto::{ClusterId, ServiceKey};
 
-/// The API group and version of the MCS resources.
-pub const MCS_API_VERSION: &str = "multicluster.x-k8s.io/v1alpha1";
-/// The API group of the MCS resources (any version is read).
+/// The API group and version of the MCS resources Shoal writes.
+pub const MCS_API_VERSION: &str = "multicluster.x-k8s.io/v1beta1";
+/// The API versions of the MCS resources Shoal reads: both that the mcs-api CRDs serve.
+pub const MCS_API_VERSIONS_READ: [&str; 2] = [
+    "multicluster.x-k8s.io/v1beta1",
+    "multicluster.x-k8s.io/v1alpha1",
+];
+/// The API group of the MCS resources.
 pub const MCS_GROUP: &str = "multicluster.x-k8s.io";
 /// The label naming the multi-cluster service an object belongs to.
 pub const LABEL_SERVICE_NAME: &str = "multicluster.kubernetes.io/service-name";
@@ -47,7 +55,8 @@ pub struct ServiceExport {
     pub status: Option<ServiceExportStatus>,
 }
 
-/// Optional extras of an export; Shoal does not export labels or annotations.
+/// The labels and annotations to put on the ServiceImport of the exported service in
+/// every cluster (the oldest export's, when exports disagree).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceExportSpec {
@@ -89,6 +98,36 @@ pub struct ServiceImportSpec {
     /// The ClusterSet IP. Empty where no allocator exists (the standalone backend).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<String>,
+    /// `IPv4` and/or `IPv6`, primary first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_families: Vec<String>,
+    /// `None` or `ClientIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_config: Option<SessionAffinityConfig>,
+    /// `Cluster` or `Local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_traffic_policy: Option<String>,
+    /// A routing preference such as `PreferClose`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
+}
+
+/// Session affinity settings, as in a Service (`sessionAffinityConfig`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionAffinityConfig {
+    #[serde(rename = "clientIP", default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<ClientIpConfig>,
+}
+
+/// ClientIP session affinity settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientIpConfig {
+    /// How long a client stays with one endpoint: 1 to 86,400 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
 }
 
 /// One port of an imported service: a service port, not an endpoint port.
@@ -118,6 +157,33 @@ pub struct ServiceImportStatus {
 pub struct ClusterStatus {
     pub cluster: String,
 }
+
+// ----- condition reasons (mcs-api v1beta1, `serviceexport.go`) -----
+
+/// `Valid=True`.
+pub const REASON_VALID: &str = "Valid";
+/// `Valid=False`: no Service of the export's namespace/name.
+pub const REASON_NO_SERVICE: &str = "NoService";
+/// `Valid=False`: the Service's type cannot be exported (ExternalName).
+pub const REASON_INVALID_SERVICE_TYPE: &str = "InvalidServiceType";
+/// `Ready=True`: the ClusterSet imports this cluster's endpoints.
+pub const REASON_EXPORTED: &str = "Exported";
+/// `Ready=False` (or `Unknown`): not exported yet.
+pub const REASON_PENDING: &str = "Pending";
+/// `Ready=False`: the export failed; the message says why.
+pub const REASON_FAILED: &str = "Failed";
+/// `Conflict=False`.
+pub const REASON_NO_CONFLICTS: &str = "NoConflicts";
+/// `Conflict=True` reasons, comma-joined when several apply.
+pub const REASON_PORT_CONFLICT: &str = "PortConflict";
+pub const REASON_TYPE_CONFLICT: &str = "TypeConflict";
+pub const REASON_SESSION_AFFINITY_CONFLICT: &str = "SessionAffinityConflict";
+pub const REASON_SESSION_AFFINITY_CONFIG_CONFLICT: &str = "SessionAffinityConfigConflict";
+pub const REASON_LABELS_CONFLICT: &str = "LabelsConflict";
+pub const REASON_ANNOTATIONS_CONFLICT: &str = "AnnotationsConflict";
+pub const REASON_INTERNAL_TRAFFIC_POLICY_CONFLICT: &str = "InternalTrafficPolicyConflict";
+pub const REASON_TRAFFIC_DISTRIBUTION_CONFLICT: &str = "TrafficDistributionConflict";
+pub const REASON_IP_FAMILY_CONFLICT: &str = "IPFamilyConflict";
 
 /// The IP family of a derived EndpointSlice (its `addressType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

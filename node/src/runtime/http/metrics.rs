@@ -135,6 +135,33 @@ impl Exposition {
         }
         self.write_lag(s);
         self.write_leases(&s.leases);
+        self.write_backend(s);
+    }
+
+    /// The backend's counters, `shoal_backend_<name>_total{label}`, and leadership.
+    fn write_backend(&mut self, s: &MetricsSnapshot) {
+        let help = "1 while this replica publishes for its cluster (the local leader).";
+        let publisher = Value::Int(u64::from(s.publisher));
+        self.single("shoal_publisher", Kind::Gauge, help, publisher);
+        let help = "Times this replica became or stopped being the local leader.";
+        let changes = Value::Int(s.leadership_changes);
+        self.single(
+            "shoal_leadership_changes_total",
+            Kind::Counter,
+            help,
+            changes,
+        );
+        let names: BTreeSet<&str> = s.backend.iter().map(|(n, _, _)| n.as_str()).collect();
+        for name in names {
+            let family = format!("shoal_backend_{}_total", sanitize_name(name));
+            let help = format!("Backend counter {name}, by label, since the node started.");
+            if !self.family(&family, Kind::Counter, &help) {
+                continue;
+            }
+            for (_, label, n) in s.backend.iter().filter(|(n, _, _)| n == name) {
+                self.sample(&family, &[("label", label)], Value::Int(*n));
+            }
+        }
     }
 
     fn write_membership(&mut self, s: &MetricsSnapshot) {

@@ -3,6 +3,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
 use shoal_proto::{ClusterKey, ExportRecord};
 
+use super::super::objects::ServiceExportSpec;
+
 use super::*;
 use crate::core::{Conflict, ImportedCluster};
 
@@ -62,6 +64,7 @@ fn source_with_port(
         ports: vec![port],
         endpoints,
         network: NetworkMode::Flat,
+        properties: ServiceProperties::default(),
         tombstone: false,
     };
     let signed = ClusterKey::from_seed(origin, [7; 32]).sign_unchecked(record);
@@ -75,9 +78,15 @@ fn import(ty: ServiceType, sources: Vec<ImportedCluster>) -> ImportedService {
         service: key(),
         service_type: ty,
         ports: vec![http(80)],
+        properties: ServiceProperties::default(),
         sources,
         conflicts: Vec::new(),
     }
+}
+
+/// The endpoints of a slice (Kubernetes makes the list optional).
+fn endpoints_of(slice: &EndpointSlice) -> &[KubeEndpoint] {
+    slice.endpoints.as_deref().unwrap_or_default()
 }
 
 fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
@@ -127,9 +136,13 @@ fn a_source_over_100_endpoints_splits_deterministically() {
         .map(|s| s.metadata.name.clone().unwrap())
         .collect();
     assert_eq!(names, ["web-east-0", "web-east-1", "web-east-2"]);
-    let sizes: Vec<_> = desired.slices.iter().map(|s| s.endpoints.len()).collect();
+    let sizes: Vec<_> = desired
+        .slices
+        .iter()
+        .map(|s| endpoints_of(s).len())
+        .collect();
     assert_eq!(sizes, [100, 100, 50]);
-    assert_eq!(desired.slices[0].endpoints[0].addresses, ["10.0.0.0"]);
+    assert_eq!(endpoints_of(&desired.slices[0])[0].addresses, ["10.0.0.0"]);
     assert_eq!(desired, desired_import(&cluster("west"), &imported));
 }
 
@@ -162,7 +175,7 @@ fn one_source_cluster_per_slice_and_one_family_per_slice() {
                 m.name.clone().unwrap(),
                 label(m, LABEL_SOURCE_CLUSTER).unwrap().to_owned(),
                 s.address_type.clone(),
-                s.endpoints[0].addresses[0].clone(),
+                endpoints_of(s)[0].addresses[0].clone(),
             )
         })
         .collect();
@@ -176,12 +189,15 @@ fn one_source_cluster_per_slice_and_one_family_per_slice() {
         .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
         .collect();
     assert_eq!(shapes, expect);
-    let not_ready = desired.slices[2].endpoints[0].conditions.clone().unwrap();
+    let not_ready = endpoints_of(&desired.slices[2])[0]
+        .conditions
+        .clone()
+        .unwrap();
     assert_eq!(not_ready.ready, Some(false));
     assert_eq!(not_ready.serving, Some(false));
     assert_eq!(not_ready.terminating, Some(true));
     assert_eq!(
-        desired.slices[2].endpoints[0].zone.as_deref(),
+        endpoints_of(&desired.slices[2])[0].zone.as_deref(),
         Some("zone-a")
     );
 }
@@ -258,14 +274,16 @@ fn kube_slice(
             ..ObjectMeta::default()
         },
         address_type: "IPv4".into(),
-        endpoints: addresses
-            .iter()
-            .map(|a| KubeEndpoint {
-                addresses: vec![(*a).to_owned()],
-                conditions: conditions.clone(),
-                ..KubeEndpoint::default()
-            })
-            .collect(),
+        endpoints: Some(
+            addresses
+                .iter()
+                .map(|a| KubeEndpoint {
+                    addresses: vec![(*a).to_owned()],
+                    conditions: conditions.clone(),
+                    ..KubeEndpoint::default()
+                })
+                .collect(),
+        ),
         ports: None,
     }
 }
@@ -531,7 +549,16 @@ fn a_type_conflict_leaves_the_export_unready() {
         },
     }];
     let conditions = export_conditions(Ok(()), Some(&imported), &cluster("west"));
-    assert_eq!(find(&conditions, CONDITION_READY).reason, "TypeConflict");
+    let ready = find(&conditions, CONDITION_READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Failed")
+    );
+    assert!(
+        ready.message.contains("another service type"),
+        "{}",
+        ready.message
+    );
     assert_eq!(find(&conditions, CONDITION_CONFLICT).reason, "TypeConflict");
 }
 
@@ -544,7 +571,15 @@ fn invalid_and_pending_exports() {
         (valid.status.as_str(), valid.reason.as_str()),
         ("False", "InvalidServiceType")
     );
-    assert_eq!(find(&conditions, CONDITION_READY).status, "False");
+    let ready = find(&conditions, CONDITION_READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Failed")
+    );
+    assert_eq!(
+        ready.message,
+        "the export is invalid: Service type ExternalName cannot be exported"
+    );
 
     let pending = export_conditions(Ok(()), None, &cluster("east"));
     assert_eq!(find(&pending, CONDITION_READY).reason, "Pending");
@@ -587,4 +622,444 @@ fn transitions_keep_their_time_while_the_status_holds() {
             .as_second(),
         20
     );
+}
+
+// ----- the properties: IP families, session affinity, traffic, exported metadata -----
+
+fn properties() -> ServiceProperties {
+    ServiceProperties {
+        ip_families: vec![IpFamily::Ipv6, IpFamily::Ipv4],
+        session_affinity: SessionAffinity::ClientIp,
+        client_ip_timeout_seconds: Some(3_600),
+        internal_traffic_policy: Some(InternalTrafficPolicy::Local),
+        traffic_distribution: Some("PreferClose".into()),
+        exported_labels: BTreeMap::from([
+            ("tier".to_owned(), "backend".to_owned()),
+            // Shoal's own label is not Shoal's to give away.
+            (LABEL_SERVICE_NAME.to_owned(), "spoofed".to_owned()),
+        ]),
+        exported_annotations: BTreeMap::from([
+            ("example.com/owner".to_owned(), "shop team".to_owned()),
+            (ANNOTATION_WRITTEN_BY.to_owned(), "spoofed".to_owned()),
+        ]),
+    }
+}
+
+fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_service_import_carries_the_oldest_exports_properties_exactly() {
+    let mut imported = import(
+        ServiceType::ClusterSetIp,
+        vec![source("east", ServiceType::ClusterSetIp, 80, Vec::new())],
+    );
+    imported.properties = properties();
+    let desired = desired_import(&cluster("west"), &imported);
+    let expected = ServiceImport {
+        api_version: "multicluster.x-k8s.io/v1beta1".into(),
+        kind: "ServiceImport".into(),
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("shop".into()),
+            labels: Some(strings(&[
+                ("multicluster.kubernetes.io/service-name", "web"),
+                ("tier", "backend"),
+            ])),
+            annotations: Some(strings(&[
+                ("example.com/owner", "shop team"),
+                ("shoal.dev/written-by", "west"),
+            ])),
+            ..ObjectMeta::default()
+        },
+        spec: ServiceImportSpec {
+            type_: "ClusterSetIP".into(),
+            ports: vec![ServiceImportPort {
+                name: "http".into(),
+                protocol: "TCP".into(),
+                app_protocol: None,
+                port: 80,
+            }],
+            ips: Vec::new(),
+            ip_families: vec!["IPv6".into(), "IPv4".into()],
+            session_affinity: Some("ClientIP".into()),
+            session_affinity_config: Some(SessionAffinityConfig {
+                client_ip: Some(ClientIpConfig {
+                    timeout_seconds: Some(3_600),
+                }),
+            }),
+            internal_traffic_policy: Some("Local".into()),
+            traffic_distribution: Some("PreferClose".into()),
+        },
+        status: Some(ServiceImportStatus {
+            clusters: vec![ClusterStatus {
+                cluster: "east".into(),
+            }],
+        }),
+    };
+    assert_eq!(desired.service_import, expected);
+    // The field names are the CRD's.
+    let json = serde_json::to_value(&desired.service_import.spec).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "type": "ClusterSetIP",
+            "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
+            "ipFamilies": ["IPv6", "IPv4"],
+            "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 3600}},
+            "internalTrafficPolicy": "Local",
+            "trafficDistribution": "PreferClose",
+        })
+    );
+}
+
+#[test]
+fn the_derived_service_carries_the_properties_a_service_has() {
+    let mut imported = import(
+        ServiceType::ClusterSetIp,
+        vec![source("east", ServiceType::ClusterSetIp, 80, Vec::new())],
+    );
+    imported.properties = properties();
+    let desired = desired_import(&cluster("west"), &imported);
+    let name = derived_service_name(&key());
+    let expected = Service {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some("shop".into()),
+            labels: Some(strings(&[(
+                "multicluster.kubernetes.io/service-name",
+                "web",
+            )])),
+            annotations: Some(strings(&[("shoal.dev/written-by", "west")])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            ports: Some(vec![KubeServicePort {
+                name: Some("http".into()),
+                protocol: Some("TCP".into()),
+                port: 80,
+                ..KubeServicePort::default()
+            }]),
+            ip_families: Some(vec!["IPv6".into(), "IPv4".into()]),
+            ip_family_policy: Some("RequireDualStack".into()),
+            session_affinity: Some("ClientIP".into()),
+            session_affinity_config: Some(KubeSessionAffinityConfig {
+                client_ip: Some(KubeClientIpConfig {
+                    timeout_seconds: Some(3_600),
+                }),
+            }),
+            internal_traffic_policy: Some("Local".into()),
+            traffic_distribution: Some("PreferClose".into()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    };
+    assert_eq!(desired.derived_service, expected);
+
+    // One family: single-stack. None named: the API server chooses. No affinity: None
+    // and no config.
+    imported.properties = ServiceProperties {
+        ip_families: vec![IpFamily::Ipv4],
+        ..ServiceProperties::default()
+    };
+    let spec = desired_import(&cluster("west"), &imported)
+        .derived_service
+        .spec
+        .unwrap();
+    assert_eq!(spec.ip_families, Some(vec!["IPv4".to_owned()]));
+    assert_eq!(spec.ip_family_policy.as_deref(), Some("SingleStack"));
+    assert_eq!(spec.session_affinity.as_deref(), Some("None"));
+    assert_eq!(spec.session_affinity_config, None);
+    assert_eq!(spec.internal_traffic_policy, None);
+    imported.properties = ServiceProperties::default();
+    let desired = desired_import(&cluster("west"), &imported);
+    let spec = desired.derived_service.spec.unwrap();
+    assert_eq!((spec.ip_families, spec.ip_family_policy), (None, None));
+    let import_spec = desired.service_import.spec;
+    assert!(import_spec.ip_families.is_empty());
+    assert_eq!(import_spec.session_affinity.as_deref(), Some("None"));
+    assert_eq!(import_spec.session_affinity_config, None);
+    let meta = desired.service_import.metadata;
+    assert_eq!(
+        meta.labels,
+        Some(strings(&[(
+            "multicluster.kubernetes.io/service-name",
+            "web"
+        )]))
+    );
+}
+
+fn export_with(spec: ServiceExportSpec) -> ServiceExport {
+    ServiceExport {
+        spec: Some(spec),
+        ..kube_export(None)
+    }
+}
+
+#[test]
+fn an_export_reads_the_services_properties_and_the_exported_metadata() {
+    let mut service = kube_service(Some("10.96.0.7"), vec![kube_port("http", 80)]);
+    {
+        let spec = service.spec.as_mut().unwrap();
+        spec.cluster_ips = Some(vec!["fd00::7".into(), "10.96.0.7".into()]);
+        spec.ip_families = Some(vec!["IPv6".into(), "IPv4".into()]);
+        spec.session_affinity = Some("ClientIP".into());
+        spec.session_affinity_config = Some(KubeSessionAffinityConfig {
+            client_ip: Some(KubeClientIpConfig {
+                timeout_seconds: Some(3_600),
+            }),
+        });
+        spec.internal_traffic_policy = Some("Local".into());
+        spec.traffic_distribution = Some("PreferClose".into());
+    }
+    let export = export_with(ServiceExportSpec {
+        exported_labels: strings(&[("tier", "backend")]),
+        exported_annotations: strings(&[("example.com/owner", "shop team")]),
+    });
+    let spec = export_spec(&service, &export, &[], NetworkMode::Flat, 1).unwrap();
+    assert_eq!(
+        spec.properties,
+        ServiceProperties {
+            ip_families: vec![IpFamily::Ipv6, IpFamily::Ipv4],
+            session_affinity: SessionAffinity::ClientIp,
+            client_ip_timeout_seconds: Some(3_600),
+            internal_traffic_policy: Some(InternalTrafficPolicy::Local),
+            traffic_distribution: Some("PreferClose".into()),
+            exported_labels: strings(&[("tier", "backend")]),
+            exported_annotations: strings(&[("example.com/owner", "shop team")]),
+        }
+    );
+}
+
+#[test]
+fn unset_properties_take_the_api_servers_defaults() {
+    let read = |change: &dyn Fn(&mut ServiceSpec)| {
+        let mut service = kube_service(None, vec![kube_port("http", 80)]);
+        change(service.spec.as_mut().unwrap());
+        export_spec(&service, &kube_export(None), &[], NetworkMode::Flat, 1).map(|s| s.properties)
+    };
+    assert_eq!(
+        read(&|_| {}).unwrap(),
+        ServiceProperties {
+            internal_traffic_policy: Some(InternalTrafficPolicy::Cluster),
+            ..ServiceProperties::default()
+        },
+        "affinity None, policy Cluster, no families named and no IP to infer them from"
+    );
+    let client_ip = read(&|s| s.session_affinity = Some("ClientIP".into())).unwrap();
+    assert_eq!(
+        (
+            client_ip.session_affinity,
+            client_ip.client_ip_timeout_seconds
+        ),
+        (SessionAffinity::ClientIp, Some(10_800))
+    );
+    // The API server drops a config without ClientIP affinity; so does Shoal.
+    let dropped = read(&|s| {
+        s.session_affinity = Some("None".into());
+        s.session_affinity_config = Some(KubeSessionAffinityConfig::default());
+    })
+    .unwrap();
+    assert_eq!(dropped.client_ip_timeout_seconds, None);
+    // Families from the cluster IPs, in order, when the Service names none.
+    let single = read(&|s| s.cluster_ip = Some("10.96.0.7".into())).unwrap();
+    assert_eq!(single.ip_families, [IpFamily::Ipv4]);
+    let dual = read(&|s| s.cluster_ips = Some(vec!["fd00::7".into(), "10.96.0.7".into()])).unwrap();
+    assert_eq!(dual.ip_families, [IpFamily::Ipv6, IpFamily::Ipv4]);
+    let headless = read(&|s| s.cluster_ip = Some("None".into())).unwrap();
+    assert!(headless.ip_families.is_empty());
+}
+
+#[test]
+fn properties_the_api_server_would_refuse_make_the_export_invalid() {
+    type Change = fn(&mut ServiceSpec);
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "sessionAffinity",
+            |s| s.session_affinity = Some("Sticky".into()),
+            "InvalidServiceSpec",
+        ),
+        (
+            "ipFamilies",
+            |s| s.ip_families = Some(vec!["IPv5".into()]),
+            "InvalidServiceSpec",
+        ),
+        (
+            "duplicate ipFamilies",
+            |s| s.ip_families = Some(vec!["IPv4".into(), "IPv4".into()]),
+            "InvalidServiceSpec",
+        ),
+        (
+            "clusterIPs",
+            |s| s.cluster_ip = Some("ten".into()),
+            "InvalidServiceSpec",
+        ),
+        (
+            "internalTrafficPolicy",
+            |s| s.internal_traffic_policy = Some("Node".into()),
+            "InvalidServiceSpec",
+        ),
+        (
+            "a zero timeout",
+            |s| {
+                s.session_affinity = Some("ClientIP".into());
+                s.session_affinity_config = Some(KubeSessionAffinityConfig {
+                    client_ip: Some(KubeClientIpConfig {
+                        timeout_seconds: Some(0),
+                    }),
+                });
+            },
+            "InvalidServiceSpec",
+        ),
+        (
+            "a timeout over a day",
+            |s| {
+                s.session_affinity = Some("ClientIP".into());
+                s.session_affinity_config = Some(KubeSessionAffinityConfig {
+                    client_ip: Some(KubeClientIpConfig {
+                        timeout_seconds: Some(86_401),
+                    }),
+                });
+            },
+            "InvalidServiceSpec",
+        ),
+        (
+            "a negative timeout",
+            |s| {
+                s.session_affinity = Some("ClientIP".into());
+                s.session_affinity_config = Some(KubeSessionAffinityConfig {
+                    client_ip: Some(KubeClientIpConfig {
+                        timeout_seconds: Some(-1),
+                    }),
+                });
+            },
+            "InvalidServiceSpec",
+        ),
+        (
+            "a long traffic distribution",
+            |s| s.traffic_distribution = Some("P".repeat(64)),
+            "ExceedsLimits",
+        ),
+    ];
+    for (what, change, reason) in cases {
+        let mut service = kube_service(None, vec![kube_port("http", 80)]);
+        change(service.spec.as_mut().unwrap());
+        let err = export_spec(&service, &kube_export(None), &[], NetworkMode::Flat, 1).unwrap_err();
+        assert_eq!(err.reason(), reason, "{what}: {err}");
+    }
+
+    let service = kube_service(None, vec![kube_port("http", 80)]);
+    let exported = |labels: BTreeMap<String, String>, annotations: BTreeMap<String, String>| {
+        let export = export_with(ServiceExportSpec {
+            exported_labels: labels,
+            exported_annotations: annotations,
+        });
+        export_spec(&service, &export, &[], NetworkMode::Flat, 1).unwrap_err()
+    };
+    let bad_key = exported(strings(&[("-tier", "backend")]), BTreeMap::new());
+    assert_eq!(bad_key.reason(), "InvalidExportedMetadata");
+    assert!(bad_key.to_string().contains("\"-tier\""), "{bad_key}");
+    let bad_value = exported(strings(&[("tier", "back end")]), BTreeMap::new());
+    assert_eq!(bad_value.reason(), "InvalidExportedMetadata");
+    assert_eq!(bad_value.metric_label(), "invalid_exported_metadata");
+    let many: BTreeMap<String, String> =
+        (0..65).map(|i| (format!("l{i}"), String::new())).collect();
+    let too_many = exported(many, BTreeMap::new());
+    assert_eq!(
+        too_many,
+        ExportInvalid::Properties(RecordError::TooManyLabels(65))
+    );
+    assert_eq!(too_many.reason(), "ExceedsLimits");
+    let big = strings(&[("note", &"x".repeat(16 * 1024))]);
+    let too_big = exported(BTreeMap::new(), big);
+    assert_eq!(too_big.reason(), "ExceedsLimits");
+    assert_eq!(too_big.metric_label(), "properties_exceed_limits");
+}
+
+#[test]
+fn conflict_reasons_are_the_mcs_ones_in_their_order_on_every_export() {
+    let mut imported = import(
+        ServiceType::ClusterSetIp,
+        vec![
+            source("east", ServiceType::ClusterSetIp, 80, Vec::new()),
+            source("north", ServiceType::ClusterSetIp, 80, Vec::new()),
+            source("west", ServiceType::ClusterSetIp, 80, Vec::new()),
+        ],
+    );
+    let conflict = |cluster_name: &str, kind: ConflictKind| Conflict {
+        cluster: cluster(cluster_name),
+        kind,
+    };
+    imported.conflicts = vec![
+        conflict("north", ConflictKind::IpFamily),
+        conflict("north", ConflictKind::Labels),
+        conflict(
+            "west",
+            ConflictKind::Port {
+                name: "http".into(),
+            },
+        ),
+        conflict("west", ConflictKind::SessionAffinity),
+        conflict("west", ConflictKind::SessionAffinityConfig),
+        conflict("west", ConflictKind::InternalTrafficPolicy),
+        conflict("west", ConflictKind::TrafficDistribution),
+        conflict("west", ConflictKind::Annotations),
+        conflict("west", ConflictKind::Labels),
+    ];
+    let expected = "PortConflict,SessionAffinityConflict,SessionAffinityConfigConflict,\
+                    LabelsConflict,AnnotationsConflict,InternalTrafficPolicyConflict,\
+                    TrafficDistributionConflict,IPFamilyConflict";
+    for (local, standing) in [
+        (
+            "west",
+            "an older export's definition stands over this cluster's",
+        ),
+        (
+            "north",
+            "an older export's definition stands over this cluster's",
+        ),
+        (
+            "east",
+            "this cluster's definition stands (the oldest export wins)",
+        ),
+    ] {
+        let conditions = export_conditions(Ok(()), Some(&imported), &cluster(local));
+        let c = find(&conditions, CONDITION_CONFLICT);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", expected),
+            "{local}"
+        );
+        assert!(c.message.ends_with(standing), "{local}: {}", c.message);
+        assert_eq!(
+            find(&conditions, CONDITION_READY).reason,
+            "Exported",
+            "{local}"
+        );
+    }
+    let east = export_conditions(Ok(()), Some(&imported), &cluster("east"));
+    let message = &find(&east, CONDITION_CONFLICT).message;
+    assert!(
+        message.starts_with(
+            "conflicting exports: north on IP families, north on exported labels, \
+             west on port \"http\", west on session affinity, west on session affinity config, "
+        ),
+        "{message}"
+    );
+
+    // However many clusters conflict, the message names a bounded number of them.
+    imported.conflicts = (0..100)
+        .map(|i| conflict(&format!("c{i}"), ConflictKind::Annotations))
+        .collect();
+    let conditions = export_conditions(Ok(()), Some(&imported), &cluster("east"));
+    let c = find(&conditions, CONDITION_CONFLICT);
+    assert_eq!(c.reason, "AnnotationsConflict");
+    assert!(c.message.contains(", and 84 more;"), "{}", c.message);
+    assert!(c.message.len() < 1_000);
 }

@@ -14,7 +14,8 @@ use shoal_proto::ServiceKey;
 
 use super::super::desired::{DEFAULT_NAMESPACE, object_key};
 use super::super::objects::{
-    ANNOTATION_GLOBAL, LABEL_KUBE_SERVICE_NAME, MCS_API_VERSION, MCS_GROUP, ServiceExport,
+    ANNOTATION_GLOBAL, LABEL_KUBE_SERVICE_NAME, MCS_API_VERSION, MCS_API_VERSIONS_READ,
+    ServiceExport,
 };
 use super::{FILE_BYTES_MAX, FILES_PER_DIR_MAX, OBJECTS_PER_FILE_MAX};
 
@@ -162,13 +163,13 @@ pub(super) fn parse(bytes: &[u8]) -> Result<ParsedFile, FileError> {
 fn classify(value: serde_yaml::Value) -> Result<Option<InputObject>, serde_yaml::Error> {
     let text = |key: &str| value.get(key).and_then(|v| v.as_str()).unwrap_or_default();
     let (api_version, kind) = (text("apiVersion"), text("kind"));
-    let group = api_version.split_once('/').map_or("", |(g, _)| g);
-    let object = match (group, api_version, kind) {
-        (_, "v1", "Service") => InputObject::Service(serde_yaml::from_value(value)?),
-        (_, "discovery.k8s.io/v1", "EndpointSlice") => {
+    let mcs = MCS_API_VERSIONS_READ.contains(&api_version);
+    let object = match (api_version, kind) {
+        ("v1", "Service") => InputObject::Service(serde_yaml::from_value(value)?),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
             InputObject::Slice(serde_yaml::from_value(value)?)
         }
-        (MCS_GROUP, _, "ServiceExport") => InputObject::Export(serde_yaml::from_value(value)?),
+        (_, "ServiceExport") if mcs => InputObject::Export(serde_yaml::from_value(value)?),
         _ => return Ok(None),
     };
     Ok(Some(object))
@@ -267,6 +268,17 @@ apiVersion: multicluster.x-k8s.io/v1alpha1
 kind: ServiceExport
 metadata: {name: web, namespace: shop, creationTimestamp: "2024-01-02T03:04:05Z"}
 ---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: api, namespace: shop}
+spec:
+  exportedLabels: {tier: backend}
+  exportedAnnotations: {example.com/owner: shop-team}
+---
+apiVersion: multicluster.x-k8s.io/v2
+kind: ServiceExport
+metadata: {name: future, namespace: shop}
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -279,14 +291,25 @@ spec:
 ---
 "#;
         let parsed = parse(yaml).unwrap();
-        assert_eq!(parsed.objects.len(), 2);
+        assert_eq!(parsed.objects.len(), 3);
         assert!(matches!(parsed.objects[0], InputObject::Service(_)));
         let InputObject::Export(export) = &parsed.objects[1] else {
             panic!("an export");
         };
         let created = export.metadata.creation_timestamp.as_ref().unwrap();
         assert_eq!(created.0.as_second(), 1_704_164_645);
-        assert_eq!(parsed.skipped, ["unsupported_kind", "invalid_object"]);
+        // v1beta1 is read as well as v1alpha1, with the export's spec.
+        let InputObject::Export(beta) = &parsed.objects[2] else {
+            panic!("a v1beta1 export");
+        };
+        let spec = beta.spec.as_ref().unwrap();
+        assert_eq!(spec.exported_labels["tier"], "backend");
+        assert_eq!(spec.exported_annotations["example.com/owner"], "shop-team");
+        // An MCS version the CRDs do not serve is not read.
+        assert_eq!(
+            parsed.skipped,
+            ["unsupported_kind", "unsupported_kind", "invalid_object"]
+        );
     }
 
     #[test]

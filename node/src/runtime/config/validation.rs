@@ -1,0 +1,398 @@
+//! From the deserialized schema to a [`RuntimeConfig`]: addresses parsed, names and
+//! ranges checked (each error naming its key), paths resolved against the file's
+//! directory.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use shoal_proto::{ClusterId, MemberId, NetAddr, NetworkMode, ReplicaId};
+
+use super::super::backend::standalone::WATCH_POLL_MS_MIN;
+use super::schema::{
+    BackendSection, FileSchema, KubernetesSection, LeaseSection, Network, SeedSection,
+    StandaloneSection, TlsSection,
+};
+use super::{BackendConfig, ConfigFileError, POD_NAME_VAR, RuntimeConfig, TlsPaths};
+use crate::core::{Config, LeaseConfig, Seed};
+
+/// Slowest polling of the standalone backend's `in/`.
+const POLL_MS_MAX: u64 = 60_000;
+/// Range of `backend.leader_lease_ms`.
+const LEADER_LEASE_MS: RangeInclusive<u64> = 1_000..=600_000;
+/// Shortest `backend.leader_renew_ms` (and it is below `leader_lease_ms`).
+const LEADER_RENEW_MS_MIN: u64 = 200;
+/// Shortest `backend.leader_retry_ms` (and it is below `leader_renew_ms`).
+const LEADER_RETRY_MS_MIN: u64 = 100;
+/// Longest leader-election identity: a pod name's bound (a DNS subdomain).
+const IDENTITY_BYTES_MAX: usize = 253;
+/// Longest DNS-1123 subdomain (the `clusterset` name).
+const SUBDOMAIN_BYTES_MAX: usize = 253;
+
+fn field(field: impl Into<String>, reason: impl Into<String>) -> ConfigFileError {
+    ConfigFileError::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks `file` and builds the configuration. `pod_name` is `POD_NAME`'s value.
+pub(super) fn build(
+    file: FileSchema,
+    base: &Path,
+    pod_name: Option<&str>,
+) -> Result<RuntimeConfig, ConfigFileError> {
+    let cluster =
+        ClusterId::new(file.cluster.clone()).map_err(|e| field("cluster", e.to_string()))?;
+    let replica = ReplicaId(file.replica);
+    check_subdomain("clusterset", &file.clusterset)?;
+    let (listen, advertise) = addresses(&file)?;
+    let tls = tls_paths(&file.tls, base)?;
+    let http_listen = socket_addr("http.listen", &file.http.listen)?;
+    let member = MemberId {
+        cluster: cluster.clone(),
+        replica,
+    };
+    let backend = backend(&file.backend, base, &member, pod_name)?;
+    let publisher = publisher(file.publisher, &backend, replica)?;
+    let core = core_config(&file, member, advertise, publisher)?;
+    let transport = file.transport.limits();
+    transport
+        .validate()
+        .map_err(|e| field("transport", e.to_string()))?;
+    Ok(RuntimeConfig {
+        core,
+        cluster,
+        replica,
+        clusterset: file.clusterset,
+        listen,
+        advertise,
+        data_dir: resolve(base, &file.data_dir),
+        tls,
+        http_listen,
+        backend,
+        network: match file.network {
+            Network::Flat => NetworkMode::Flat,
+            Network::Island => NetworkMode::Island,
+        },
+        chaos_enabled: file.chaos.enabled,
+        transport,
+        log: file.log.filter,
+    })
+}
+
+fn socket_addr(name: &str, text: &str) -> Result<SocketAddr, ConfigFileError> {
+    text.parse().map_err(|_| {
+        field(
+            name,
+            format!("{text:?} is not an address like 127.0.0.1:7100"),
+        )
+    })
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn addresses(file: &FileSchema) -> Result<(SocketAddr, SocketAddr), ConfigFileError> {
+    let listen = socket_addr("listen", &file.listen)?;
+    let advertise = match &file.advertise {
+        Some(a) => socket_addr("advertise", a)?,
+        None => listen,
+    };
+    if advertise.ip().is_unspecified() {
+        return Err(field(
+            if file.advertise.is_some() {
+                "advertise"
+            } else {
+                "listen"
+            },
+            "peers cannot dial an unspecified address: set `advertise`",
+        ));
+    }
+    Ok((listen, advertise))
+}
+
+/// A Kubernetes DNS-1123 subdomain: dot-separated lowercase labels.
+fn check_subdomain(name: &str, value: &str) -> Result<(), ConfigFileError> {
+    if value.is_empty() || value.len() > SUBDOMAIN_BYTES_MAX {
+        return Err(field(
+            name,
+            format!(
+                "must be 1 to {SUBDOMAIN_BYTES_MAX} bytes long, got {}",
+                value.len()
+            ),
+        ));
+    }
+    let label_ok = |label: &str| {
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let bytes = label.as_bytes();
+        match (bytes.first(), bytes.last()) {
+            (Some(&first), Some(&last)) => {
+                alnum(first) && alnum(last) && bytes.iter().all(|&b| alnum(b) || b == b'-')
+            }
+            _ => false,
+        }
+    };
+    if !value.split('.').all(label_ok) {
+        return Err(field(
+            name,
+            format!(
+                "{value:?} is not a DNS subdomain: dot-separated labels of lowercase \
+                 letters, digits and '-', each starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn seeds(sections: &[SeedSection]) -> Result<Vec<Seed>, ConfigFileError> {
+    sections
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let cluster = ClusterId::new(s.cluster.clone())
+                .map_err(|e| field(format!("seeds[{i}].cluster"), e.to_string()))?;
+            let addr = socket_addr(&format!("seeds[{i}].addr"), &s.addr)?;
+            Ok(Seed {
+                member: MemberId {
+                    cluster,
+                    replica: ReplicaId(s.replica),
+                },
+                addr: NetAddr::from(addr),
+            })
+        })
+        .collect()
+}
+
+fn tls_paths(tls: &TlsSection, base: &Path) -> Result<TlsPaths, ConfigFileError> {
+    let paths = TlsPaths {
+        ca: resolve(base, &tls.ca),
+        cert: resolve(base, &tls.cert),
+        key: resolve(base, &tls.key),
+        clusterset_dir: resolve(base, &tls.clusterset_dir),
+    };
+    for (name, path) in [
+        ("tls.ca", &paths.ca),
+        ("tls.cert", &paths.cert),
+        ("tls.key", &paths.key),
+    ] {
+        check_file(name, path)?;
+    }
+    if !paths.clusterset_dir.is_dir() {
+        return Err(field(
+            "tls.clusterset_dir",
+            format!("{} is not a directory", paths.clusterset_dir.display()),
+        ));
+    }
+    Ok(paths)
+}
+
+fn check_file(name: &str, path: &Path) -> Result<(), ConfigFileError> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(field(
+        name,
+        format!("{} is not a readable file", path.display()),
+    ))
+}
+
+fn backend(
+    section: &BackendSection,
+    base: &Path,
+    member: &MemberId,
+    pod_name: Option<&str>,
+) -> Result<BackendConfig, ConfigFileError> {
+    match section {
+        BackendSection::Standalone(s) => standalone(s, base),
+        BackendSection::Kubernetes(k) => kubernetes(k, base, member, pod_name),
+    }
+}
+
+fn standalone(s: &StandaloneSection, base: &Path) -> Result<BackendConfig, ConfigFileError> {
+    in_range(
+        "backend.poll_ms",
+        s.poll_ms,
+        WATCH_POLL_MS_MIN..=POLL_MS_MAX,
+        "",
+    )?;
+    Ok(BackendConfig::Standalone {
+        dir: resolve(base, &s.dir),
+        poll_ms: s.poll_ms,
+    })
+}
+
+fn kubernetes(
+    k: &KubernetesSection,
+    base: &Path,
+    member: &MemberId,
+    pod_name: Option<&str>,
+) -> Result<BackendConfig, ConfigFileError> {
+    let kubeconfig = k.kubeconfig.as_deref().map(|p| resolve(base, p));
+    if let Some(path) = &kubeconfig {
+        check_file("backend.kubeconfig", path)?;
+    }
+    if k.context.as_deref().is_some_and(str::is_empty) {
+        return Err(field(
+            "backend.context",
+            "is empty: name a context of the kubeconfig, or remove the key",
+        ));
+    }
+    shoal_proto::Namespace::new(k.namespace.clone())
+        .map_err(|e| field("backend.namespace", e.to_string()))?;
+    check_leader_timing(k)?;
+    Ok(BackendConfig::Kubernetes {
+        kubeconfig,
+        context: k.context.clone(),
+        namespace: k.namespace.clone(),
+        identity: identity(k.identity.as_deref(), member, pod_name)?,
+        leader_lease_ms: k.leader_lease_ms,
+        leader_renew_ms: k.leader_renew_ms,
+        leader_retry_ms: k.leader_retry_ms,
+    })
+}
+
+/// The leader election's timing: retry < renew deadline < lease, as client-go's.
+fn check_leader_timing(k: &KubernetesSection) -> Result<(), ConfigFileError> {
+    in_range(
+        "backend.leader_lease_ms",
+        k.leader_lease_ms,
+        LEADER_LEASE_MS,
+        "",
+    )?;
+    in_range(
+        "backend.leader_renew_ms",
+        k.leader_renew_ms,
+        LEADER_RENEW_MS_MIN..=k.leader_lease_ms.saturating_sub(1),
+        ": it must be less than backend.leader_lease_ms",
+    )?;
+    in_range(
+        "backend.leader_retry_ms",
+        k.leader_retry_ms,
+        LEADER_RETRY_MS_MIN..=k.leader_renew_ms.saturating_sub(1),
+        ": it must be less than backend.leader_renew_ms",
+    )
+}
+
+fn in_range(
+    name: &str,
+    value: u64,
+    range: RangeInclusive<u64>,
+    why: &str,
+) -> Result<(), ConfigFileError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(field(
+        name,
+        format!(
+            "{value} is outside {}..={}{why}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
+/// `backend.identity`, else `POD_NAME`, else `<cluster>-<replica>`.
+fn identity(
+    configured: Option<&str>,
+    member: &MemberId,
+    pod_name: Option<&str>,
+) -> Result<String, ConfigFileError> {
+    let check = |value: &str| -> Result<String, String> {
+        if value.is_empty() || value.len() > IDENTITY_BYTES_MAX {
+            return Err(format!(
+                "must be 1 to {IDENTITY_BYTES_MAX} bytes long, got {}",
+                value.len()
+            ));
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("{value:?} must be printable ASCII without spaces"));
+        }
+        Ok(value.to_owned())
+    };
+    match (configured, pod_name) {
+        (Some(value), _) => check(value).map_err(|reason| field("backend.identity", reason)),
+        (None, Some(pod)) => check(pod).map_err(|reason| ConfigFileError::Env {
+            var: POD_NAME_VAR.to_owned(),
+            key: "backend.identity".to_owned(),
+            reason,
+        }),
+        (None, None) => Ok(format!("{}-{}", member.cluster, member.replica.0)),
+    }
+}
+
+/// Standalone: `publisher`, default replica 0. Kubernetes: the leader election
+/// chooses, so every replica starts as a standby.
+fn publisher(
+    configured: Option<bool>,
+    backend: &BackendConfig,
+    replica: ReplicaId,
+) -> Result<bool, ConfigFileError> {
+    match backend {
+        BackendConfig::Standalone { .. } => Ok(configured.unwrap_or(replica.0 == 0)),
+        BackendConfig::Kubernetes { .. } if configured == Some(true) => Err(field(
+            "publisher",
+            "with backend kind \"kubernetes\" the leader election chooses the publisher: \
+             remove the key",
+        )),
+        BackendConfig::Kubernetes { .. } => Ok(false),
+    }
+}
+
+fn core_config(
+    file: &FileSchema,
+    member: MemberId,
+    advertise: SocketAddr,
+    publisher: bool,
+) -> Result<Config, ConfigFileError> {
+    let seeds = seeds(&file.seeds)?;
+    let mut core = file.preset.config();
+    core.member = member;
+    core.addr = NetAddr::from(advertise);
+    core.members_expected = file
+        .members_expected
+        .unwrap_or(u32::try_from(seeds.len() + 1).unwrap_or(u32::MAX));
+    core.seeds = seeds;
+    core.publisher = publisher;
+    file.timing.apply(&mut core);
+    core.lease = lease(&file.lease)?;
+    core.validate()
+        .map_err(|e| field(file_field(e.field), e.reason))?;
+    Ok(core)
+}
+
+fn lease(section: &LeaseSection) -> Result<LeaseConfig, ConfigFileError> {
+    let voters = section
+        .voters
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            ClusterId::new(v.clone())
+                .map_err(|e| field(format!("lease.voters[{i}]"), e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(LeaseConfig {
+        voters,
+        lease_ms: section.lease_ms,
+        renew_ms: section.renew_ms,
+        round_timeout_ms: section.round_timeout_ms,
+        drift_ppm: section.drift_ppm,
+    })
+}
+
+/// The file's name for a field the core's validation names.
+fn file_field(core_field: &str) -> String {
+    if let Some(rest) = core_field.strip_prefix("swim.") {
+        return format!("timing.{rest}");
+    }
+    match core_field {
+        "withdraw_grace_ms" | "anti_entropy_period_ms" => format!("timing.{core_field}"),
+        other => other.to_owned(),
+    }
+}
