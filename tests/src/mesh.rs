@@ -108,13 +108,26 @@ impl Node {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// How the process ended, once it has (`None` while it runs or was never started).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// `POST path` with no body; the answer's body.
+    pub fn post(&self, path: &str) -> Result<String, String> {
+        let url = format!("http://{}{path}", self.http);
+        let mut response = agent().post(&url).send_empty().map_err(|e| e.to_string())?;
+        response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())
+    }
+
     fn get(&self, path: &str) -> Result<String, String> {
         let url = format!("http://{}{path}", self.http);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let mut response = agent.get(&url).call().map_err(|e| e.to_string())?;
+        let mut response = agent().get(&url).call().map_err(|e| e.to_string())?;
         response
             .body_mut()
             .read_to_string()
@@ -141,6 +154,14 @@ impl Node {
     pub fn ready(&self) -> Result<(), String> {
         self.get("/readyz").map(drop)
     }
+}
+
+/// An HTTP client for a node's API on loopback: every request within 5 s.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into()
 }
 
 impl Drop for Node {

@@ -3,6 +3,8 @@
 //! `shoal` replicas each, every replica reaching its API server with the token of the
 //! ServiceAccount in deploy/rbac.yaml. What Shoal asks of each API server is read from
 //! that server's audit log.
+// Real processes on the wall clock; a failed step panics with what it saw.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -263,7 +265,7 @@ fn sources(pairs: &[(&str, &BTreeSet<String>)]) -> BTreeMap<String, BTreeSet<Str
 
 #[test]
 fn exports_become_exact_imports_scale_by_one_slice_unexport_and_conflict_under_rbac() {
-    let mesh = Mesh::start(&MeshConfig::new(3, 2)).expect("the mesh starts");
+    let mut mesh = Mesh::start(&MeshConfig::new(3, 2)).expect("the mesh starts");
     let (c0, c1, c2) = (mesh.cluster(0), mesh.cluster(1), mesh.cluster(2));
     namespace(&mesh);
     apply(c0, &workload(2, 80)).unwrap();
@@ -440,6 +442,176 @@ fn exports_become_exact_imports_scale_by_one_slice_unexport_and_conflict_under_r
             .unwrap();
         assert_eq!(denied, 0, "{}", node.identity);
     }
+
+    about_api_and_lease_mirror(&mesh);
+    another_field_manager_is_counted_and_shown(&mesh);
+    a_cluster_that_names_itself_otherwise_refuses_the_node(&mut mesh);
+}
+
+/// The About API's properties, created; a quorum lease mirrored into a Lease.
+fn about_api_and_lease_mirror(mesh: &Mesh) {
+    let c1 = mesh.cluster(1);
+    let property = |name: &str| {
+        json(
+            c1,
+            &["get", "clusterproperties.about.k8s.io", name, "-o", "json"],
+        )["spec"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(property("cluster.clusterset.k8s.io"), "c1");
+    assert_eq!(property("clusterset.k8s.io"), "shoal-test");
+
+    let leader = mesh.leader_of(1).expect("c1 has a local leader");
+    let node = mesh.nodes.iter().find(|n| n.identity == leader).unwrap();
+    let token = wait_for("the quorum lease held", PROPAGATE, || {
+        let answer = node.post("/v1/leases/payments")?;
+        let view: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+        match (view["write_ready"].as_bool(), view["token"].as_u64()) {
+            (Some(true), Some(token)) => Ok(token),
+            _ => Err(view.to_string()),
+        }
+    })
+    .unwrap();
+    let lease = wait_for("the quorum lease mirrored", PROPAGATE, || {
+        let lease = c1
+            .kubectl_json(&[
+                "get",
+                "lease",
+                "payments",
+                "-n",
+                SHOAL_NAMESPACE,
+                "-o",
+                "json",
+            ])
+            .map_err(|e| e.to_string())?;
+        if lease["spec"]["holderIdentity"] == "c1" {
+            Ok(lease)
+        } else {
+            Err(lease["spec"].to_string())
+        }
+    })
+    .unwrap();
+    let annotation = &lease["metadata"]["annotations"]["shoal.dev/fencing-token"];
+    assert_eq!(annotation.as_str(), Some(token.to_string().as_str()));
+    assert!(lease["spec"]["renewTime"].is_string());
+    assert_eq!(lease["spec"]["leaseTransitions"], 0);
+    let leases = kubectl(c1, &["get", "leases", "-n", SHOAL_NAMESPACE]).unwrap();
+    assert!(
+        leases
+            .lines()
+            .any(|l| l.starts_with("payments") && l.contains("c1")),
+        "{leases}"
+    );
+}
+
+/// A field another manager owns makes Shoal's apply fail with 409: counted, shown on
+/// the export's status, and the other manager's value is left alone (no force).
+fn another_field_manager_is_counted_and_shown(mesh: &Mesh) {
+    let (c0, c1) = (mesh.cluster(0), mesh.cluster(1));
+    let intruder = "apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceImport\n\
+                    metadata: {name: web, namespace: shop}\nspec: {type: Headless}\n";
+    let mut command = c1.kubectl();
+    command.args([
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=intruder",
+        "-f",
+        "-",
+    ]);
+    let out = pipe(command, intruder);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A new port changes the ServiceImport Shoal wants, so it applies it again.
+    let two_ports = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
+                     spec:\n  selector: {app: web}\n  ports:\n\
+                     \x20   - {name: http, port: 80, targetPort: http, protocol: TCP}\n\
+                     \x20   - {name: metrics, port: 9100, protocol: TCP}\n";
+    apply(c0, two_ports).unwrap();
+    wait_for("a 409 shown on c1's export", PROPAGATE, || {
+        let c = conditions(c1, "web");
+        match c.get("shoal.dev/Applied") {
+            Some((s, r)) if s == "False" && r == "FieldManagerConflict" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .unwrap();
+    let sample = "shoal_backend_conflicts_total{label=\"serviceimports\"}";
+    let counted: u64 = mesh.nodes_of(1).map(|n| n.metric(sample).unwrap()).sum();
+    assert!(counted >= 1, "the 409 is counted");
+    let import = json(
+        c1,
+        &[
+            "get",
+            "serviceimports.multicluster.x-k8s.io",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(
+        import["spec"]["type"], "Headless",
+        "the other manager's field is not forced"
+    );
+}
+
+/// A node whose cluster's About API names another cluster id refuses to start.
+fn a_cluster_that_names_itself_otherwise_refuses_the_node(mesh: &mut Mesh) {
+    let index = mesh
+        .nodes
+        .iter()
+        .position(|n| n.identity == "c2-1")
+        .unwrap();
+    mesh.nodes[index].stop();
+    kubectl(
+        mesh.cluster(2),
+        &[
+            "patch",
+            "clusterproperties.about.k8s.io",
+            "cluster.clusterset.k8s.io",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"value":"impostor"}}"#,
+        ],
+    )
+    .unwrap();
+    let shoal = mesh.shoal().to_owned();
+    let node = &mut mesh.nodes[index];
+    node.start(&shoal).unwrap();
+    let status = wait_for("the node exits", PROPAGATE, || {
+        node.exited().ok_or_else(|| "running".to_owned())
+    })
+    .unwrap();
+    assert!(!status.success(), "{status}");
+    let tail = shoal_tests::k8s::log_tail(&node.log, 5);
+    assert!(
+        tail.contains("impostor") && tail.contains("\"c2\""),
+        "the error names both values:\n{tail}"
+    );
+}
+
+fn pipe(mut command: std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 #[test]

@@ -217,7 +217,7 @@ impl ControlPlanes {
     /// Starts cluster `index`'s kube-apiserver again, with the same flags, port and
     /// store, and waits until it is ready.
     pub fn start_apiserver(&mut self, index: usize, timeout: Duration) -> Result<(), StartError> {
-        let started = Instant::now();
+        let started = wait::now();
         let cluster = &self.clusters[index];
         self.processes.spawn(spawn_of(
             &self.binaries,

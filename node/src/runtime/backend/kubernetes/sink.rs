@@ -454,7 +454,8 @@ fn plan_lease(
         return;
     }
     let transitions = seen.lease_transitions.unwrap_or(0);
-    let transitions = if observed.is_some() && !same_holder && lease.holder.is_some() {
+    // A handover from one holder to another counts; a first holder after none does not.
+    let transitions = if seen.holder_identity.is_some() && lease.holder.is_some() && !same_holder {
         transitions.saturating_add(1)
     } else {
         transitions
@@ -719,6 +720,7 @@ fn owned_events(
     ])
 }
 
+#[allow(clippy::large_enum_variant)] // one event at a time, moved straight into the index
 enum OwnedEvent {
     Import(watcher::Event<ServiceImport>),
     Service(watcher::Event<Service>),

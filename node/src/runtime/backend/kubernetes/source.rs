@@ -88,6 +88,7 @@ impl Kind {
 }
 
 /// One watcher event, typed by kind.
+#[allow(clippy::large_enum_variant)] // one event at a time, moved straight into the index
 enum Change {
     Export(watcher::Event<ServiceExport>),
     Service(watcher::Event<Service>),
