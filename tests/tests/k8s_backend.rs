@@ -362,6 +362,7 @@ fn exports_become_exact_imports_scale_by_one_slice_unexport_and_conflict_under_r
 
     // What kubectl shows.
     let table = kubectl(c1, &["get", "serviceimports", "-A"]).unwrap();
+    eprintln!("kubectl get serviceimports -A\n{table}");
     let row = table
         .lines()
         .find(|l| l.contains("web"))
@@ -498,6 +499,7 @@ fn about_api_and_lease_mirror(mesh: &Mesh) {
     assert!(lease["spec"]["renewTime"].is_string());
     assert_eq!(lease["spec"]["leaseTransitions"], 0);
     let leases = kubectl(c1, &["get", "leases", "-n", SHOAL_NAMESPACE]).unwrap();
+    eprintln!("kubectl get leases -n {SHOAL_NAMESPACE}\n{leases}");
     assert!(
         leases
             .lines()

@@ -434,6 +434,10 @@ fn plan_lease(
     desired: &mut BTreeSet<ObjKey>,
     plan: &mut Plan,
 ) {
+    if lease.name == super::LEADER_LEASE {
+        // That name is the replicas' own election: never overwrite it with a mirror.
+        return;
+    }
     let key = ObjKey {
         kind: ObjKind::Lease,
         namespace: p.namespace.to_owned(),
