@@ -232,16 +232,7 @@ impl ControlPlanes {
             started,
             started + timeout,
             &what,
-            || {
-                let body = cluster
-                    .kubectl_stdout(&[PROBE_REQUEST_TIMEOUT, "get", "--raw", "/readyz"])
-                    .map_err(|e| e.to_string())?;
-                if body.trim() == "ok" {
-                    Ok(())
-                } else {
-                    Err(body)
-                }
-            },
+            || probe_apiserver_ready(cluster),
         )
     }
 
@@ -278,14 +269,7 @@ impl ControlPlanes {
         for cluster in &self.clusters {
             let what = format!("{} kube-apiserver /readyz", cluster.context());
             wait_ready(&mut self.processes, started, deadline, &what, || {
-                let body = cluster
-                    .kubectl_stdout(&[PROBE_REQUEST_TIMEOUT, "get", "--raw", "/readyz"])
-                    .map_err(|e| e.to_string())?;
-                if body.trim() == "ok" {
-                    Ok(())
-                } else {
-                    Err(body)
-                }
+                probe_apiserver_ready(cluster)
             })?;
             tracing::info!(cluster = %cluster.context(), server = %cluster.server(), "kube-apiserver ready");
         }
@@ -428,6 +412,18 @@ fn wait_ready<T>(
             last,
             logs: processes.log_tails(LOG_TAIL_LINES),
         }),
+    }
+}
+
+/// `Ok` once `cluster`'s API server answers `ok` on `/readyz`.
+fn probe_apiserver_ready(cluster: &Cluster) -> Result<(), String> {
+    let body = cluster
+        .kubectl_stdout(&[PROBE_REQUEST_TIMEOUT, "get", "--raw", "/readyz"])
+        .map_err(|e| e.to_string())?;
+    if body.trim() == "ok" {
+        Ok(())
+    } else {
+        Err(body)
     }
 }
 

@@ -32,6 +32,7 @@ use super::desired::{
 use super::objects::{
     LABEL_SERVICE_NAME, MCS_API_VERSION, ServiceExport, ServiceExportStatus, stable_hash,
 };
+use super::seam::export_changes;
 use crate::core::{ExportSpec, ImportChange, ImportedService};
 
 /// Most YAML files read from `in/`, and most files Shoal keeps in `out/`.
@@ -183,7 +184,7 @@ impl StandaloneBackend {
         }
         inventory.add_global_exports();
         let next = self.evaluate(&inventory, now_ms);
-        let changes = diff(&self.current, &next);
+        let changes = export_changes(Some(&self.current), &next);
         self.current = next;
         self.stats.exports = self.current.values().filter(|r| r.is_ok()).count();
         debug!(cluster = %self.local, changes = changes.len(), exports = self.stats.exports, "scanned");
@@ -442,27 +443,6 @@ impl StandaloneBackend {
 /// `serviceexport-status.<ns>.<name>.yaml`.
 fn status_file_name(key: &ServiceKey) -> String {
     format!("{STATUS_PREFIX}{}.{}.yaml", key.namespace, key.name)
-}
-
-/// The changes from the exports `before` to the exports `after`: valid exports that are
-/// new or different, and previously valid ones now gone or invalid.
-fn diff(
-    before: &BTreeMap<ServiceKey, Result<ExportSpec, ExportInvalid>>,
-    after: &BTreeMap<ServiceKey, Result<ExportSpec, ExportInvalid>>,
-) -> Vec<ExportChange> {
-    let keys: BTreeSet<&ServiceKey> = before.keys().chain(after.keys()).collect();
-    let mut changes = Vec::new();
-    for key in keys {
-        let was = before.get(key).and_then(|r| r.as_ref().ok());
-        let is = after.get(key).and_then(|r| r.as_ref().ok());
-        match (was, is) {
-            (Some(a), Some(b)) if a == b => {}
-            (_, Some(spec)) => changes.push(ExportChange::Export(spec.clone())),
-            (Some(_), None) => changes.push(ExportChange::Unexport(key.clone())),
-            (None, None) => {}
-        }
-    }
-    changes
 }
 
 /// The fingerprint of the input files of `in_dir`.

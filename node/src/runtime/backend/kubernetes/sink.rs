@@ -846,12 +846,13 @@ impl Sink {
         }
     }
 
-    async fn reconcile(&mut self, input: &SinkInput, exports: Option<&ExportSnapshot>) {
-        if !input.leader || !self.mirror.synced() {
-            return;
-        }
-        let wall = wall_ms();
-        let p = PlanInput {
+    fn plan_input<'a>(
+        &'a self,
+        input: &'a SinkInput,
+        exports: Option<&'a ExportSnapshot>,
+        wall_ms: u64,
+    ) -> PlanInput<'a> {
+        PlanInput {
             local: &self.local,
             version: self.apis.version,
             namespace: &self.apis.namespace,
@@ -859,9 +860,16 @@ impl Sink {
             exports,
             mirror: &self.mirror,
             conflicts: &self.conflicts,
-            wall_ms: wall,
-        };
-        let planned = plan(&p);
+            wall_ms,
+        }
+    }
+
+    async fn reconcile(&mut self, input: &SinkInput, exports: Option<&ExportSnapshot>) {
+        if !input.leader || !self.mirror.synced() {
+            return;
+        }
+        let wall = wall_ms();
+        let planned = plan(&self.plan_input(input, exports, wall));
         if planned.is_empty() {
             return;
         }
@@ -871,17 +879,7 @@ impl Sink {
         if !imports.is_empty() {
             // The ServiceImports name their Services' cluster IPs: plan them again now
             // that the Services are written.
-            let p = PlanInput {
-                local: &self.local,
-                version: self.apis.version,
-                namespace: &self.apis.namespace,
-                input,
-                exports,
-                mirror: &self.mirror,
-                conflicts: &self.conflicts,
-                wall_ms: wall,
-            };
-            let imports = plan(&p).imports;
+            let imports = plan(&self.plan_input(input, exports, wall)).imports;
             transient |= self.run_phase(imports).await;
         }
         if transient {

@@ -19,9 +19,9 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
-use kube::Client;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
 use shoal_proto::{NetworkMode, ServiceKey};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -60,13 +60,57 @@ pub struct ExportObject {
 /// This cluster's exports: every ServiceExport (and global Service), valid or not.
 pub type ExportSnapshot = BTreeMap<ServiceKey, Arc<LocalExport>>;
 
-/// The objects the exports are derived from, indexed by service.
-#[derive(Debug, Default)]
-struct Index {
-    exports: BTreeMap<ServiceKey, ServiceExport>,
-    services: BTreeMap<ServiceKey, Service>,
-    /// Each service's own EndpointSlices, by slice name.
-    slices: BTreeMap<ServiceKey, BTreeMap<String, EndpointSlice>>,
+/// One kind's objects by the service they belong to (the object's own namespace and
+/// name), with a relist's objects gathered apart until the relist completes.
+#[derive(Debug)]
+struct ByService<K> {
+    objects: BTreeMap<ServiceKey, K>,
+    relist: Option<Vec<K>>,
+    listed: bool,
+}
+
+impl<K> Default for ByService<K> {
+    fn default() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            relist: None,
+            listed: false,
+        }
+    }
+}
+
+impl<K: Resource> ByService<K> {
+    /// Applies one watcher event, marking the services it touches dirty.
+    fn on_event(&mut self, event: watcher::Event<K>, dirty: &mut BTreeSet<ServiceKey>) {
+        match event {
+            watcher::Event::Apply(o) => self.put(o, dirty),
+            watcher::Event::Delete(o) => {
+                if let Some(key) = key_of(o.meta()) {
+                    self.objects.remove(&key);
+                    dirty.insert(key);
+                }
+            }
+            watcher::Event::Init => self.relist = Some(Vec::new()),
+            watcher::Event::InitApply(o) => self.relist.get_or_insert_default().push(o),
+            watcher::Event::InitDone => {
+                let fresh = self.relist.take().unwrap_or_default();
+                dirty.extend(std::mem::take(&mut self.objects).into_keys());
+                fresh.into_iter().for_each(|o| self.put(o, dirty));
+                self.listed = true;
+            }
+        }
+    }
+
+    fn put(&mut self, object: K, dirty: &mut BTreeSet<ServiceKey>) {
+        if let Some(key) = key_of(object.meta()) {
+            dirty.insert(key.clone());
+            self.objects.insert(key, object);
+        }
+    }
+
+    fn get(&self, key: &ServiceKey) -> Option<&K> {
+        self.objects.get(key)
+    }
 }
 
 /// Which index a watcher feeds.
@@ -107,20 +151,15 @@ fn key_of(meta: &ObjectMeta) -> Option<ServiceKey> {
     object_key(meta).ok()
 }
 
-/// A relist in progress: objects gathered since `Init`, swapped in at `InitDone`.
-#[derive(Debug, Default)]
-struct Relist {
-    exports: Option<Vec<ServiceExport>>,
-    services: Option<Vec<Service>>,
-    slices: Option<Vec<EndpointSlice>>,
-}
-
 /// The source's state: the indexes, relists under way, and which kinds have listed.
 #[derive(Debug)]
 pub struct Source {
-    index: Index,
-    relist: Relist,
-    listed: BTreeSet<Kind>,
+    exports: ByService<ServiceExport>,
+    services: ByService<Service>,
+    /// Each service's own EndpointSlices, by slice name.
+    slices: BTreeMap<ServiceKey, BTreeMap<String, EndpointSlice>>,
+    slices_relist: Option<Vec<EndpointSlice>>,
+    slices_listed: bool,
     dirty: BTreeSet<ServiceKey>,
     network: NetworkMode,
     snapshot: ExportSnapshot,
@@ -129,9 +168,11 @@ pub struct Source {
 impl Source {
     pub fn new(network: NetworkMode) -> Self {
         Self {
-            index: Index::default(),
-            relist: Relist::default(),
-            listed: BTreeSet::new(),
+            exports: ByService::default(),
+            services: ByService::default(),
+            slices: BTreeMap::new(),
+            slices_relist: None,
+            slices_listed: false,
             dirty: BTreeSet::new(),
             network,
             snapshot: BTreeMap::new(),
@@ -140,70 +181,14 @@ impl Source {
 
     /// Whether every kind has completed its initial list.
     pub fn synced(&self) -> bool {
-        self.listed.len() == 3
+        self.exports.listed && self.services.listed && self.slices_listed
     }
 
     fn on_change(&mut self, change: Change) {
         match change {
-            Change::Export(event) => self.on_export(event),
-            Change::Service(event) => self.on_service(event),
+            Change::Export(event) => self.exports.on_event(event, &mut self.dirty),
+            Change::Service(event) => self.services.on_event(event, &mut self.dirty),
             Change::Slice(event) => self.on_slice(event),
-        }
-    }
-
-    fn on_export(&mut self, event: watcher::Event<ServiceExport>) {
-        match event {
-            watcher::Event::Apply(e) => self.put_export(e),
-            watcher::Event::Delete(e) => {
-                if let Some(key) = key_of(&e.metadata) {
-                    self.index.exports.remove(&key);
-                    self.dirty.insert(key);
-                }
-            }
-            watcher::Event::Init => self.relist.exports = Some(Vec::new()),
-            watcher::Event::InitApply(e) => self.relist.exports.get_or_insert_default().push(e),
-            watcher::Event::InitDone => {
-                let fresh = self.relist.exports.take().unwrap_or_default();
-                self.dirty
-                    .extend(std::mem::take(&mut self.index.exports).into_keys());
-                fresh.into_iter().for_each(|e| self.put_export(e));
-                self.listed.insert(Kind::Exports);
-            }
-        }
-    }
-
-    fn put_export(&mut self, export: ServiceExport) {
-        if let Some(key) = key_of(&export.metadata) {
-            self.dirty.insert(key.clone());
-            self.index.exports.insert(key, export);
-        }
-    }
-
-    fn on_service(&mut self, event: watcher::Event<Service>) {
-        match event {
-            watcher::Event::Apply(s) => self.put_service(s),
-            watcher::Event::Delete(s) => {
-                if let Some(key) = key_of(&s.metadata) {
-                    self.index.services.remove(&key);
-                    self.dirty.insert(key);
-                }
-            }
-            watcher::Event::Init => self.relist.services = Some(Vec::new()),
-            watcher::Event::InitApply(s) => self.relist.services.get_or_insert_default().push(s),
-            watcher::Event::InitDone => {
-                let fresh = self.relist.services.take().unwrap_or_default();
-                self.dirty
-                    .extend(std::mem::take(&mut self.index.services).into_keys());
-                fresh.into_iter().for_each(|s| self.put_service(s));
-                self.listed.insert(Kind::Services);
-            }
-        }
-    }
-
-    fn put_service(&mut self, service: Service) {
-        if let Some(key) = key_of(&service.metadata) {
-            self.dirty.insert(key.clone());
-            self.index.services.insert(key, service);
         }
     }
 
@@ -213,23 +198,23 @@ impl Source {
             watcher::Event::Delete(s) => {
                 let name = s.metadata.name.clone().unwrap_or_default();
                 if let Some(key) = slice_service(&s) {
-                    if let Some(slices) = self.index.slices.get_mut(&key) {
+                    if let Some(slices) = self.slices.get_mut(&key) {
                         slices.remove(&name);
                         if slices.is_empty() {
-                            self.index.slices.remove(&key);
+                            self.slices.remove(&key);
                         }
                     }
                     self.dirty.insert(key);
                 }
             }
-            watcher::Event::Init => self.relist.slices = Some(Vec::new()),
-            watcher::Event::InitApply(s) => self.relist.slices.get_or_insert_default().push(s),
+            watcher::Event::Init => self.slices_relist = Some(Vec::new()),
+            watcher::Event::InitApply(s) => self.slices_relist.get_or_insert_default().push(s),
             watcher::Event::InitDone => {
-                let fresh = self.relist.slices.take().unwrap_or_default();
+                let fresh = self.slices_relist.take().unwrap_or_default();
                 self.dirty
-                    .extend(std::mem::take(&mut self.index.slices).into_keys());
+                    .extend(std::mem::take(&mut self.slices).into_keys());
                 fresh.into_iter().for_each(|s| self.put_slice(s));
-                self.listed.insert(Kind::Slices);
+                self.slices_listed = true;
             }
         }
     }
@@ -240,18 +225,27 @@ impl Source {
         };
         let name = slice.metadata.name.clone().unwrap_or_default();
         // A slice may move between services only by a label change: drop it elsewhere.
-        for (other, slices) in &mut self.index.slices {
+        for (other, slices) in &mut self.slices {
             if *other != key && slices.remove(&name).is_some() {
                 self.dirty.insert(other.clone());
             }
         }
-        self.index.slices.retain(|_, s| !s.is_empty());
-        self.index
-            .slices
+        self.slices.retain(|_, s| !s.is_empty());
+        self.slices
             .entry(key.clone())
             .or_default()
             .insert(name, slice);
         self.dirty.insert(key);
+    }
+
+    #[cfg(test)]
+    fn on_change_export(&mut self, event: watcher::Event<ServiceExport>) {
+        self.on_change(Change::Export(event));
+    }
+
+    #[cfg(test)]
+    fn on_change_service(&mut self, event: watcher::Event<Service>) {
+        self.on_change(Change::Service(event));
     }
 
     /// Derives the dirty services again. Returns whether the snapshot changed.
@@ -278,8 +272,8 @@ impl Source {
 
     /// The export of `key`, if a ServiceExport or a global annotation asks for one.
     fn derive(&self, key: &ServiceKey, now_ms: u64) -> Option<LocalExport> {
-        let service = self.index.services.get(key);
-        let object = self.index.exports.get(key);
+        let service = self.services.get(key);
+        let object = self.exports.get(key);
         let global = service.is_some_and(is_global);
         let export = match (object, service) {
             (Some(export), _) => export.clone(),
@@ -287,7 +281,6 @@ impl Source {
             _ => return None,
         };
         let slices: Vec<EndpointSlice> = self
-            .index
             .slices
             .get(key)
             .map(|s| s.values().cloned().collect())
@@ -502,12 +495,12 @@ mod tests {
     }
 
     fn list_all(source: &mut Source) {
-        source.on_export(watcher::Event::Init);
-        source.on_export(watcher::Event::InitApply(export("web")));
-        source.on_export(watcher::Event::InitDone);
-        source.on_service(watcher::Event::Init);
-        source.on_service(watcher::Event::InitApply(service("web")));
-        source.on_service(watcher::Event::InitDone);
+        source.on_change_export(watcher::Event::Init);
+        source.on_change_export(watcher::Event::InitApply(export("web")));
+        source.on_change_export(watcher::Event::InitDone);
+        source.on_change_service(watcher::Event::Init);
+        source.on_change_service(watcher::Event::InitApply(service("web")));
+        source.on_change_service(watcher::Event::InitDone);
         source.on_slice(watcher::Event::Init);
         source.on_slice(watcher::Event::InitApply(slice("web", "web-1", "10.0.0.1")));
         source.on_slice(watcher::Event::InitDone);
@@ -525,11 +518,11 @@ mod tests {
     #[test]
     fn nothing_is_synced_until_every_kind_has_listed() {
         let mut source = Source::new(NetworkMode::Flat);
-        source.on_export(watcher::Event::Init);
-        source.on_export(watcher::Event::InitApply(export("web")));
-        source.on_export(watcher::Event::InitDone);
-        source.on_service(watcher::Event::Init);
-        source.on_service(watcher::Event::InitDone);
+        source.on_change_export(watcher::Event::Init);
+        source.on_change_export(watcher::Event::InitApply(export("web")));
+        source.on_change_export(watcher::Event::InitDone);
+        source.on_change_service(watcher::Event::Init);
+        source.on_change_service(watcher::Event::InitDone);
         assert!(!source.synced());
         source.on_slice(watcher::Event::Init);
         source.on_slice(watcher::Event::InitDone);
@@ -566,14 +559,14 @@ mod tests {
         let mut source = Source::new(NetworkMode::Flat);
         list_all(&mut source);
         source.refresh(0);
-        source.on_service(watcher::Event::Delete(service("web")));
+        source.on_change_service(watcher::Event::Delete(service("web")));
         source.refresh(0);
         let key = ServiceKey::new("shop", "web").unwrap();
         assert!(matches!(
             source.snapshot()[&key].spec,
             Err(ExportInvalid::NoService(_))
         ));
-        source.on_export(watcher::Event::Delete(export("web")));
+        source.on_change_export(watcher::Event::Delete(export("web")));
         source.refresh(0);
         assert!(source.snapshot().is_empty());
     }
@@ -587,7 +580,7 @@ mod tests {
             ANNOTATION_GLOBAL.to_owned(),
             "true".to_owned(),
         )]));
-        source.on_service(watcher::Event::Apply(api));
+        source.on_change_service(watcher::Event::Apply(api));
         source.refresh(0);
         let key = ServiceKey::new("shop", "api").unwrap();
         let export = &source.snapshot()[&key];
