@@ -15,12 +15,12 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::errors::{Backoff, classify};
+use super::errors::classify;
 
 /// The Lease timing: `lease` is how long a holder's renewal counts; the holder steps
 /// down when it could not renew for `renew_deadline`; everyone acts every `retry`.
@@ -196,8 +196,10 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher::watcher(api.clone(), config).boxed();
-    let mut backoff = Backoff::default();
+    // The watch backs off by itself, so a failing watch never holds up a renewal.
+    let mut events = watcher::watcher(api.clone(), config)
+        .default_backoff()
+        .boxed();
     let mut next = Instant::now();
     loop {
         tokio::select! {
@@ -208,10 +210,7 @@ pub async fn run(
                 }
                 Some(Ok(watcher::Event::Delete(_))) => elector.observe(Instant::now(), None),
                 Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
-                Some(Err(error)) => {
-                    debug!(%error, "leader lease watch failed; it retries");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
+                Some(Err(error)) => debug!(%error, "leader lease watch failed; it retries"),
                 None => break,
             },
             () = tokio::time::sleep_until(next) => {
@@ -233,10 +232,7 @@ pub async fn run(
                             _ => api.replace(&name, &PostParams::default(), &lease).await,
                         };
                         match written {
-                            Ok(lease) => {
-                                backoff.reset();
-                                elector.renewed(Instant::now(), lease);
-                            }
+                            Ok(lease) => elector.renewed(Instant::now(), lease),
                             Err(error) => {
                                 // 409: another replica wrote first; the watch shows it.
                                 debug!(error = %error, class = classify(&error).metric_label(), "leader lease not written");

@@ -155,6 +155,9 @@ pub struct KubernetesBackend {
     current: Option<ExportSet>,
     leading_rx: watch::Receiver<bool>,
     leading: bool,
+    /// The source's and the elector's channels closed (their tasks ended).
+    source_gone: bool,
+    elector_gone: bool,
     sink_tx: watch::Sender<SinkInput>,
     fatal_rx: mpsc::Receiver<String>,
     stop_tx: watch::Sender<bool>,
@@ -212,6 +215,8 @@ impl KubernetesBackend {
             current: None,
             leading_rx,
             leading: false,
+            source_gone: false,
+            elector_gone: false,
             sink_tx,
             fatal_rx,
             stop_tx,
@@ -314,19 +319,21 @@ impl Backend for KubernetesBackend {
     async fn next_event(&mut self) -> BackendEvent {
         loop {
             tokio::select! {
-                changed = self.exports_rx.changed() => {
+                changed = self.exports_rx.changed(), if !self.source_gone => {
                     if changed.is_err() {
-                        // The source stopped; only a fatal error explains that.
-                        std::future::pending::<()>().await;
+                        // The source stopped: only a fatal error, reported next, does that.
+                        self.source_gone = true;
+                        continue;
                     }
                     let changes = self.take_snapshot();
                     if !changes.is_empty() {
                         return BackendEvent::Exports(changes);
                     }
                 }
-                changed = self.leading_rx.changed() => {
+                changed = self.leading_rx.changed(), if !self.elector_gone => {
                     if changed.is_err() {
-                        std::future::pending::<()>().await;
+                        self.elector_gone = true;
+                        continue;
                     }
                     let leads = *self.leading_rx.borrow_and_update();
                     if leads != self.leading {

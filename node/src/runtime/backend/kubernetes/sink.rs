@@ -87,6 +87,8 @@ pub enum ObjKind {
     Service,
     EndpointSlice,
     Lease,
+    /// A ServiceExport's status: written, never owned or deleted.
+    ExportStatus,
 }
 
 impl ObjKind {
@@ -96,6 +98,7 @@ impl ObjKind {
             ObjKind::Service => "services",
             ObjKind::EndpointSlice => "endpointslices",
             ObjKind::Lease => "leases",
+            ObjKind::ExportStatus => "serviceexports",
         }
     }
 }
@@ -238,6 +241,8 @@ impl Mirror {
         self.objects.remove(key);
     }
 
+    /// Whether every owned kind (ServiceImports, Services, EndpointSlices, Leases) has
+    /// been listed.
     pub fn synced(&self) -> bool {
         self.listed.len() == 4
     }
@@ -304,9 +309,9 @@ impl Action {
             Action::ApplySlice(o) => of(ObjKind::EndpointSlice, &o.metadata),
             Action::ApplyImport { object, .. } => of(ObjKind::ServiceImport, &object.metadata),
             Action::ExportStatus { key, .. } => ObjKey {
-                kind: ObjKind::ServiceImport,
+                kind: ObjKind::ExportStatus,
                 namespace: key.namespace.to_string(),
-                name: format!("{}/export-status", key.name),
+                name: key.name.to_string(),
             },
             Action::ApplyLease(o) => of(ObjKind::Lease, &o.metadata),
             Action::Delete(key) => key.clone(),
@@ -665,6 +670,8 @@ impl Apis {
                         .delete(name, &dp)
                         .await
                         .map(drop),
+                    // Never planned: the mirror holds no export status to delete.
+                    ObjKind::ExportStatus => Ok(()),
                 };
                 match result {
                     Ok(()) => Ok(Outcome::Deleted(key)),
@@ -926,7 +933,7 @@ pub async fn run(
         let retry = sink.retry_at.map_or(next, |at| at.min(next));
         tokio::select! {
             changed = input.changed() => if changed.is_err() { return },
-            _ = exports.changed() => {}
+            changed = exports.changed() => if changed.is_err() { return },
             batch = events.next() => {
                 let Some(batch) = batch else { return };
                 for event in batch {
