@@ -187,7 +187,8 @@ pub struct Mesh {
     pub nodes: Vec<Node>,
     pub dir: PathBuf,
     shoal: PathBuf,
-    _temp: Option<tempfile::TempDir>,
+    /// The temporary directory, removed on drop unless kept.
+    temp: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -434,7 +435,7 @@ impl Mesh {
             nodes,
             dir,
             shoal,
-            _temp: Some(temp),
+            temp: Some(temp),
         };
         for node in &mesh.nodes {
             wait_for("shoal /readyz", NODE_READY_TIMEOUT, || node.ready()).map_err(|e| {
@@ -490,7 +491,7 @@ impl Mesh {
 
     /// Keeps the mesh's directory (for reading logs after a failure).
     pub fn keep(&mut self) -> PathBuf {
-        if let Some(temp) = self._temp.take() {
+        if let Some(temp) = self.temp.take() {
             return temp.keep();
         }
         self.dir.clone()

@@ -81,9 +81,6 @@ pub struct Driver<B> {
     config: RuntimeConfig,
     started: Instant,
     timer: Option<Time>,
-    /// Whether this replica publishes: fixed by the config in standalone mode, won by
-    /// the local leader election in Kubernetes.
-    publisher: bool,
     /// Whether the view was restored from the store at start.
     restored: bool,
     /// Whether the backend has been told that the view settled.
@@ -103,7 +100,6 @@ impl<B> std::fmt::Debug for Driver<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("node", &self.node)
-            .field("publisher", &self.publisher)
             .finish_non_exhaustive()
     }
 }
@@ -163,7 +159,6 @@ impl<B: Backend> Driver<B> {
             transport,
             transport_rx,
             backend,
-            publisher: config.core.publisher,
             restored: report.records > 0,
             config,
             started,
@@ -276,11 +271,10 @@ impl<B: Backend> Driver<B> {
     }
 
     fn set_publisher(&mut self, publisher: bool) {
-        if publisher == self.publisher {
+        if publisher == self.node.is_publisher() {
             return;
         }
         self.stats.leadership_changes += 1;
-        self.publisher = publisher;
         let now = self.now();
         self.node.set_publisher(now, publisher);
         if publisher {
@@ -293,7 +287,7 @@ impl<B: Backend> Driver<B> {
     }
 
     fn feed(&mut self, change: ExportChange) {
-        if !self.publisher {
+        if !self.node.is_publisher() {
             return;
         }
         let now = self.now();
@@ -316,7 +310,7 @@ impl<B: Backend> Driver<B> {
     /// lost store, the peers returned them), and rewrites every import. Until the
     /// backend has read its exports in full, no export is fed or unexported.
     fn resync(&mut self) {
-        if self.publisher
+        if self.node.is_publisher()
             && let Some(exports) = self.backend.exports()
         {
             let current: Vec<ExportSpec> = exports

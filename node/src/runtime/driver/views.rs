@@ -56,7 +56,7 @@ impl<B: Backend> Driver<B> {
             cluster: self.config.cluster.to_string(),
             replica: self.config.replica.0,
             generation: self.node.generation(),
-            publisher: self.publisher,
+            publisher: self.node.is_publisher(),
             listen: self.transport.local_addr().to_string(),
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             isolated: self.node.is_isolated(),
@@ -246,7 +246,7 @@ impl<B: Backend> Driver<B> {
                 .into_iter()
                 .map(|((name, label), n)| (name.to_owned(), label.to_owned(), n))
                 .collect(),
-            publisher: self.publisher,
+            publisher: self.node.is_publisher(),
             leadership_changes: self.stats.leadership_changes,
         }
     }

@@ -33,9 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::super::desired::{
-    CONDITION_READY, ExportInvalid, desired_import, export_conditions, stamp_transitions,
-};
+use super::super::desired::{ExportInvalid, desired_import, export_conditions, stamp_transitions};
 use super::super::objects::{
     LABEL_MANAGED_BY, MANAGER, ServiceExport, ServiceExportStatus, ServiceImport,
     ServiceImportStatus,
@@ -530,13 +528,10 @@ fn plan_export_status(
             status: "False".to_owned(),
             reason: "FieldManagerConflict".to_owned(),
             message: message.clone(),
-            last_transition_time: conditions
-                .iter()
-                .find(|c| c.type_ == CONDITION_READY)
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    Timestamp::UNIX_EPOCH,
-                )),
+            // Stamped below, with every other condition's.
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::UNIX_EPOCH,
+            ),
             observed_generation: None,
         });
     }
