@@ -16,9 +16,10 @@ use shoal_node::runtime::backend::kubernetes::leader::LeaderTiming;
 use shoal_node::runtime::backend::kubernetes::{self, KubeSettings, KubernetesBackend};
 use shoal_node::runtime::backend::{Backend, Standalone, StandaloneBackend};
 use shoal_node::runtime::certs::{self, ClusterIdentity};
-use shoal_node::runtime::config::{self, BackendConfig, RuntimeConfig};
+use shoal_node::runtime::config::{BackendConfig, RuntimeConfig};
 use shoal_node::runtime::driver::Driver;
 use shoal_node::runtime::http::{self, client};
+use shoal_node::runtime::preflight::{self, Prepared};
 use shoal_node::runtime::transport::{Transport, TransportConfig};
 use shoal_node::runtime::{API_QUEUE_MAX, demo};
 use shoal_proto::{ClusterId, MemberId, Message};
@@ -100,21 +101,8 @@ fn days(args: &[&str]) -> anyhow::Result<u32> {
 }
 
 async fn run(file: &Path) -> anyhow::Result<ExitCode> {
-    let config = config::load(file, std::env::vars())?;
-    init_logging(&config);
-    let identity = Arc::new(ClusterIdentity::load(
-        &config.tls.ca,
-        &config.tls.cert,
-        &config.tls.key,
-        &config.tls.clusterset_dir,
-    )?);
-    if identity.cluster != config.cluster {
-        bail!(
-            "tls.cert names cluster {}, but the config says cluster = {}",
-            identity.cluster,
-            config.cluster
-        );
-    }
+    // Every check before a socket is bound; `shoal config check` runs the same.
+    let Prepared { config, identity } = preflight::prepare(file, std::env::vars(), init_logging)?;
     let (transport, inbound) = Transport::bind(TransportConfig {
         listen: config.listen,
         local: MemberId {
@@ -129,18 +117,36 @@ async fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("http.listen {}", config.http_listen))?;
+    let health_listener = match config.http_health_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.health_listen {addr}"))?,
+        ),
+        None => None,
+    };
     tracing::info!(
         cluster = %config.cluster,
         replica = config.replica.0,
         quic = %transport.local_addr(),
         http = %config.http_listen,
+        health = ?config.http_health_listen,
         "shoal node starting"
     );
+    let listeners = http::Listeners {
+        api: http_listener,
+        health: health_listener,
+    };
     match config.backend.clone() {
-        BackendConfig::Standalone { dir, poll_ms } => {
-            let inner = StandaloneBackend::open(&dir, config.cluster.clone(), config.network)?;
+        BackendConfig::Standalone {
+            dir,
+            poll_ms,
+            limits,
+        } => {
+            let inner = StandaloneBackend::open(&dir, config.cluster.clone(), config.network)?
+                .with_limits(limits);
             let backend = Standalone::new(inner, dir, poll_ms);
-            serve(config, identity, transport, inbound, backend, http_listener).await
+            serve(config, identity, transport, inbound, backend, listeners).await
         }
         BackendConfig::Kubernetes {
             kubeconfig,
@@ -167,7 +173,7 @@ async fn run(file: &Path) -> anyhow::Result<ExitCode> {
             };
             let client = kubernetes::client(&settings).await?;
             let backend = KubernetesBackend::start(settings, client);
-            serve(config, identity, transport, inbound, backend, http_listener).await
+            serve(config, identity, transport, inbound, backend, listeners).await
         }
     }
 }
@@ -179,15 +185,23 @@ async fn serve<B: Backend + 'static>(
     transport: Transport,
     inbound: tokio::sync::mpsc::Receiver<shoal_node::runtime::transport::Inbound>,
     backend: B,
-    http_listener: tokio::net::TcpListener,
+    http_listeners: http::Listeners,
 ) -> anyhow::Result<ExitCode> {
+    let http_limits = config.http_limits;
     let driver = Driver::start(config, identity, transport, inbound, backend)?;
     let (api_tx, api_rx) = tokio::sync::mpsc::channel(API_QUEUE_MAX);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(http::serve(http_listener, api_tx, async move {
+    let shutdown = async move {
         let _ = http_stop.changed().await;
-    }));
+    };
+    // The server bounds its own drain (`ServerLimits::drain_bound`).
+    let server = tokio::spawn(http::serve_with(
+        http_listeners,
+        api_tx,
+        shutdown,
+        http_limits,
+    ));
     let result = driver.run(api_rx, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -225,18 +239,23 @@ fn init_logging(config: &RuntimeConfig) {
         .try_init();
 }
 
+/// `shoal run`'s pre-bind checks, without binding: a failure is returned and printed
+/// by `main` exactly as `shoal run` prints it.
 fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
-    match config::load(file, std::env::vars()) {
-        Ok(config) => {
-            println!("{}: ok", file.display());
-            println!("{}", config.summary());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            Ok(ExitCode::FAILURE)
-        }
+    let prepared = preflight::prepare(file, std::env::vars(), |_| {})?;
+    let trusted: Vec<String> = prepared
+        .identity
+        .trust
+        .clusters()
+        .map(ToString::to_string)
+        .collect();
+    println!("{}: ok", file.display());
+    println!("{}", prepared.config.summary());
+    println!("trusted     {}", trusted.join(", "));
+    for warning in prepared.warnings() {
+        println!("warning: {warning}");
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn certs_init(args: &[&str]) -> anyhow::Result<ExitCode> {

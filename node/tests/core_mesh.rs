@@ -257,3 +257,102 @@ fn a_publisher_that_lost_its_store_moves_its_versions_above_what_peers_hold() {
     assert_eq!(east_node.stats().own_records_recovered, 1);
     assert_eq!(mesh.stores[&east].own_version, east_node.own_version());
 }
+
+/// Runs the mesh in 10 ms steps until `condition` holds, failing after `within_ms`.
+fn run_until_true(mesh: &mut Mesh, within_ms: u64, what: &str, condition: impl Fn(&Mesh) -> bool) {
+    let deadline = mesh.now.as_millis() + within_ms;
+    while !condition(mesh) {
+        assert!(
+            mesh.now.as_millis() < deadline,
+            "{what}: not within {within_ms} ms"
+        );
+        mesh.run_for_ms(10);
+    }
+}
+
+/// South stops answering for longer than the grace period (a long pause, or a
+/// partition of its own) and is withdrawn although its process never stopped. When it
+/// answers again, foca renews its identity (a higher generation of the same process):
+/// the withdrawal is refuted. After a real death, a restart is a restoration only.
+#[test]
+fn a_paused_cluster_refutes_its_withdrawal_and_a_restarted_one_does_not() {
+    let mut mesh = Mesh::new(&["east", "west", "south"], 1);
+    mesh.run_for_ms(4_000);
+    let (east, south) = (member("east", 0), member("south", 0));
+    let grace = mesh.nodes[&east].config().withdraw_grace_ms;
+    let south_is = |withdrawn: bool| {
+        let east = east.clone();
+        move |mesh: &Mesh| {
+            let liveness = mesh.nodes[&east].liveness(&cluster("south"));
+            match withdrawn {
+                true => matches!(liveness, Liveness::Withdrawn { .. }),
+                false => liveness == Liveness::Alive,
+            }
+        }
+    };
+    let generation = mesh.nodes[&south].generation();
+
+    // Paused: nothing in or out and no timers, but its state stays.
+    mesh.kill(&south);
+    run_until_true(&mut mesh, grace + 10_000, "south withdrawn", south_is(true));
+    mesh.down.remove(&south);
+    let now = mesh.now;
+    mesh.node(&south).handle_timeout(now);
+    mesh.drain(&south);
+    run_until_true(&mut mesh, 10_000, "paused south back", south_is(false));
+    assert!(
+        mesh.nodes[&south].generation() > generation,
+        "south rejoined renewed"
+    );
+    let stats = mesh.nodes[&east].stats();
+    assert_eq!((stats.restorations, stats.withdrawals_refuted), (1, 1));
+
+    // Dead, then restarted from its store.
+    mesh.kill(&south);
+    run_until_true(
+        &mut mesh,
+        grace + 10_000,
+        "south withdrawn again",
+        south_is(true),
+    );
+    mesh.restart(&south);
+    run_until_true(&mut mesh, 10_000, "restarted south back", south_is(false));
+    let stats = mesh.nodes[&east].stats();
+    assert_eq!((stats.restorations, stats.withdrawals_refuted), (2, 1));
+    for node in mesh.nodes.values() {
+        node.check_invariants_deep().unwrap();
+    }
+}
+
+/// With a fixed 2 ms one-way delay, every SWIM ack comes exactly 4 ms after its ping:
+/// each node's histogram for each peer holds only (2.5 ms, 5 ms] samples summing to
+/// 4 ms apiece. A healthy mesh suspects no one and refutes nothing.
+#[test]
+fn swim_acks_are_timed_per_peer_and_a_healthy_mesh_suspects_no_one() {
+    let mut mesh = Mesh::new(&["east", "west", "south"], 1);
+    mesh.run_for_ms(10_000);
+    for (m, node) in &mesh.nodes {
+        let stats = node.stats();
+        let peers: Vec<_> = stats.swim_ack.by_peer().map(|(p, _)| p.clone()).collect();
+        let others: Vec<_> = mesh.nodes.keys().filter(|p| *p != m).cloned().collect();
+        assert_eq!(peers, others, "{m} timed acks from every peer");
+        for (peer, histogram) in stats.swim_ack.by_peer() {
+            assert!(histogram.count >= 2, "{m} probed {peer}: {histogram:?}");
+            assert_eq!(histogram.sum_micros, 4_000 * histogram.count);
+            for (le, at_most) in histogram.cumulative() {
+                let expected = if le < 4_000 { 0 } else { histogram.count };
+                assert_eq!(at_most, expected, "{m} from {peer}, le {le} µs");
+            }
+        }
+        assert_eq!(stats.swim_ack.others().count, 0);
+        assert_eq!(
+            (
+                stats.swim_acks_missed,
+                stats.members_suspected,
+                stats.suspicions_refuted
+            ),
+            (0, 0, 0),
+            "{m}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use shoal_node::core::{Conflict, ConflictKind, ImportChange, ImportedCluster, ImportedService};
 use shoal_node::runtime::backend::{
-    ExportChange, ServiceExport, ServiceImport, StandaloneBackend, watch,
+    ExportChange, ServiceExport, ServiceImport, StandaloneBackend, StandaloneLimits, watch,
 };
 use shoal_proto::{
     ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy,
@@ -721,4 +721,114 @@ fn a_property_conflict_shows_in_every_exports_status_file() {
         "conflicting exports: north on session affinity, north on exported labels; \
          this cluster's definition stands (the oldest export wins)"
     );
+}
+
+#[test]
+fn a_symlink_out_of_in_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("web.yaml"),
+        format!("{WEB}---{WEB_EXPORT}"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("web.yaml"),
+        dir.path().join("in/web.yaml"),
+    )
+    .unwrap();
+    // A link to a file inside in/ is read.
+    write_in(dir.path(), "db-real.yml", DB);
+    std::os::unix::fs::symlink(
+        dir.path().join("in/db-real.yml"),
+        dir.path().join("in/db.yaml"),
+    )
+    .unwrap();
+    let specs = exported(&backend.scan(1).unwrap());
+    assert_eq!(specs.keys().collect::<Vec<_>>(), [&key("db")]);
+    assert_eq!(backend.stats().invalid.get("symlink_outside"), Some(&1));
+
+    let allowed = StandaloneLimits {
+        symlinks_outside: true,
+        ..StandaloneLimits::default()
+    };
+    let mut backend = open(dir.path()).with_limits(allowed);
+    let specs = exported(&backend.scan(1).unwrap());
+    assert_eq!(specs.len(), 2);
+    assert_eq!(backend.stats().invalid.get("symlink_outside"), None);
+}
+
+#[test]
+fn a_file_nested_too_deep_is_skipped_in_linear_time_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    write_in(dir.path(), "a-web.yaml", &format!("{WEB}---{WEB_EXPORT}"));
+    write_in(dir.path(), "b-deep.yaml", &"[ ".repeat(100_000));
+    let specs = exported(&backend.scan(1).unwrap());
+    assert_eq!(specs.keys().collect::<Vec<_>>(), [&key("web")]);
+    assert_eq!(backend.stats().invalid.get("too_deep"), Some(&1));
+}
+
+#[test]
+fn objects_with_invalid_names_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = open(dir.path());
+    let long = "x".repeat(300);
+    let yaml: String = ["Bad_Name", "../../etc", &long]
+        .iter()
+        .map(|name| {
+            format!(
+                "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\n\
+                 metadata: {{name: '{name}', namespace: shop}}\n---\n"
+            )
+        })
+        .collect::<String>()
+        + "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\n\
+           metadata: {name: web, namespace: ../x}\n";
+    write_in(dir.path(), "bad.yaml", &yaml);
+    assert_eq!(backend.scan(1).unwrap(), []);
+    assert_eq!(backend.stats().invalid.get("invalid_name"), Some(&4));
+    assert!(backend.exports().is_empty());
+}
+
+#[test]
+fn a_full_out_dir_is_an_error_on_the_exports_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = StandaloneLimits {
+        out_files_max: 4,
+        ..StandaloneLimits::default()
+    };
+    let mut backend = open(dir.path()).with_limits(limits);
+    write_in(dir.path(), "web.yaml", &format!("{WEB}---{WEB_EXPORT}"));
+    backend.scan(1).unwrap();
+    // 150 endpoints: a ServiceImport, a derived Service and two slices fit; 250 need
+    // five files and do not.
+    let fits = import(vec![source("east", 80, 1, endpoints(150))]);
+    backend
+        .apply_imports(&[ImportChange {
+            service: key("web"),
+            import: Some(fits),
+        }])
+        .unwrap();
+    assert_eq!(slice_files(dir.path()).len(), 2);
+    let too_big = import(vec![source("east", 80, 1, endpoints(250))]);
+    let all = BTreeMap::from([(key("web"), Arc::clone(&too_big))]);
+    backend
+        .apply_imports(&[ImportChange {
+            service: key("web"),
+            import: Some(too_big),
+        }])
+        .unwrap();
+    backend.write_export_status(&all).unwrap();
+    assert_eq!(backend.stats().invalid.get("out_dir_full"), Some(&1));
+    assert_eq!(
+        slice_files(dir.path()).len(),
+        2,
+        "the last written import stands"
+    );
+    let status = read_status(dir.path(), "web");
+    let ready = condition(&status, "Ready");
+    assert_eq!((ready.0.as_str(), ready.1.as_str()), ("False", "Failed"));
+    assert!(ready.2.contains("backend.out_files_max"), "{}", ready.2);
 }

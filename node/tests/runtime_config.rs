@@ -582,3 +582,151 @@ fn each_backend_kind_refuses_the_other_kinds_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn the_standalone_bounds_are_configurable_and_checked() {
+    let c = load(
+        &with_backend("dir = \"standalone\"\nout_files_max = 10\nsymlinks_outside = true"),
+        &[],
+    )
+    .unwrap();
+    let config::BackendConfig::Standalone { limits, .. } = &c.backend else {
+        panic!("a standalone backend");
+    };
+    assert_eq!(
+        *limits,
+        config::StandaloneLimits {
+            out_files_max: 10,
+            symlinks_outside: true
+        }
+    );
+    assert!(
+        c.summary().contains("out/ at most 10 files"),
+        "{}",
+        c.summary()
+    );
+    let c = load(VALID, &[]).unwrap();
+    let config::BackendConfig::Standalone { limits, .. } = &c.backend else {
+        panic!("a standalone backend");
+    };
+    assert_eq!(*limits, config::StandaloneLimits::default());
+    assert_eq!(
+        bad_field(&with_backend("dir = \"standalone\"\nout_files_max = 0")),
+        "backend.out_files_max"
+    );
+    assert_eq!(
+        bad_field(&with_backend("kind = \"kubernetes\"\nout_files_max = 10")),
+        "backend.out_files_max"
+    );
+}
+
+/// `VALID` with its `[http]` section replaced by `http`.
+fn with_http(http: &str) -> String {
+    let section = "[http]\nlisten = \"127.0.0.1:7101\"\n";
+    assert!(VALID.contains(section));
+    VALID.replace(section, &format!("[http]\n{http}\n"))
+}
+
+#[test]
+fn the_http_section_has_default_limits_and_takes_its_keys() {
+    use shoal_node::runtime::http::ServerLimits;
+    use std::time::Duration;
+
+    let c = load(VALID, &[]).unwrap();
+    assert_eq!(c.http_health_listen, None);
+    assert_eq!(c.http_limits, ServerLimits::default());
+    let c = load(
+        &with_http(
+            "listen = \"127.0.0.1:7101\"\nhealth_listen = \"127.0.0.1:7102\"\n\
+             header_read_timeout_ms = 3000\nidle_timeout_ms = 1000\n\
+             connections_max = 32\nconnections_per_client_max = 4",
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.http_health_listen,
+        Some("127.0.0.1:7102".parse().unwrap())
+    );
+    let limits = c.http_limits;
+    assert_eq!(limits.header_read_timeout, Duration::from_millis(3000));
+    assert_eq!(limits.idle_timeout, Duration::from_millis(1000));
+    assert_eq!(
+        (limits.connections_max, limits.connections_per_client_max),
+        (32, 4)
+    );
+    // The keys without one keep their defaults.
+    assert_eq!(limits.health, ServerLimits::default().health);
+    assert_eq!(limits.reply_wait, ServerLimits::default().reply_wait);
+    let summary = c.summary();
+    assert!(
+        summary.contains("127.0.0.1:7101, health 127.0.0.1:7102, head within 3000 ms, idle 1000 ms, 32 connections (4 per client)"),
+        "{summary}"
+    );
+    let c = load(
+        VALID,
+        &[
+            ("SHOAL_HTTP_HEALTH_LISTEN", "0.0.0.0:7102"),
+            ("SHOAL_HTTP_CONNECTIONS_PER_CLIENT_MAX", "2"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.http_health_listen, Some("0.0.0.0:7102".parse().unwrap()));
+    assert_eq!(c.http_limits.connections_per_client_max, 2);
+}
+
+#[test]
+fn http_limits_out_of_range_name_their_field() {
+    let listen = "listen = \"127.0.0.1:7101\"\n";
+    let reason = |http: &str, field: &str| -> String {
+        match load(&with_http(&format!("{listen}{http}")), &[]) {
+            Err(ConfigFileError::Field { field: f, reason }) if f == field => reason,
+            other => panic!("expected a field error naming {field}, got {other:?}"),
+        }
+    };
+    assert!(reason("health_listen = \"localhost\"", "http.health_listen").contains("localhost"));
+    assert!(reason("health_listen = \"127.0.0.1:7101\"", "http.health_listen").contains("its own"));
+    assert!(
+        reason("header_read_timeout_ms = 50", "http.header_read_timeout_ms")
+            .contains("100..=60000")
+    );
+    assert!(
+        reason(
+            "header_read_timeout_ms = 60001",
+            "http.header_read_timeout_ms"
+        )
+        .contains("100..=60000")
+    );
+    let idle = reason(
+        "header_read_timeout_ms = 1000\nidle_timeout_ms = 1001",
+        "http.idle_timeout_ms",
+    );
+    assert!(
+        idle.contains("100..=1000") && idle.contains("http.header_read_timeout_ms"),
+        "{idle}"
+    );
+    assert!(reason("idle_timeout_ms = 99", "http.idle_timeout_ms").contains("99"));
+    assert!(reason("connections_max = 0", "http.connections_max").contains("1..=16384"));
+    assert!(reason("connections_max = 16385", "http.connections_max").contains("1..=16384"));
+    let per_client = reason(
+        "connections_max = 4\nconnections_per_client_max = 5",
+        "http.connections_per_client_max",
+    );
+    assert!(per_client.contains("http.connections_max"), "{per_client}");
+    assert!(
+        reason(
+            "connections_per_client_max = 0",
+            "http.connections_per_client_max"
+        )
+        .contains("1..=")
+    );
+    // An environment override out of range names its variable.
+    let (var, key) = env_error(VALID, &[("SHOAL_HTTP_IDLE_TIMEOUT_MS", "999999")]);
+    assert_eq!(
+        (var.as_str(), key.as_str()),
+        ("SHOAL_HTTP_IDLE_TIMEOUT_MS", "http.idle_timeout_ms")
+    );
+    // Two port-0 listeners on one address are two sockets: allowed.
+    let zero = "listen = \"127.0.0.1:0\"\nhealth_listen = \"127.0.0.1:0\"";
+    assert!(load(&with_http(zero), &[]).is_ok());
+}

@@ -288,3 +288,226 @@ async fn a_restarted_leader_unexports_nothing_before_the_backend_has_read_its_ex
         })
         .await;
 }
+
+/// Thousands of exports reported at once are fed a batch at a time: between batches
+/// the driver answers its other inputs (here the API; SWIM and timers alike), and in
+/// the end every export is published.
+#[tokio::test(start_paused = true)]
+async fn thousands_of_exports_at_once_are_fed_between_other_inputs() {
+    const EXPORTS: usize = 2_000;
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let node = start().await;
+            node.handle.set_leader(true).await;
+            let many: Vec<ExportSpec> = (0..EXPORTS)
+                .map(|i| ExportSpec {
+                    service: ServiceKey::new("load", &format!("svc-{i}")).unwrap(),
+                    ..spec(1)
+                })
+                .collect();
+            node.handle.set_exports(exports(&many)).await;
+            let mut midway = Vec::new();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let own = node.services().await.len();
+                if own >= EXPORTS {
+                    break;
+                }
+                if own > 0 {
+                    midway.push(own);
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "not every export was published: {own} services"
+                );
+                tokio::task::yield_now().await;
+            }
+            assert!(
+                !midway.is_empty(),
+                "the API was answered while the exports were being fed"
+            );
+            assert!(midway.iter().all(|n| *n < EXPORTS), "{midway:?}");
+            assert_eq!(node.services().await.len(), EXPORTS);
+            node.written("every export imported", |w| w.imports.len() == EXPORTS)
+                .await;
+            node.stop().await;
+        })
+        .await;
+}
+
+/// The metrics the driver assembles show the transport's socket drops and quinn's
+/// handshake counters: a datagram that cannot be QUIC, sent to the node's port, is
+/// `shoal_rejects_total{reason="not_quic"}`, and each handshake outcome has its own
+/// `shoal_transport_quic_handshakes_<outcome>_total` (all 0 for a ClusterSet of one).
+#[tokio::test(start_paused = true)]
+async fn metrics_count_datagrams_that_are_not_quic_and_quinns_handshakes() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let node = start().await;
+            let listen: std::net::SocketAddr = node.status().await.listen.parse().unwrap();
+            let stray = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            // A long header of a version no Shoal node speaks.
+            let datagram = [0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 0, 0];
+            stray.send_to(&datagram, listen).unwrap();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            let text = loop {
+                let (reply, rx) = oneshot::channel();
+                node.api.send(ApiRequest::Metrics(reply)).await.unwrap();
+                let text = shoal_node::runtime::http::render_metrics(&rx.await.unwrap());
+                if text.contains("shoal_rejects_total{reason=\"not_quic\"} 1\n") {
+                    break text;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the stray datagram was never counted:\n{text}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            for outcome in ["accepted", "outgoing", "refused", "ignored"] {
+                let family = format!("shoal_transport_quic_handshakes_{outcome}_total");
+                let declared = format!("# TYPE {family} counter\n");
+                let sample = format!("\n{family} 0\n");
+                assert!(
+                    text.contains(&declared) && text.contains(&sample),
+                    "no {family} in\n{text}"
+                );
+            }
+            node.stop().await;
+        })
+        .await;
+}
+
+/// Two real drivers on loopback (real time): once west has joined, east's /metrics
+/// carry the SWIM ack latency histogram for west, and its counters for suspicions.
+mod swim_ack {
+    use std::net::SocketAddr;
+
+    use shoal_node::runtime::transport::TransportLimits;
+
+    use super::*;
+
+    /// East and west, each with its own data directory under `dir`.
+    async fn start_cluster(
+        dir: &Path,
+        cluster: &str,
+        seed: Option<SocketAddr>,
+    ) -> (Started, SocketAddr) {
+        let (ca, set) = (dir.join("ca"), dir.join("set"));
+        let id = ClusterId::new(cluster).unwrap();
+        let identity = Arc::new(
+            ClusterIdentity::load(
+                &ca.join("ca.crt"),
+                &set.join(format!("{cluster}.crt")),
+                &set.join(format!("{cluster}.key")),
+                &set,
+            )
+            .unwrap(),
+        );
+        let (transport, inbound) = Transport::bind(TransportConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            local: MemberId {
+                cluster: id,
+                replica: ReplicaId(0),
+            },
+            identity: Arc::clone(&identity),
+            limits: TransportLimits::default(),
+            chaos_enabled: false,
+        })
+        .await
+        .unwrap();
+        let addr = transport.local_addr();
+        let data = dir.join(format!("data-{cluster}"));
+        let seeds = seed.map_or(String::new(), |at| {
+            format!("[[seeds]]\ncluster = \"east\"\naddr = \"{at}\"\n")
+        });
+        let (d, data) = (dir.display(), data.display());
+        let text = format!(
+            "cluster = \"{cluster}\"\npreset = \"lan\"\nlisten = \"{addr}\"\n\
+             data_dir = \"{data}\"\nmembers_expected = 2\n{seeds}\n[tls]\n\
+             ca = \"{d}/ca/ca.crt\"\ncert = \"{d}/set/{cluster}.crt\"\n\
+             key = \"{d}/set/{cluster}.key\"\nclusterset_dir = \"{d}/set\"\n\n[backend]\n\
+             kind = \"standalone\"\ndir = \"{data}/standalone\"\n"
+        );
+        let config = config::parse(&text, Vec::new()).unwrap();
+        let (backend, _handle) = MemoryBackend::new();
+        let driver = Driver::start(config, identity, transport, inbound, backend).unwrap();
+        let (api, api_rx) = mpsc::channel(8);
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::task::spawn_local(async move {
+            driver
+                .run(api_rx, async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        (Started { api, stop, task }, addr)
+    }
+
+    /// A driver running on this thread, and how to stop it.
+    struct Started {
+        api: mpsc::Sender<ApiRequest>,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Started {
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            self.task.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn east_exports_the_ack_latency_of_its_pings_to_west() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let dir = tempfile::tempdir().unwrap();
+                let ca = dir.path().join("ca");
+                certs::init_ca(&ca, 30).unwrap();
+                for cluster in ["east", "west"] {
+                    let id = ClusterId::new(cluster).unwrap();
+                    certs::issue(&ca, &id, &dir.path().join("set"), 30).unwrap();
+                }
+                let (east, east_addr) = start_cluster(dir.path(), "east", None).await;
+                let (west, _) = start_cluster(dir.path(), "west", Some(east_addr)).await;
+                let series = "shoal_swim_ack_seconds_count{cluster=\"west\",replica=\"0\"} ";
+                let deadline = tokio::time::Instant::now() + WAIT;
+                let text = loop {
+                    let (reply, rx) = oneshot::channel();
+                    east.api.send(ApiRequest::Metrics(reply)).await.unwrap();
+                    let text = shoal_node::runtime::http::render_metrics(&rx.await.unwrap());
+                    let acked = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix(series))
+                        .and_then(|n| n.parse::<u64>().ok());
+                    if acked.is_some_and(|n| n >= 2) {
+                        break text;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "east never timed two acks from west:\n{text}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                assert!(text.contains("# TYPE shoal_swim_ack_seconds histogram\n"));
+                let inf =
+                    "shoal_swim_ack_seconds_bucket{cluster=\"west\",replica=\"0\",le=\"+Inf\"} ";
+                assert!(text.contains(inf), "{text}");
+                for counter in [
+                    "shoal_swim_acks_missed_total",
+                    "shoal_suspicions_refuted_total",
+                    "shoal_members_suspected_total",
+                    "shoal_swim_pings_evicted_total",
+                ] {
+                    assert!(
+                        text.contains(&format!("# TYPE {counter} counter\n")),
+                        "no {counter} in\n{text}"
+                    );
+                }
+                west.stop().await;
+                east.stop().await;
+            })
+            .await;
+    }
+}

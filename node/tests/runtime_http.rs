@@ -179,6 +179,13 @@ fn metrics_snapshot() -> MetricsSnapshot {
         ],
         publisher: true,
         leadership_changes: 3,
+        swim_ack: vec![shoal_node::runtime::api::SwimAckMetrics {
+            cluster: "west".into(),
+            replica: Some(0),
+            buckets: vec![(0.001, 0), (0.005, 3), (0.01, 4)],
+            sum_seconds: 0.0135,
+            count: 5,
+        }],
     }
 }
 
@@ -554,20 +561,29 @@ async fn an_idle_connection_is_closed_and_frees_its_slot() {
     let h = Harness::with_driver(driver, None, limits).await;
     // This connection takes the only slot and sends nothing.
     let mut idle = TcpStream::connect(h.addr).await.unwrap();
-    // The request waits for the slot, which the lifetime frees.
-    let started = tokio::time::Instant::now();
-    assert_eq!(h.get("/healthz").await.status, 200);
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(250),
-        "served after {waited:?}"
-    );
+    // One more is refused at once with a 503, not left in the kernel's backlog.
+    let mut refused = TcpStream::connect(h.addr).await.unwrap();
+    let mut answer = Vec::new();
+    timeout(DEADLINE, refused.read_to_end(&mut answer))
+        .await
+        .expect("refused at once")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 503"), "{answer:?}");
+    // The lifetime closes the idle one (end of stream or reset, not this deadline)
+    // and frees its slot.
     let mut rest = Vec::new();
-    // Closed by the server (end of stream or reset), not by this deadline.
     let _ = timeout(DEADLINE, idle.read_to_end(&mut rest))
         .await
         .expect("the idle connection is closed");
     assert!(rest.is_empty(), "an idle connection got {rest:?}");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !matches!(client::get(h.addr, "/healthz").await, Ok(r) if r.status == 200) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     h.stop().await;
 }
 
@@ -966,4 +982,46 @@ async fn client_reports_a_refused_connection() {
         .unwrap()
         .unwrap_err();
     assert_eq!(error.metric_label(), "connect", "{error}");
+}
+
+/// The SWIM ack latency histogram is its own family, labelled by peer, valid Prometheus
+/// text: cumulative buckets ending with `+Inf` equal to `_count` (5: one ack slower
+/// than the last bound).
+#[tokio::test]
+async fn metrics_have_the_swim_ack_histogram_per_peer() {
+    let h = Harness::start(Mode::Answer).await;
+    let text = h.get("/metrics").await.text();
+    let samples = validate_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let family = "shoal_swim_ack_seconds";
+    assert!(
+        text.contains(&format!("# TYPE {family} histogram\n")),
+        "{text}"
+    );
+    let west: Vec<(String, f64)> = samples
+        .iter()
+        .filter(|s| {
+            s.name.starts_with(family)
+                && s.labels.get("cluster").map(String::as_str) == Some("west")
+        })
+        .map(|s| {
+            let le = s
+                .labels
+                .get("le")
+                .map_or(String::new(), |le| format!("{{{le}}}"));
+            (format!("{}{le}", s.name), s.value)
+        })
+        .collect();
+    let expected: Vec<(String, f64)> = [
+        ("shoal_swim_ack_seconds_bucket{0.001}", 0.0),
+        ("shoal_swim_ack_seconds_bucket{0.005}", 3.0),
+        ("shoal_swim_ack_seconds_bucket{0.01}", 4.0),
+        ("shoal_swim_ack_seconds_bucket{+Inf}", 5.0),
+        ("shoal_swim_ack_seconds_sum", 0.0135),
+        ("shoal_swim_ack_seconds_count", 5.0),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect();
+    assert_eq!(west, expected, "{text}");
+    h.stop().await;
 }

@@ -183,7 +183,7 @@ async fn raw_connect(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    crypto.alpn_protocols = vec![b"shoal/1".to_vec()];
+    crypto.alpn_protocols = vec![shoal_node::runtime::transport::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
     let config = quinn::ClientConfig::new(Arc::new(crypto));
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -874,4 +874,163 @@ async fn a_restarted_peer_that_dials_first_replaces_the_old_connection() {
     assert_eq!(reject(&west.stats(), "sealed_unknown_key"), 0);
     east.shutdown().await;
     west.shutdown().await;
+}
+
+/// The next value of a xorshift64 generator: deterministic garbage.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// `n` datagrams of random bytes (1 to 1,400), each first byte passed through `first`.
+fn garbage(state: &mut u64, n: usize, first: impl Fn(u8) -> u8) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|_| {
+            let len = 1 + (xorshift(state) % 1_400) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| xorshift(state) as u8).collect();
+            bytes[0] = first(bytes[0]);
+            bytes
+        })
+        .collect()
+}
+
+/// A long-header packet of `len` bytes: first byte, version, connection ids, zeros.
+fn long_header(first: u8, version: u32, dcid_len: u8, len: usize) -> Vec<u8> {
+    let mut packet = vec![first];
+    packet.extend_from_slice(&version.to_be_bytes());
+    packet.push(dcid_len);
+    packet.extend(std::iter::repeat_n(0x11, usize::from(dcid_len)));
+    packet.push(8);
+    packet.extend([0x22; 8]);
+    packet.resize(len, 0);
+    packet
+}
+
+/// A QUIC v1 Initial as a client sends it (1,200 bytes, header protection applied with
+/// the initial keys of its connection id, so quinn reads the header), whose payload is
+/// not sealed with the packet key: it fails authentication.
+fn bogus_initial() -> Vec<u8> {
+    use rustls::Side;
+    use rustls::quic::Version;
+    let dcid = [0x11u8; 8];
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .unwrap()
+        .quic_suite()
+        .unwrap();
+    let keys = suite.keys(&dcid, Side::Client, Version::V1);
+    // Initial, 1-byte packet number; version 1; both ids; no token.
+    let mut packet = vec![0xc0];
+    packet.extend_from_slice(&1u32.to_be_bytes());
+    packet.push(8);
+    packet.extend_from_slice(&dcid);
+    packet.push(8);
+    packet.extend_from_slice(&[0x22; 8]);
+    packet.push(0);
+    let pn_at = packet.len() + 2;
+    let length = (1_200 - pn_at) as u16 | 0x4000; // a 2-byte varint
+    packet.extend_from_slice(&length.to_be_bytes());
+    packet.push(0);
+    packet.resize(1_200, 0xab);
+    let sample = packet[pn_at + 4..pn_at + 20].to_vec();
+    let (first, rest) = packet.split_at_mut(1);
+    let pn = &mut rest[pn_at - 1..pn_at];
+    keys.local
+        .header
+        .encrypt_in_place(&sample, &mut first[0], pn)
+        .unwrap();
+    packet
+}
+
+/// Stray UDP on the QUIC port. What cannot be QUIC (random bytes in a long header of
+/// no version spoken here, an empty datagram, a short header too short to be valid, a
+/// QUIC v1 header with the fixed bit clear or an oversized connection id, an Initial
+/// of a draft version) is dropped before quinn and counted `not_quic`; random bytes
+/// that look sealed are counted by the sealed reader; a well-formed Initial with a
+/// bogus payload reaches quinn, and its failed handshake is counted. A real peer still
+/// connects afterwards, quinn's handshake counters show it, and a handshake beyond the
+/// connection limit shows as refused.
+#[tokio::test]
+async fn stray_datagrams_and_a_bogus_initial_are_counted_and_peers_still_connect() {
+    let pki = Pki::new(&["east", "west", "south"]);
+    let limits = TransportLimits {
+        connections_max: 1,
+        ..test_limits()
+    };
+    let (east, mut east_rx) = start(&pki, "east", 0, limits, false).await;
+    let stray = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = east.local_addr();
+    let mut state = 0x9e37_79b9_7f4a_7c15;
+    let mut not_quic = garbage(&mut state, 32, |b| b | 0x80);
+    for bytes in &mut not_quic {
+        if let Some(version) = bytes.get_mut(1) {
+            *version |= 0x80; // a version above 0x8000_0000: none spoken here
+        }
+    }
+    not_quic.extend([
+        Vec::new(),
+        vec![0x41; 20],
+        long_header(0x80, 1, 8, 1_200),
+        long_header(0xc0, 1, 21, 1_200),
+        long_header(0xc0, 0xff00_001d, 8, 1_200),
+    ]);
+    for datagram in &not_quic {
+        stray.send_to(datagram, to).unwrap();
+    }
+    let expected = not_quic.len() as u64;
+    wait_stats(&east, "stray datagrams dropped as not QUIC", |s| {
+        reject(s, "not_quic") == expected
+    })
+    .await;
+
+    let sealed_looking = garbage(&mut state, 16, |b| b & 0x3f);
+    for datagram in &sealed_looking {
+        stray.send_to(datagram, to).unwrap();
+    }
+    let sealed_rejects = |s: &TransportStats| -> u64 {
+        (s.rejects.iter())
+            .filter(|(reason, _)| reason.starts_with("sealed_"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    wait_stats(&east, "sealed-looking garbage refused", |s| {
+        sealed_rejects(s) == sealed_looking.len() as u64
+    })
+    .await;
+
+    stray.send_to(&bogus_initial(), to).unwrap();
+    wait_stats(&east, "the bogus Initial's handshake failed", |s| {
+        reject(s, "handshake_failed") == 1
+    })
+    .await;
+    let stats = east.stats();
+    assert_eq!(stats.quic_handshakes_accepted, 0, "{stats:#?}");
+    assert_eq!(reject(&stats, "not_quic"), expected, "{stats:#?}");
+
+    let (west, _west_rx) = start(&pki, "west", 0, test_limits(), false).await;
+    exchange(
+        &west,
+        &east,
+        &mut east_rx,
+        Channel::Stream,
+        b"still here".to_vec(),
+    )
+    .await;
+    let stats = east.stats();
+    assert_eq!(stats.quic_handshakes_accepted, 1, "{stats:#?}");
+    assert_eq!(stats.connections_accepted, 1, "{stats:#?}");
+    assert_eq!(west.stats().quic_handshakes_outgoing, 1);
+
+    // West holds east's one connection slot: south's handshake is refused.
+    let (south, _south_rx) = start(&pki, "south", 0, test_limits(), false).await;
+    south.send(east.local(), to, Channel::Stream, b"no room".to_vec());
+    wait_stats(&east, "south's handshake refused", |s| {
+        s.quic_handshakes_refused == 1 && reject(s, "connections_full") == 1
+    })
+    .await;
+    for transport in [&east, &west, &south] {
+        transport.shutdown().await;
+    }
 }

@@ -4,7 +4,11 @@
 //!   kube-apiserver, kube-controller-manager, kube-scheduler and kwok), also started
 //!   for people by the `shoal-clusters` binary.
 //! - [`mesh`]: Shoal running on them with the Kubernetes backend, as deployed:
-//!   `deploy/crds/`, `deploy/rbac.yaml`, and the ServiceAccount's token.
+//!   `deploy/crds/`, `deploy/rbac.yaml`, and the ServiceAccount's token; or alone, with
+//!   the standalone backend.
+//! - [`load`]: what the load tests share: exports by the thousand, and an observer of
+//!   a busy node's liveness as its peer sees it.
 
 pub mod k8s;
+pub mod load;
 pub mod mesh;

@@ -3,6 +3,10 @@
 //! replicas per cluster with the Kubernetes backend, each reaching its API server with
 //! the token of the `shoal` ServiceAccount (so RBAC is exercised exactly as deployed).
 //! Tests and the benchmark drive it with kubectl and read each node's `/metrics`.
+//!
+//! [`MeshConfig::standalone`] starts the same mesh without Kubernetes: one replica per
+//! cluster with the standalone backend, its exports written as YAML into the node's
+//! `in/` ([`Node::standalone_dir`]).
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
@@ -27,6 +31,8 @@ pub struct MeshConfig {
     pub replicas: u16,
     /// The local leader Lease: duration, renew deadline, retry period (ms).
     pub leader_ms: (u64, u64, u64),
+    /// Real control planes and the Kubernetes backend, or none and the standalone one.
+    pub kubernetes: bool,
 }
 
 impl MeshConfig {
@@ -35,6 +41,15 @@ impl MeshConfig {
             clusters,
             replicas,
             leader_ms: (4_000, 3_000, 1_000),
+            kubernetes: true,
+        }
+    }
+
+    /// `clusters` nodes with the standalone backend, on loopback, no Kubernetes.
+    pub fn standalone(clusters: usize) -> Self {
+        Self {
+            kubernetes: false,
+            ..Self::new(clusters, 1)
         }
     }
 }
@@ -49,6 +64,8 @@ pub struct Node {
     pub http: SocketAddr,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The standalone backend's directory (`in/`, `out/`), if it has one.
+    pub standalone_dir: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -102,6 +119,11 @@ impl Node {
         }
     }
 
+    /// The process id while the process is started (for reading `/proc/<pid>`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -125,13 +147,9 @@ impl Node {
             .map_err(|e| e.to_string())
     }
 
-    fn get(&self, path: &str) -> Result<String, String> {
-        let url = format!("http://{}{path}", self.http);
-        let mut response = agent().get(&url).call().map_err(|e| e.to_string())?;
-        response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())
+    /// `GET path`; the answer's body.
+    pub fn get(&self, path: &str) -> Result<String, String> {
+        http_get(self.http, path)
     }
 
     /// `/metrics`, as Prometheus text.
@@ -154,6 +172,17 @@ impl Node {
     pub fn ready(&self) -> Result<(), String> {
         self.get("/readyz").map(drop)
     }
+}
+
+/// `GET path` from the node API at `http`; the answer's body, or why there is none
+/// (a status other than 2xx included).
+pub fn http_get(http: SocketAddr, path: &str) -> Result<String, String> {
+    let url = format!("http://{http}{path}");
+    let mut response = agent().get(&url).call().map_err(|e| e.to_string())?;
+    response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())
 }
 
 /// An HTTP client for a node's API on loopback: every request within 5 s.
@@ -181,9 +210,10 @@ pub fn sample_value(text: &str, sample: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-/// Control planes with Shoal running in each.
+/// Control planes with Shoal running in each (or Shoal alone, standalone).
 pub struct Mesh {
-    pub planes: ControlPlanes,
+    /// `None` for a standalone mesh.
+    planes: Option<ControlPlanes>,
     pub nodes: Vec<Node>,
     pub dir: PathBuf,
     shoal: PathBuf,
@@ -297,6 +327,40 @@ pub fn apply(cluster: &Cluster, yaml: &str) -> Result<(), MeshError> {
     }
 }
 
+/// Installs `deploy/crds/` and `deploy/rbac.yaml` in every cluster, and returns a
+/// token of the `shoal` ServiceAccount of each.
+fn install(planes: &ControlPlanes) -> Result<Vec<String>, MeshError> {
+    let root = repo_root();
+    let crds = root.join("deploy/crds").display().to_string();
+    let rbac = root.join("deploy/rbac.yaml").display().to_string();
+    let mut tokens = Vec::new();
+    for cluster in planes.clusters() {
+        kubectl(cluster, &["apply", "--server-side", "-f", &crds])?;
+        let established = [
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ];
+        kubectl(cluster, &established)?;
+        kubectl(cluster, &["apply", "-f", &rbac])?;
+        let token = kubectl(
+            cluster,
+            &[
+                "create",
+                "token",
+                "shoal",
+                "--namespace",
+                SHOAL_NAMESPACE,
+                "--duration=24h",
+            ],
+        )?;
+        tokens.push(token.trim().to_owned());
+    }
+    Ok(tokens)
+}
+
 fn run_shoal(shoal: &Path, args: &[&str]) -> Result<(), MeshError> {
     let output = Command::new(shoal).args(args).output().map_err(setup)?;
     if output.status.success() {
@@ -314,46 +378,26 @@ impl Mesh {
     /// Starts everything and waits until every node answers `/readyz`.
     pub fn start(config: &MeshConfig) -> Result<Self, MeshError> {
         let shoal = shoal_binary()?;
-        let planes = ControlPlanes::start(&ControlPlanesConfig::new(config.clusters))?;
+        let planes = match config.kubernetes {
+            true => Some(ControlPlanes::start(&ControlPlanesConfig::new(
+                config.clusters,
+            ))?),
+            false => None,
+        };
         let temp = tempfile::Builder::new()
             .prefix("shoal-mesh-")
             .tempdir()
             .map_err(setup)?;
         let dir = temp.path().to_owned();
-        let root = repo_root();
-        let crds = root.join("deploy/crds");
-        let rbac = root.join("deploy/rbac.yaml");
         let certs = dir.join("certs");
         let certs_arg = certs.display().to_string();
         run_shoal(&shoal, &["certs", "init", "--dir", &certs_arg])?;
-        let mut tokens = Vec::new();
-        for cluster in planes.clusters() {
-            let crds_arg = crds.display().to_string();
-            kubectl(cluster, &["apply", "--server-side", "-f", &crds_arg])?;
-            kubectl(
-                cluster,
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "crd",
-                    "--all",
-                    "--timeout=60s",
-                ],
-            )?;
-            kubectl(cluster, &["apply", "-f", &rbac.display().to_string()])?;
-            let token = kubectl(
-                cluster,
-                &[
-                    "create",
-                    "token",
-                    "shoal",
-                    "--namespace",
-                    SHOAL_NAMESPACE,
-                    "--duration=24h",
-                ],
-            )?;
-            tokens.push(token.trim().to_owned());
-            let id = cluster.context();
+        let tokens = match &planes {
+            Some(planes) => install(planes)?,
+            None => Vec::new(),
+        };
+        for cluster in 0..config.clusters {
+            let id = format!("c{cluster}");
             run_shoal(
                 &shoal,
                 &[
@@ -362,7 +406,7 @@ impl Mesh {
                     "--ca",
                     &certs_arg,
                     "--cluster",
-                    id,
+                    &id,
                     "--out",
                     &certs_arg,
                 ],
@@ -376,17 +420,31 @@ impl Mesh {
             }
         }
         for &(cluster, replica, port) in &quic {
-            let context = planes.clusters()[cluster].context();
+            let context = format!("c{cluster}");
             let node_dir = dir.join(format!("{context}-{replica}"));
             fs::create_dir_all(&node_dir).map_err(setup)?;
-            let kubeconfig = node_dir.join("kubeconfig");
-            fs::write(
-                &kubeconfig,
-                token_kubeconfig(&planes.clusters()[cluster], &tokens[cluster]),
-            )
-            .map_err(setup)?;
             let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()?));
             let identity = format!("{context}-{replica}");
+            let standalone_dir = planes.is_none().then(|| node_dir.join("standalone"));
+            let backend = match (&planes, &standalone_dir) {
+                (Some(planes), _) => {
+                    let kubeconfig = node_dir.join("kubeconfig");
+                    let text = token_kubeconfig(&planes.clusters()[cluster], &tokens[cluster]);
+                    fs::write(&kubeconfig, text).map_err(setup)?;
+                    let (lease, renew, retry) = config.leader_ms;
+                    format!(
+                        "kind = \"kubernetes\"\nkubeconfig = \"{kubeconfig}\"\n\
+                         identity = \"{identity}\"\nleader_lease_ms = {lease}\n\
+                         leader_renew_ms = {renew}\nleader_retry_ms = {retry}\n",
+                        kubeconfig = kubeconfig.display(),
+                    )
+                }
+                (None, Some(standalone)) => format!(
+                    "kind = \"standalone\"\ndir = \"{}\"\npoll_ms = 100\n",
+                    standalone.display()
+                ),
+                (None, None) => unreachable!("a standalone node has a directory"),
+            };
             let seeds: Vec<String> = quic
                 .iter()
                 .filter(|(c, r, _)| (*c, *r) != (cluster, replica))
@@ -397,24 +455,25 @@ impl Mesh {
                 })
                 .collect();
             let voters: Vec<String> = (0..config.clusters).map(|c| format!("\"c{c}\"")).collect();
-            let (lease, renew, retry) = config.leader_ms;
             let toml = format!(
                 "cluster = \"{context}\"\nreplica = {replica}\npreset = \"lan\"\n\
                  listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n\
                  members_expected = {members}\nclusterset = \"shoal-test\"\n\n{seeds}\n\
                  [tls]\nca = \"{certs}/ca.crt\"\ncert = \"{certs}/{context}.crt\"\n\
                  key = \"{certs}/{context}.key\"\nclusterset_dir = \"{certs}\"\n\n\
-                 [http]\nlisten = \"{http}\"\n\n\
-                 [backend]\nkind = \"kubernetes\"\nkubeconfig = \"{kubeconfig}\"\n\
-                 identity = \"{identity}\"\nleader_lease_ms = {lease}\n\
-                 leader_renew_ms = {renew}\nleader_retry_ms = {retry}\n\n\
-                 [lease]\nvoters = [{voters}]\n\n[log]\nfilter = \"info,shoal_node=debug\"\n",
+                 [http]\nlisten = \"{http}\"\n\n[backend]\n{backend}\n\
+                 [lease]\nvoters = [{voters}]\n\n[log]\nfilter = \"{filter}\"\n",
                 data = node_dir.join("data").display(),
                 members = quic.len(),
                 seeds = seeds.join("\n"),
                 certs = certs.display(),
-                kubeconfig = kubeconfig.display(),
                 voters = voters.join(", "),
+                // Standalone meshes carry load tests: debug lines would be the load.
+                filter = if planes.is_some() {
+                    "info,shoal_node=debug"
+                } else {
+                    "info"
+                },
             );
             let config_path = node_dir.join("shoal.toml");
             fs::write(&config_path, toml).map_err(setup)?;
@@ -425,6 +484,7 @@ impl Mesh {
                 http,
                 config: config_path,
                 log: node_dir.join("shoal.log"),
+                standalone_dir,
                 child: None,
             };
             node.start(&shoal).map_err(setup)?;
@@ -449,8 +509,18 @@ impl Mesh {
         Ok(mesh)
     }
 
+    /// The control planes. Panics for a standalone mesh, which has none.
+    pub fn planes(&self) -> &ControlPlanes {
+        self.planes.as_ref().expect("a mesh on Kubernetes")
+    }
+
+    pub fn planes_mut(&mut self) -> &mut ControlPlanes {
+        self.planes.as_mut().expect("a mesh on Kubernetes")
+    }
+
+    /// Cluster `index`'s control plane. Panics for a standalone mesh, which has none.
     pub fn cluster(&self, index: usize) -> &Cluster {
-        &self.planes.clusters()[index]
+        &self.planes().clusters()[index]
     }
 
     pub fn shoal(&self) -> &Path {
@@ -500,6 +570,9 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
+        if std::env::var_os("SHOAL_TEST_KEEP").is_some() {
+            eprintln!("kept the mesh directory {}", self.keep().display());
+        }
         if std::thread::panicking() {
             eprintln!(
                 "shoal nodes: last lines of each log\n{}",

@@ -53,7 +53,7 @@ metadata: {name: web, namespace: shop}
 "#;
 
 fn namespace(mesh: &Mesh) {
-    for cluster in mesh.planes.clusters() {
+    for cluster in mesh.planes().clusters() {
         apply(
             cluster,
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
@@ -426,7 +426,7 @@ fn exports_become_exact_imports_scale_by_one_slice_unexport_and_conflict_under_r
     );
 
     // Under RBAC, with the ServiceAccount of deploy/rbac.yaml: not one request refused.
-    for cluster in mesh.planes.clusters() {
+    for cluster in mesh.planes().clusters() {
         let refused: Vec<_> = audited(cluster)
             .into_iter()
             .filter(|r| r.code == 403)
@@ -682,7 +682,7 @@ fn leader_failover_and_an_api_server_outage_lose_nothing_and_withdraw_nothing() 
 
     // c1's API server down for 60 s: c1's nodes stay in the mesh, nothing is deleted.
     let c1_versions = resource_versions(mesh.cluster(1));
-    mesh.planes.stop_apiserver(1);
+    mesh.planes_mut().stop_apiserver(1);
     let outage = Instant::now();
     let down_for = Duration::from_secs(60);
     // Throughout the outage the other clusters keep their imports, and no one withdraws.
@@ -700,7 +700,7 @@ fn leader_failover_and_an_api_server_outage_lose_nothing_and_withdraw_nothing() 
         std::thread::sleep(Duration::from_secs(2));
     }
     let skip = audited(mesh.cluster(1)).len();
-    mesh.planes
+    mesh.planes_mut()
         .start_apiserver(1, Duration::from_secs(60))
         .expect("c1's API server restarts");
     // Back: a replica leads c1 again and its watches have relisted.

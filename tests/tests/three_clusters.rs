@@ -7,21 +7,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The `shoal` binary of this build: `cargo nextest run --workspace` builds it beside
-/// this test's own executable (`target/<profile>/deps/..`).
+/// The `shoal` binary of this build (`cargo nextest run --workspace` builds it beside
+/// this test's own executable), or `$SHOAL_BIN`.
 fn shoal_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executables live in target/<profile>/deps");
-    let shoal = profile_dir.join("shoal");
-    assert!(
-        shoal.exists(),
-        "{} is missing: build the workspace first (cargo nextest run --workspace builds it)",
-        shoal.display()
-    );
-    shoal
+    shoal_tests::mesh::shoal_binary().expect("the shoal binary")
 }
 
 #[test]

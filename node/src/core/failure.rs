@@ -35,9 +35,19 @@ impl Node {
             self.stats.swim_errors += 1;
         }
         for (after, timer) in out.timers {
+            if let foca::Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } = &timer
+            {
+                self.probes
+                    .suspected(now, member_id, *incarnation, &mut self.stats);
+            }
             self.timers.schedule(now + after, TimerKind::Swim(timer));
         }
         for (to, packet) in out.sends {
+            self.probes.sent(now, &packet, &mut self.stats);
             self.send(&to.0.member, Some(to.0.addr), &Message::Swim(packet));
         }
         for note in out.notes {
@@ -48,8 +58,11 @@ impl Node {
     pub(super) fn handle_membership(&mut self, now: Time, note: OwnedNotification<SwimId>) {
         match note {
             OwnedNotification::MemberUp(id) if !self.trust.contains(&id.0.member.cluster) => {
-                // Gossip may name members of clusters outside the ClusterSet; the
-                // transport would refuse them anyway. They are never push targets.
+                // Gossip may name members of clusters outside this node's ClusterSet
+                // (a peer with a wider clusterset_dir relays them). The transport
+                // refuses their handshakes in both directions (`not_member`), so no
+                // packet reaches or leaves them. They are counted and never push
+                // targets.
                 self.stats.untrusted_members += 1;
             }
             OwnedNotification::MemberUp(id)
@@ -75,11 +88,7 @@ impl Node {
                 self.members.insert(&id);
                 self.commands
                     .push(Command::Notify(Event::MemberUp(id.0.member.clone())));
-                let t = self.clusters.replica_up(
-                    &id.0.member.cluster,
-                    id.0.member.replica,
-                    id.0.generation,
-                );
+                let t = self.clusters.replica_up(&id);
                 self.apply_transition(now, t, Some(&id.0.member));
             }
             OwnedNotification::MemberDown(id) => {
@@ -88,12 +97,7 @@ impl Node {
                 }
                 self.commands
                     .push(Command::Notify(Event::MemberDown(id.0.member.clone())));
-                let t = self.clusters.replica_down(
-                    &id.0.member.cluster,
-                    id.0.member.replica,
-                    id.0.generation,
-                    now,
-                );
+                let t = self.clusters.replica_down(&id, now);
                 self.apply_transition(now, t, None);
             }
             OwnedNotification::Rename(_, new) => {
@@ -509,5 +513,268 @@ mod tests {
             assert_eq!(withdrawn, !south_answers, "south answers: {south_answers}");
             assert_eq!(node.stats().withdrawals_postponed, u64::from(south_answers));
         }
+    }
+
+    /// South's only replica is declared down and withdrawn. It comes back as generation
+    /// 6 either way: renewed by foca (the same process, alive all along: the withdrawal
+    /// was false) or restarted (a new process). Both are restorations; only the renewal
+    /// refutes the withdrawal.
+    #[test]
+    fn a_renewed_comeback_refutes_the_withdrawal_and_a_restart_does_not() {
+        use foca::Identity;
+        for renewed in [true, false] {
+            let east = id("east", 1, 1);
+            let south = id("south", 3, 5);
+            let config = Config::wan(east.0.member.clone(), east.0.addr, 3);
+            let grace = config.withdraw_grace();
+            let mut node = Node::new(
+                config,
+                key("east"),
+                trust(),
+                Time::ZERO,
+                7,
+                PersistedState::default(),
+            )
+            .unwrap();
+            let west = OwnedNotification::MemberUp(id("west", 2, 1));
+            node.handle_membership(Time::from_millis(500), west);
+            let up = OwnedNotification::MemberUp(south.clone());
+            node.handle_membership(Time::from_millis(1_000), up);
+            let down_at = Time::from_millis(2_000);
+            node.handle_membership(down_at, OwnedNotification::MemberDown(south.clone()));
+
+            let cluster = south.0.member.cluster.clone();
+            let mut now = down_at;
+            while !matches!(node.liveness(&cluster), Liveness::Withdrawn { .. }) {
+                assert!(now < down_at + grace * 2, "south never withdrawn");
+                now = now + Duration::from_millis(100);
+                node.handle_timeout(now);
+            }
+            assert_eq!(node.stats().withdrawals, 1);
+
+            let comeback = if renewed {
+                south.renew().unwrap()
+            } else {
+                id("south", 3, 6)
+            };
+            assert_eq!(comeback.0.generation, 6);
+            node.take_commands();
+            node.handle_membership(now, OwnedNotification::MemberUp(comeback));
+            assert_eq!(node.liveness(&cluster), Liveness::Alive);
+            let stats = node.stats();
+            assert_eq!(stats.restorations, 1, "renewed: {renewed}");
+            assert_eq!(stats.withdrawals_refuted, u64::from(renewed));
+            let restored = Command::Notify(Event::ClusterRestored(cluster));
+            assert!(node.take_commands().contains(&restored));
+        }
+    }
+
+    /// East's node and a bare foca for west, with a fixed one-way delay between them.
+    /// West only answers (its own timers never fire), and only while `west_answers`.
+    struct Pair {
+        node: Node,
+        west: Swim,
+        west_id: SwimId,
+        east_id: SwimId,
+        now: Time,
+        /// (arrival, sequence) to (to west, packet for west or datagram for east).
+        in_flight: std::collections::BTreeMap<(Time, u64), (bool, Vec<u8>)>,
+        seq: u64,
+        delay: Duration,
+        west_answers: bool,
+        /// Direct pings east sent west.
+        pings: u64,
+    }
+
+    impl Pair {
+        fn new(delay: Duration) -> Self {
+            let trust = trust();
+            let (east_id, west_id) = (id("east", 1, 1), id("west", 2, 1));
+            let config = Config::wan(east_id.0.member.clone(), east_id.0.addr, 2);
+            let node = Node::new(
+                config,
+                key("east"),
+                trust.clone(),
+                Time::ZERO,
+                7,
+                PersistedState::default(),
+            )
+            .unwrap();
+            let west = Foca::new(
+                west_id.clone(),
+                foca_config(&Config::wan(west_id.0.member.clone(), west_id.0.addr, 2)),
+                ChaCha8Rng::seed_from_u64(9),
+                SwimCodec::new(Arc::new(trust)),
+            );
+            let mut pair = Pair {
+                node,
+                west,
+                west_id,
+                east_id,
+                now: Time::ZERO,
+                in_flight: std::collections::BTreeMap::new(),
+                seq: 0,
+                delay,
+                west_answers: true,
+                pings: 0,
+            };
+            pair.node.take_commands();
+            let east = pair.east_id.clone();
+            pair.west_says(|swim, out| swim.announce(east, out));
+            pair
+        }
+
+        /// West's foca does something; what it sends east goes into flight.
+        fn west_says(
+            &mut self,
+            call: impl FnOnce(&mut Swim, &mut SwimOutput) -> Result<(), foca::Error>,
+        ) {
+            let mut out = SwimOutput::default();
+            call(&mut self.west, &mut out).unwrap();
+            for (to, packet) in out.sends {
+                if to.0.member == self.east_id.0.member {
+                    let bytes = Message::Swim(packet).encode().unwrap();
+                    self.fly(false, bytes);
+                }
+            }
+        }
+
+        fn fly(&mut self, to_west: bool, bytes: Vec<u8>) {
+            self.seq += 1;
+            let at = self.now + self.delay;
+            self.in_flight.insert((at, self.seq), (to_west, bytes));
+        }
+
+        /// East's SWIM sends to west go into flight; its other commands are dropped.
+        fn route_east(&mut self) {
+            for command in self.node.take_commands() {
+                let Command::Send {
+                    to,
+                    kind: "swim",
+                    bytes,
+                    ..
+                } = command
+                else {
+                    continue;
+                };
+                let Ok(Message::Swim(packet)) = Message::decode_datagram(&bytes) else {
+                    panic!("not a SWIM datagram");
+                };
+                assert_eq!(to, self.west_id.0.member);
+                let header = SwimCodec::peek_header(&packet).unwrap();
+                if matches!(header.message, foca::Message::Ping(_)) {
+                    self.pings += 1;
+                }
+                self.fly(true, packet);
+            }
+        }
+
+        /// Delivers packets and fires east's timers in time order until `until`.
+        fn run_until(&mut self, until: Time) {
+            loop {
+                let packet = self.in_flight.keys().next().map(|(at, _)| *at);
+                let timer = self.node.poll_timeout();
+                let next = match (packet, timer) {
+                    (Some(p), Some(t)) => p.min(t),
+                    (Some(p), None) => p,
+                    (None, Some(t)) => t,
+                    (None, None) => break,
+                };
+                if next > until {
+                    break;
+                }
+                self.now = next;
+                if packet == Some(next) {
+                    let (_, (to_west, bytes)) = self.in_flight.pop_first().unwrap();
+                    if to_west && self.west_answers {
+                        self.west_says(|swim, out| swim.handle_data(&bytes, out));
+                    } else if !to_west {
+                        let west = self.west_id.0.member.clone();
+                        self.node
+                            .handle_packet(next, &west, Channel::Datagram, &bytes);
+                    }
+                } else {
+                    self.node.handle_timeout(next);
+                }
+                self.route_east();
+            }
+            self.now = until;
+        }
+    }
+
+    /// Every direct ping east sends is acked after exactly two one-way delays, 3.5 ms:
+    /// each lands in the (2.5 ms, 5 ms] bucket of west's histogram, and the sum is
+    /// exact. Nothing is missed, suspected or refuted.
+    #[test]
+    fn each_ack_adds_its_round_trip_to_the_peers_histogram() {
+        let mut pair = Pair::new(Duration::from_micros(1_750));
+        pair.run_until(Time::from_millis(10_500));
+        let stats = pair.node.stats();
+        let peers: Vec<_> = stats.swim_ack.by_peer().collect();
+        assert_eq!(peers.len(), 1);
+        let (peer, histogram) = peers[0];
+        assert_eq!(*peer, pair.west_id.0.member);
+        assert!(
+            pair.pings >= 9,
+            "east probes west once a second: {}",
+            pair.pings
+        );
+        let mut buckets = [0; super::super::stats::SWIM_ACK_BUCKETS_MICROS.len()];
+        buckets[2] = pair.pings;
+        assert_eq!(histogram.buckets, buckets);
+        assert_eq!(histogram.count, pair.pings);
+        assert_eq!(histogram.sum_micros, 3_500 * pair.pings);
+        assert_eq!(stats.swim_acks_missed, 0);
+        assert_eq!(stats.members_suspected, 0);
+        assert_eq!(stats.suspicions_refuted, 0);
+    }
+
+    /// West gossips that east is suspect in its current incarnation: east refutes it
+    /// once. The same suspicion again, now of an older incarnation, needs no refutal.
+    #[test]
+    fn a_suspicion_of_this_node_is_refuted_and_counted_once() {
+        let mut pair = Pair::new(Duration::from_micros(1_750));
+        pair.run_until(Time::from_millis(3_000));
+        assert_eq!(pair.node.members_up(), vec![pair.west_id.0.member.clone()]);
+        let suspect = Member::new(pair.east_id.clone(), 0, foca::State::Suspect);
+        for round in 0..2 {
+            let at = Time::from_millis(3_000 + 1_000 * round);
+            pair.run_until(at);
+            let update = suspect.clone();
+            pair.west_says(|swim, out| {
+                swim.apply_many(std::iter::once(update), true, &mut *out)?;
+                swim.gossip(out)
+            });
+            pair.run_until(at + Duration::from_millis(500));
+            assert_eq!(pair.node.stats().suspicions_refuted, 1, "round {round}");
+        }
+        assert_eq!(pair.node.stats().members_suspected, 0);
+    }
+
+    /// West stops answering: east's next probe puts it under suspicion (counted once,
+    /// although east probes the suspect again before declaring it down), and every
+    /// ping east sent it is either missed or still within its probe period.
+    #[test]
+    fn a_silent_member_is_suspected_once_and_its_pings_are_missed() {
+        let mut pair = Pair::new(Duration::from_micros(1_750));
+        pair.run_until(Time::from_millis(3_000));
+        let answered = pair.pings;
+        assert_eq!(pair.node.stats().swim_ack.total().count, answered);
+        pair.west_answers = false;
+        let west = pair.west_id.0.member.clone();
+        let mut now = Time::from_millis(3_000);
+        while pair.node.members_up().contains(&west) {
+            assert!(now < Time::from_millis(10_000), "west never went down");
+            now = now + Duration::from_millis(100);
+            pair.run_until(now);
+        }
+        let stats = pair.node.stats();
+        assert_eq!(stats.members_suspected, 1);
+        assert_eq!(stats.swim_ack.total().count, answered);
+        let silent = pair.pings - answered;
+        assert!(silent >= 2, "probed while suspect too: {silent}");
+        let pending = pair.node.probes.pings_pending() as u64;
+        assert!(stats.swim_acks_missed >= 1);
+        assert_eq!(stats.swim_acks_missed + pending, silent);
     }
 }

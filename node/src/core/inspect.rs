@@ -76,6 +76,11 @@ impl Node {
         let mut states: BTreeMap<MemberId, (SwimIdentity, foca::State)> = BTreeMap::new();
         for member in self.swim.iter_membership_state() {
             let identity = member.id().0.clone();
+            // A member of a cluster outside the ClusterSet, named by a peer's gossip, is
+            // no member: it is counted (`untrusted_members`), never listed.
+            if !self.trust.contains(&identity.member.cluster) {
+                continue;
+            }
             states.insert(identity.member.clone(), (identity, member.state()));
         }
         for identity in self.members.down_identities() {
@@ -161,5 +166,98 @@ impl Node {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use foca::{Foca, Member};
+    use rand::SeedableRng;
+    use rand::rngs::ChaCha8Rng;
+    use shoal_proto::wire::Channel;
+    use shoal_proto::{ClusterKey, KeyRing, Message, NetAddr, ReplicaId};
+
+    use super::super::command::PersistedState;
+    use super::super::membership::{SwimCodec, SwimId, SwimOutput, foca_config};
+    use super::super::time::Time;
+    use super::*;
+
+    fn key(cluster: &str) -> ClusterKey {
+        ClusterKey::from_seed(ClusterId::new(cluster).unwrap(), [cluster.len() as u8; 32])
+    }
+
+    fn ring(names: &[&str]) -> KeyRing {
+        let mut ring = KeyRing::new();
+        for name in names {
+            ring.insert(ClusterId::new(*name).unwrap(), key(name).public())
+                .unwrap();
+        }
+        ring
+    }
+
+    fn id(cluster: &str, octet: u8, ring: &KeyRing) -> SwimId {
+        let identity = SwimIdentity {
+            member: MemberId {
+                cluster: ClusterId::new(cluster).unwrap(),
+                replica: ReplicaId(0),
+            },
+            addr: NetAddr::from(std::net::SocketAddr::from(([127, 0, 0, octet], 7946))),
+            generation: 1,
+        };
+        SwimId::new(identity, ring)
+    }
+
+    /// A peer whose ClusterSet directory is wider gossips a member of a cluster outside
+    /// this node's: it is counted, and never listed among the members.
+    #[test]
+    fn a_member_named_by_gossip_outside_the_clusterset_is_never_listed() {
+        let trust = ring(&["east", "west"]);
+        let wider = ring(&["east", "west", "mallory"]);
+        let (east, west) = (id("east", 1, &trust), id("west", 2, &wider));
+        let config = Config::wan(east.0.member.clone(), east.0.addr, 3);
+        let mut node = Node::new(
+            config,
+            key("east"),
+            trust.clone(),
+            Time::ZERO,
+            7,
+            PersistedState::default(),
+        )
+        .unwrap();
+        let mut west_swim = Foca::new(
+            west.clone(),
+            foca_config(&Config::wan(west.0.member.clone(), west.0.addr, 3)),
+            ChaCha8Rng::seed_from_u64(9),
+            SwimCodec::new(Arc::new(wider.clone())),
+        );
+        let mut out = SwimOutput::default();
+        let updates = [
+            Member::alive(east.clone()),
+            Member::alive(id("mallory", 3, &wider)),
+        ];
+        west_swim
+            .apply_many(updates.into_iter(), true, &mut out)
+            .unwrap();
+        west_swim.gossip(&mut out).unwrap();
+        let (_, packet) = out.sends.into_iter().find(|(to, _)| *to == east).unwrap();
+        let bytes = Message::Swim(packet).encode().unwrap();
+        node.handle_packet(
+            Time::from_millis(1_000),
+            &west.0.member,
+            Channel::Datagram,
+            &bytes,
+        );
+
+        assert_eq!(node.stats().untrusted_members, 1);
+        let listed: Vec<String> = node
+            .member_states()
+            .iter()
+            .map(|(identity, _)| identity.member.cluster.to_string())
+            .collect();
+        assert_eq!(listed, ["west"]);
     }
 }

@@ -19,7 +19,7 @@ use super::command::{Command, Durability, Event, PersistedState, StoreOp};
 use super::config::{Config, ConfigError};
 use super::imports::ImportedService;
 use super::lease::{Leases, Voter};
-use super::membership::{self, Clusters, Members, Swim, SwimCodec, SwimId};
+use super::membership::{self, Clusters, Members, Probes, Swim, SwimCodec, SwimId};
 use super::record_cache::{NoRecordCache, RecordCache};
 use super::records::{MergeOutcome, View};
 use super::stats::Stats;
@@ -117,6 +117,8 @@ pub struct Node {
     pub(super) trust: Arc<KeyRing>,
     pub(super) rng: ChaCha8Rng,
     pub(super) swim: Swim,
+    /// SWIM ack latency and suspicions, read from the SWIM messages going by.
+    pub(super) probes: Probes,
     pub(super) members: Members,
     pub(super) clusters: Clusters,
     pub(super) view: View,
@@ -198,12 +200,17 @@ impl Node {
             SwimCodec::new(Arc::clone(&trust)),
         );
         let clusters = Clusters::new(config.member.cluster.clone(), &trust, now);
+        let probes = Probes::new(
+            Duration::from_millis(config.swim.probe_period_ms),
+            Duration::from_millis(config.swim.suspect_to_down_ms),
+        );
         let mut node = Node {
             config,
             key,
             trust,
             rng,
             swim,
+            probes,
             members: Members::default(),
             clusters,
             view: View::default(),
@@ -368,6 +375,7 @@ impl Node {
                 return;
             }
         };
+        self.probes.received(now, &header, &mut self.stats);
         let to_old_self =
             header.dst.0.member == self.config.member && header.dst.0.generation < self.generation;
         self.with_swim(now, |swim, out| swim.handle_data(packet, out));

@@ -1,5 +1,107 @@
-//! Plain counters. The runtime exports them as Prometheus metrics; the simulator sums
-//! them. No metrics dependency here.
+//! Plain counters, and the SWIM ack latency histograms. The runtime exports them as
+//! Prometheus metrics; the simulator sums them. No metrics dependency here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shoal_proto::MemberId;
+
+/// Upper bounds, in microseconds, of the buckets of [`LatencyHistogram`]: 1 ms to
+/// 2.5 s. Samples above the last bound are counted in `count` only (`+Inf`).
+pub const SWIM_ACK_BUCKETS_MICROS: [u64; 11] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+];
+
+/// Peers whose acks get a histogram of their own; acks from peers beyond it are pooled
+/// in [`SwimAcks::others`]. Keeps the exported label set small.
+pub const SWIM_ACK_PEERS_MAX: usize = 32;
+
+/// A latency histogram with the fixed buckets [`SWIM_ACK_BUCKETS_MICROS`]. Integers
+/// only, so the simulator stays exact.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Samples per bucket (not cumulative): `buckets[i]` counts the samples above
+    /// bound `i - 1` and at most bound `i`.
+    pub buckets: [u64; SWIM_ACK_BUCKETS_MICROS.len()],
+    /// Sum of every sample, in microseconds (saturating).
+    pub sum_micros: u64,
+    /// Every sample, including those above the last bound.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if let Some(i) = SWIM_ACK_BUCKETS_MICROS.iter().position(|le| micros <= *le) {
+            self.buckets[i] += 1;
+        }
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+        self.count += 1;
+    }
+
+    /// (upper bound in microseconds, samples at or below it), ascending; `+Inf` is
+    /// `count`.
+    pub fn cumulative(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut total = 0;
+        SWIM_ACK_BUCKETS_MICROS
+            .iter()
+            .zip(self.buckets.iter())
+            .map(move |(le, n)| {
+                total += n;
+                (*le, total)
+            })
+    }
+
+    /// Adds `other`'s samples to these.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *mine += theirs;
+        }
+        self.sum_micros = self.sum_micros.saturating_add(other.sum_micros);
+        self.count += other.count;
+    }
+}
+
+/// Seconds from a direct SWIM ping this node sent to the matching ack: per peer for
+/// the first [`SWIM_ACK_PEERS_MAX`] peers that acked, pooled for the rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwimAcks {
+    by_peer: BTreeMap<MemberId, LatencyHistogram>,
+    others: LatencyHistogram,
+}
+
+impl SwimAcks {
+    pub fn record(&mut self, peer: &MemberId, latency: Duration) {
+        if let Some(histogram) = self.by_peer.get_mut(peer) {
+            histogram.record(latency);
+        } else if self.by_peer.len() < SWIM_ACK_PEERS_MAX {
+            let mut histogram = LatencyHistogram::default();
+            histogram.record(latency);
+            self.by_peer.insert(peer.clone(), histogram);
+        } else {
+            self.others.record(latency);
+        }
+    }
+
+    /// The peers with a histogram of their own, in member order.
+    pub fn by_peer(&self) -> impl Iterator<Item = (&MemberId, &LatencyHistogram)> {
+        self.by_peer.iter()
+    }
+
+    /// Acks from peers beyond [`SWIM_ACK_PEERS_MAX`].
+    pub fn others(&self) -> &LatencyHistogram {
+        &self.others
+    }
+
+    /// Every ack, from every peer.
+    pub fn total(&self) -> LatencyHistogram {
+        let mut total = self.others.clone();
+        for histogram in self.by_peer.values() {
+            total.merge(histogram);
+        }
+        total
+    }
+}
 
 /// Counters since the node started (not persisted).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -16,6 +118,25 @@ pub struct Stats {
     pub sender_mismatches: u64,
     /// SWIM input foca refused; dropped.
     pub swim_errors: u64,
+    /// Ack latency of the direct SWIM pings this node sent (exported as its own
+    /// histogram family, not as a counter).
+    #[serde(skip)]
+    pub swim_ack: SwimAcks,
+    /// Direct SWIM pings that got no ack within foca's probe period (foca ignores a
+    /// later one); forgotten. Includes pings to members that are in fact down.
+    pub swim_acks_missed: u64,
+    /// Direct SWIM pings forgotten unanswered because
+    /// `membership::probes::PINGS_PENDING_MAX` were pending.
+    pub swim_pings_evicted: u64,
+    /// Times this node learned that it was suspected and refuted it (foca raised its
+    /// incarnation).
+    pub suspicions_refuted: u64,
+    /// Times this node's own probe of a remote member failed (its ping and the
+    /// indirect pings all went unanswered) and foca put the member under suspicion,
+    /// once per (member, generation, incarnation). A member that refuted while the
+    /// probe ran still counts once. Suspicions learned only from other members'
+    /// gossip are not counted.
+    pub members_suspected: u64,
     pub records_accepted: u64,
     /// Records found already verified in the record cache.
     pub verify_cache_hits: u64,
@@ -65,8 +186,11 @@ pub struct Stats {
     /// period ends (one per replica).
     pub last_chance_probes: u64,
     pub restorations: u64,
-    /// A withdrawn cluster came back without having restarted: it was alive while
-    /// withdrawn (a false positive of failure detection, or a partition).
+    /// A withdrawn cluster came back without having restarted: the replica that came
+    /// back is the process last seen going down, renewed by foca (same start
+    /// generation), so the cluster was alive while withdrawn (a false positive of
+    /// failure detection, or a partition). A restarted replica counts in
+    /// `restorations` only.
     pub withdrawals_refuted: u64,
     /// A message could not be encoded within its channel's limit; not sent.
     pub encode_errors: u64,

@@ -176,6 +176,23 @@ pub struct MetricsSnapshot {
     /// How many times this replica's leadership changed since start.
     #[serde(default)]
     pub leadership_changes: u64,
+    /// SWIM ack latency: seconds from each direct ping this node sent to its ack, per
+    /// peer (at most `SWIM_ACK_PEERS_MAX`, then pooled under cluster `*`).
+    #[serde(default)]
+    pub swim_ack: Vec<SwimAckMetrics>,
+}
+
+/// One peer's SWIM ack latency histogram, or the pool of the peers beyond the bound.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SwimAckMetrics {
+    /// The peer's cluster, or `*` for the pool.
+    pub cluster: String,
+    /// The peer's replica, or `None` for the pool.
+    pub replica: Option<u16>,
+    /// (upper bound in seconds, cumulative count), ascending, without `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+    pub sum_seconds: f64,
+    pub count: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

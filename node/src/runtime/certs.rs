@@ -6,6 +6,14 @@
 //! loads this cluster's key and certificate together with the certificates of every
 //! member of the ClusterSet, checking each against the CA.
 //!
+//! **Leniency in the ClusterSet directory.** Only `*.crt` files other than `ca.crt` are
+//! read there; other files (keys, READMEs, Kubernetes' `..data` links) are ignored. A
+//! `*.crt` that cannot be read, is not a certificate, is not signed by the CA (or not
+//! valid yet), has expired, or names no single cluster is skipped with a warning and
+//! listed in [`ClusterIdentity::skipped`]: one stray file must not stop the node. Two
+//! valid certificates naming one cluster with different keys are ambiguous trust and
+//! stop it, as does any problem with this cluster's own certificate, key or CA.
+//!
 //! **Architecture invariant:** a private key never leaves this module's types in a
 //! printable form: [`ClusterIdentity`]'s `Debug` shows the cluster and the trusted
 //! clusters only.
@@ -26,6 +34,8 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use std::collections::BTreeMap;
+
 use shoal_proto::{ClusterId, ClusterKey, KeyRing};
 use x509_parser::extensions::GeneralName;
 use x509_parser::oid_registry::OID_SIG_ED25519;
@@ -78,6 +88,18 @@ pub enum CertError {
     /// The ClusterSet directory holds more certificates than the ring may.
     #[error("{}: more than {max} certificates (or clusters)", path.display())]
     TooMany { path: PathBuf, max: usize },
+    /// Two valid certificates name the same cluster with different keys: which one to
+    /// trust is ambiguous, so neither is; nothing was loaded.
+    #[error(
+        "{} and {} both name cluster {cluster} with different keys; remove the stale one",
+        first.display(),
+        second.display()
+    )]
+    Ambiguous {
+        cluster: ClusterId,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 impl CertError {
@@ -93,6 +115,7 @@ impl CertError {
             CertError::Identity { .. } => "identity",
             CertError::KeyMismatch { .. } => "key_mismatch",
             CertError::TooMany { .. } => "too_many",
+            CertError::Ambiguous { .. } => "ambiguous",
         }
     }
 }
@@ -366,6 +389,15 @@ fn verify_signed_by_ca(
     }
 }
 
+/// A `*.crt` of the ClusterSet directory left out of the trust ring.
+#[derive(Debug)]
+pub struct SkippedCert {
+    pub path: PathBuf,
+    /// Why; its `metric_label()` names the check that failed (`io`, `pem`,
+    /// `not_trusted`, `expired`, `identity`), and its text names the file.
+    pub error: CertError,
+}
+
 /// This cluster's identity: its id, its signing key, the keys of every ClusterSet
 /// member, and the TLS material the transport builds its configs from.
 pub struct ClusterIdentity {
@@ -375,9 +407,13 @@ pub struct ClusterIdentity {
     pub signing_key: ClusterKey,
     /// Every ClusterSet member's certified public key, this cluster's included.
     pub trust: KeyRing,
-    /// ClusterSet members whose certificate has expired: left out of `trust` (their
-    /// records are not accepted and their handshakes are refused) until renewed.
+    /// ClusterSet members whose certificate has expired (and that have no valid one):
+    /// left out of `trust` (their records are not accepted and their handshakes are
+    /// refused) until renewed.
     pub expired_peers: Vec<ClusterId>,
+    /// Every `*.crt` of the ClusterSet directory left out of `trust`, expired ones
+    /// included, in file name order.
+    pub skipped: Vec<SkippedCert>,
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
     ca: CertificateDer<'static>,
@@ -410,9 +446,11 @@ impl ClusterIdentity {
     /// Loads and checks this cluster's identity: `cert` must be signed by the CA in
     /// `ca`, name exactly one cluster and match `key` (PKCS#8 ed25519). The trust ring
     /// holds every `*.crt` in `clusterset_dir` but `ca.crt`, each checked the same way,
-    /// except that an expired peer certificate is left out with a warning (and listed
-    /// in `expired_peers`) instead of stopping this node: one cluster's lapsed
-    /// certificate must not keep every other node from starting.
+    /// except that a certificate failing a check is left out with a warning (and listed
+    /// in `skipped`, and an expired one in `expired_peers`) instead of stopping this
+    /// node: one cluster's lapsed certificate, or one stray file, must not keep every
+    /// other node from starting. Two certificates (`cert` included) naming one cluster
+    /// with different keys are an error ([`CertError::Ambiguous`]).
     pub fn load(
         ca: &Path,
         cert: &Path,
@@ -440,18 +478,15 @@ impl ClusterIdentity {
                 path: key.to_owned(),
                 reason: format!("no PKCS#8 private key: {e}"),
             })?;
-        let (mut trust, expired_peers) = load_clusterset(&ca_der, clusterset_dir, &cluster)?;
-        trust
-            .insert(cluster.clone(), public)
-            .map_err(|e| CertError::Identity {
-                path: cert.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let mut set = load_clusterset(&ca_der, clusterset_dir)?;
+        set.trust(cluster.clone(), public, cert)?;
+        let expired_peers = set.expired_peers();
         Ok(ClusterIdentity {
             signing_key: ClusterKey::from_seed(cluster.clone(), signing.to_bytes()),
             cluster,
-            trust,
+            trust: set.ring,
             expired_peers,
+            skipped: set.skipped,
             cert: cert_der,
             key: key_der,
             ca: ca_der,
@@ -474,13 +509,76 @@ impl ClusterIdentity {
     }
 }
 
-/// The trust ring from `dir`, and the peers (not `own`) left out because their
-/// certificate expired.
-fn load_clusterset(
-    ca: &CertificateDer<'static>,
-    dir: &Path,
-    own: &ClusterId,
-) -> Result<(KeyRing, Vec<ClusterId>), CertError> {
+/// The ClusterSet directory as read: the ring, the file each key came from, and what
+/// was left out.
+#[derive(Default)]
+struct ClusterSet {
+    ring: KeyRing,
+    sources: BTreeMap<ClusterId, PathBuf>,
+    expired: Vec<ClusterId>,
+    skipped: Vec<SkippedCert>,
+}
+
+impl ClusterSet {
+    /// Adds `cluster`'s key, read from `path`. The same key again changes nothing (a
+    /// copy of a file); a different key for a cluster already trusted is
+    /// [`CertError::Ambiguous`].
+    fn trust(
+        &mut self,
+        cluster: ClusterId,
+        public: [u8; 32],
+        path: &Path,
+    ) -> Result<(), CertError> {
+        if let Some(first) = self.sources.get(&cluster) {
+            if self.ring.public(&cluster) == Some(public) {
+                return Ok(());
+            }
+            return Err(CertError::Ambiguous {
+                cluster,
+                first: first.clone(),
+                second: path.to_owned(),
+            });
+        }
+        self.ring
+            .insert(cluster.clone(), public)
+            .map_err(|e| CertError::Identity {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        self.sources.insert(cluster, path.to_owned());
+        Ok(())
+    }
+
+    /// Leaves `path` out, with a warning. `cluster` is the one it names, if it names one.
+    fn skip(&mut self, path: PathBuf, cluster: Option<ClusterId>, error: CertError) {
+        match (&error, cluster) {
+            (CertError::Expired { .. }, Some(cluster)) => {
+                tracing::warn!(%cluster, file = %path.display(), error = %error, "peer certificate expired; not trusted until renewed");
+                self.expired.push(cluster);
+            }
+            _ => {
+                tracing::warn!(file = %path.display(), reason = error.metric_label(), error = %error, "clusterset certificate skipped");
+            }
+        }
+        self.skipped.push(SkippedCert { path, error });
+    }
+
+    /// The clusters whose certificate expired and that no other file certifies.
+    fn expired_peers(&self) -> Vec<ClusterId> {
+        let mut expired: Vec<ClusterId> = self
+            .expired
+            .iter()
+            .filter(|cluster| !self.ring.contains(cluster))
+            .cloned()
+            .collect();
+        expired.sort();
+        expired.dedup();
+        expired
+    }
+}
+
+/// Every `*.crt` of `dir` but `ca.crt`, sorted; at most [`CLUSTERSET_CERTS_MAX`].
+fn clusterset_files(dir: &Path) -> Result<Vec<PathBuf>, CertError> {
     let mut paths = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let path = entry.map_err(io_error(dir))?.path();
@@ -497,27 +595,40 @@ fn load_clusterset(
         }
     }
     paths.sort();
-    let mut ring = KeyRing::new();
-    let mut expired = Vec::new();
-    for path in paths {
-        let der = read_cert(&path)?;
-        let (cluster, public) = cluster_of_file(&der, &path)?;
-        match verify_signed_by_ca(&der, ca, &path) {
-            Ok(()) => {}
-            Err(e @ CertError::Expired { .. }) if cluster != *own => {
-                tracing::warn!(%cluster, error = %e, "peer certificate expired; not trusted until renewed");
-                expired.push(cluster);
+    Ok(paths)
+}
+
+/// The trust ring from `dir`: each certificate that is readable, names one cluster and
+/// is valid under `ca`; the others skipped. Fails only if `dir` cannot be listed, holds
+/// too many certificates, or certifies one cluster with two keys.
+fn load_clusterset(ca: &CertificateDer<'static>, dir: &Path) -> Result<ClusterSet, CertError> {
+    let mut set = ClusterSet::default();
+    for path in clusterset_files(dir)? {
+        let der = match read_cert(&path) {
+            Ok(der) => der,
+            Err(e) => {
+                set.skip(path, None, e);
                 continue;
             }
-            Err(e) => return Err(e),
+        };
+        let (cluster, public) = match cluster_of_file(&der, &path) {
+            Ok(named) => named,
+            Err(e) => {
+                set.skip(path, None, e);
+                continue;
+            }
+        };
+        if let Err(e) = verify_signed_by_ca(&der, ca, &path) {
+            set.skip(path, Some(cluster), e);
+            continue;
         }
-        ring.insert(cluster, public)
-            .map_err(|e| CertError::Identity {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+        match set.trust(cluster, public, &path) {
+            Ok(()) => {}
+            Err(e @ CertError::Ambiguous { .. }) => return Err(e),
+            Err(e) => set.skip(path, None, e),
+        }
     }
-    Ok((ring, expired))
+    Ok(set)
 }
 
 #[cfg(test)]
@@ -610,10 +721,22 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.metric_label(), "not_trusted");
 
-        // A foreign certificate in the ClusterSet directory is an error naming the file.
+        // A foreign certificate in the ClusterSet directory is skipped, named, and the
+        // node still loads.
         fs::copy(foreign.join("mallory.crt"), set.join("mallory.crt")).unwrap();
-        let err = load("east.crt", "east.key", &set).unwrap_err();
-        assert!(err.to_string().contains("mallory.crt"), "{err}");
+        let identity = load("east.crt", "east.key", &set).unwrap();
+        assert!(!identity.trust.contains(&cluster("mallory")));
+        assert_eq!(identity.skipped.len(), 1, "{:?}", identity.skipped);
+        assert_eq!(identity.skipped[0].path, set.join("mallory.crt"));
+        assert_eq!(identity.skipped[0].error.metric_label(), "not_trusted");
+        assert!(
+            identity.skipped[0]
+                .error
+                .to_string()
+                .contains("mallory.crt"),
+            "{:?}",
+            identity.skipped
+        );
         fs::remove_file(set.join("mallory.crt")).unwrap();
 
         let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
@@ -649,5 +772,206 @@ mod tests {
         assert_eq!(identity.expired_peers, vec![cluster("north")]);
         assert!(identity.trust.contains(&cluster("west")));
         assert!(!identity.trust.contains(&cluster("north")));
+        let skipped: Vec<_> = identity
+            .skipped
+            .iter()
+            .map(|s| (s.path.clone(), s.error.metric_label()))
+            .collect();
+        assert_eq!(skipped, vec![(set.join("north.crt"), "expired")]);
+    }
+
+    /// A CA in `dir/ca`, `east` and `west` issued into `dir/set`, with the CA's
+    /// certificate copied there too.
+    fn clusterset() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, set) = (dir.path().join("ca"), dir.path().join("set"));
+        init_ca(&ca, 30).unwrap();
+        issue(&ca, &cluster("east"), &set, 30).unwrap();
+        issue(&ca, &cluster("west"), &set, 30).unwrap();
+        fs::copy(ca.join(CA_CERT_FILE), set.join(CA_CERT_FILE)).unwrap();
+        (dir, ca, set)
+    }
+
+    fn load_east(ca: &Path, set: &Path) -> Result<ClusterIdentity, CertError> {
+        ClusterIdentity::load(
+            &ca.join(CA_CERT_FILE),
+            &set.join("east.crt"),
+            &set.join("east.key"),
+            set,
+        )
+    }
+
+    /// Writes `path`: a certificate with `names` as DNS SANs (the first also the common
+    /// name), an ed25519 key, signed by the CA in `ca`, valid from `not_before` on.
+    fn write_custom(ca: &Path, path: &Path, names: &[&str], not_before: SystemTime) {
+        let ca_key = KeyPair::from_pem(&fs::read_to_string(ca.join(CA_KEY_FILE)).unwrap()).unwrap();
+        let ca_pem = fs::read_to_string(ca.join(CA_CERT_FILE)).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(first) = names.first() {
+            let cn = first.strip_suffix(".cluster.shoal").unwrap_or(first);
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = not_before.into();
+        params.not_after = (not_before + Duration::from_secs(30 * SECONDS_PER_DAY)).into();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        fs::write(path, cert.pem()).unwrap();
+    }
+
+    fn skipped_labels(identity: &ClusterIdentity) -> Vec<(String, &'static str)> {
+        identity
+            .skipped
+            .iter()
+            .map(|s| {
+                let name = s.path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, s.error.metric_label())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_of_stray_certificate_in_the_clusterset_dir_is_skipped_and_listed() {
+        let (dir, ca, set) = clusterset();
+        let (now, _) = validity_from_now(1);
+        // Not PEM at all, and PEM of something else.
+        fs::write(set.join("junk.crt"), b"not a certificate\n").unwrap();
+        fs::copy(set.join("west.key"), set.join("key-as-cert.crt")).unwrap();
+        // Unreadable: a directory with a certificate's name.
+        fs::create_dir(set.join("dir.crt")).unwrap();
+        // Too large to be read.
+        fs::write(
+            set.join("huge.crt"),
+            vec![b'A'; PEM_FILE_BYTES_MAX as usize + 1],
+        )
+        .unwrap();
+        // Signed by another CA.
+        let other = dir.path().join("other");
+        init_ca(&other, 30).unwrap();
+        issue(&other, &cluster("mallory"), &dir.path().join("o"), 30).unwrap();
+        fs::copy(dir.path().join("o/mallory.crt"), set.join("mallory.crt")).unwrap();
+        // The CA's, but naming no cluster, two clusters, or not valid yet.
+        write_custom(&ca, &set.join("nosan.crt"), &[], now);
+        write_custom(
+            &ca,
+            &set.join("two.crt"),
+            &["north.cluster.shoal", "south.cluster.shoal"],
+            now,
+        );
+        write_custom(&ca, &set.join("elsewhere.crt"), &["north.example.com"], now);
+        let later = now + Duration::from_secs(10 * SECONDS_PER_DAY);
+        write_custom(
+            &ca,
+            &set.join("future.crt"),
+            &["north.cluster.shoal"],
+            later,
+        );
+        // Expired.
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let expired = dir.path().join("expired");
+        issue_with(
+            &ca,
+            &cluster("south"),
+            &expired,
+            old,
+            old + Duration::from_secs(60),
+        )
+        .unwrap();
+        fs::copy(expired.join("south.crt"), set.join("south.crt")).unwrap();
+        // Not a certificate's name: ignored, not listed.
+        fs::write(set.join("README"), b"member certificates").unwrap();
+
+        let identity = load_east(&ca, &set).unwrap();
+        assert_eq!(
+            identity.trust.clusters().cloned().collect::<Vec<_>>(),
+            vec![cluster("east"), cluster("west")]
+        );
+        assert_eq!(identity.expired_peers, vec![cluster("south")]);
+        let expected = [
+            ("dir.crt", "io"),
+            ("elsewhere.crt", "identity"),
+            ("future.crt", "not_trusted"),
+            ("huge.crt", "pem"),
+            ("junk.crt", "pem"),
+            ("key-as-cert.crt", "pem"),
+            ("mallory.crt", "not_trusted"),
+            ("nosan.crt", "identity"),
+            ("south.crt", "expired"),
+            ("two.crt", "identity"),
+        ];
+        let expected: Vec<(String, &str)> = expected
+            .iter()
+            .map(|(name, label)| ((*name).to_owned(), *label))
+            .collect();
+        assert_eq!(skipped_labels(&identity), expected);
+        for skipped in &identity.skipped {
+            let file = skipped.path.file_name().unwrap().to_string_lossy();
+            assert!(
+                skipped.error.to_string().contains(file.as_ref()),
+                "{skipped:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_certificates_naming_one_cluster_with_different_keys_stop_the_node() {
+        let (dir, ca, set) = clusterset();
+        // A copy of a member's certificate (same key) is no conflict.
+        fs::copy(set.join("west.crt"), set.join("west-copy.crt")).unwrap();
+        let identity = load_east(&ca, &set).unwrap();
+        assert_eq!(identity.trust.len(), 2);
+        assert!(identity.skipped.is_empty(), "{:?}", identity.skipped);
+
+        // A second, valid certificate for west with another key is ambiguous.
+        let again = dir.path().join("again");
+        issue(&ca, &cluster("west"), &again, 30).unwrap();
+        fs::copy(again.join("west.crt"), set.join("west-new.crt")).unwrap();
+        let err = load_east(&ca, &set).unwrap_err();
+        assert_eq!(err.metric_label(), "ambiguous");
+        let text = err.to_string();
+        assert!(
+            text.contains("west-copy.crt")
+                && text.contains("west-new.crt")
+                && text.contains("west"),
+            "{text}"
+        );
+        fs::remove_file(set.join("west-new.crt")).unwrap();
+
+        // So is a certificate in the set for this very cluster with another key than
+        // tls.cert's.
+        issue(&ca, &cluster("east"), &again, 30).unwrap();
+        fs::copy(again.join("east.crt"), set.join("east-other.crt")).unwrap();
+        let err = load_east(&ca, &set).unwrap_err();
+        assert_eq!(err.metric_label(), "ambiguous");
+        assert!(err.to_string().contains("east-other.crt"), "{err}");
+    }
+
+    #[test]
+    fn an_expired_copy_beside_a_renewed_certificate_is_skipped_without_marking_the_peer_expired() {
+        let (dir, ca, set) = clusterset();
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let expired = dir.path().join("expired");
+        issue_with(
+            &ca,
+            &cluster("west"),
+            &expired,
+            old,
+            old + Duration::from_secs(60),
+        )
+        .unwrap();
+        fs::copy(expired.join("west.crt"), set.join("west-2001.crt")).unwrap();
+        let identity = load_east(&ca, &set).unwrap();
+        assert!(identity.trust.contains(&cluster("west")));
+        assert!(identity.expired_peers.is_empty());
+        assert_eq!(
+            skipped_labels(&identity),
+            vec![("west-2001.crt".to_owned(), "expired")]
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod driver;
 pub mod http;
+pub mod preflight;
 pub mod store;
 pub mod transport;
 

@@ -133,7 +133,7 @@ fn run(mesh: &Mesh, args: &Args, report: &mut Report) -> anyhow::Result<()> {
     create_workload(mesh, &services)?;
     report.phase("workload ready in c0", phase);
 
-    let far = mesh.planes.clusters().len() - 1;
+    let far = mesh.planes().clusters().len() - 1;
     let watches = Watches::new_started(mesh, &services[0])?;
     let mut seen = Observed {
         far,
@@ -224,7 +224,7 @@ fn export_yaml(name: &str) -> String {
 /// EndpointSlice controller has given every Service its ready endpoint.
 fn create_workload(mesh: &Mesh, services: &[String]) -> anyhow::Result<()> {
     let namespace = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NAMESPACE}}}\n");
-    for cluster in mesh.planes.clusters() {
+    for cluster in mesh.planes().clusters() {
         apply(cluster, &namespace)?;
     }
     let c0 = mesh.cluster(0);
@@ -314,7 +314,7 @@ impl Watches {
     /// importer's Shoal EndpointSlices, and c0's own slices of the Service phase 3 scales.
     fn new_started(mesh: &Mesh, scaled: &str) -> anyhow::Result<Self> {
         let mut watches = Watches::new();
-        let far = mesh.planes.clusters().len() - 1;
+        let far = mesh.planes().clusters().len() - 1;
         watches.start(
             Stream::Exports,
             mesh.cluster(0),
@@ -572,7 +572,7 @@ impl Observed {
 /// Waits until every cluster has a publishing leader, so that no export waits for an
 /// election.
 fn wait_publishers(mesh: &Mesh) -> anyhow::Result<()> {
-    for index in 0..mesh.planes.clusters().len() {
+    for index in 0..mesh.planes().clusters().len() {
         wait_for("a publishing leader", PROPAGATE_TIMEOUT, || {
             let leads = mesh
                 .nodes_of(index)
@@ -712,7 +712,7 @@ impl Summary {
 /// Waits until every cluster (c0 imports its own exports too) holds a ServiceImport and
 /// a Shoal slice with a ready endpoint for every service.
 fn wait_imported_everywhere(mesh: &Mesh, services: usize) -> anyhow::Result<()> {
-    for cluster in mesh.planes.clusters() {
+    for cluster in mesh.planes().clusters() {
         wait_for("every service imported", PROPAGATE_TIMEOUT, || {
             let imports = cluster
                 .kubectl_json(&[
@@ -759,7 +759,7 @@ fn wait_imported_everywhere(mesh: &Mesh, services: usize) -> anyhow::Result<()> 
 
 /// Shoal's writes (Leases aside) so far, over every cluster.
 fn writes_so_far(mesh: &Mesh) -> usize {
-    mesh.planes
+    mesh.planes()
         .clusters()
         .iter()
         .map(|c| {
@@ -817,7 +817,7 @@ struct Steady {
 
 fn measure_steady(mesh: &Mesh, window: Duration) -> Steady {
     let before: Vec<usize> = mesh
-        .planes
+        .planes()
         .clusters()
         .iter()
         .map(|c| audited(c).len())
@@ -826,7 +826,7 @@ fn measure_steady(mesh: &Mesh, window: Duration) -> Steady {
     std::thread::sleep(window);
     let window = started.elapsed();
     let clusters = mesh
-        .planes
+        .planes()
         .clusters()
         .iter()
         .zip(before)
@@ -924,7 +924,7 @@ fn measure_changes(
     service: &str,
     changes: usize,
 ) -> anyhow::Result<Changes> {
-    let importers: Vec<usize> = (1..mesh.planes.clusters().len()).collect();
+    let importers: Vec<usize> = (1..mesh.planes().clusters().len()).collect();
     let mut steps = Vec::new();
     for replicas in (0..changes).map(|step| step + 2) {
         let (step, complete) = scale_step(mesh, watches, seen, service, replicas)?;
@@ -951,7 +951,7 @@ fn scale_step(
     service: &str,
     replicas: usize,
 ) -> anyhow::Result<(Step, bool)> {
-    let clusters = mesh.planes.clusters();
+    let clusters = mesh.planes().clusters();
     let importers: Vec<usize> = (1..clusters.len()).collect();
     watches.pump_for(seen, now());
     let before: Vec<usize> = clusters.iter().map(|c| audited(c).len()).collect();

@@ -54,6 +54,6 @@ pub(crate) fn wait_until<T, E>(
 
 /// The wall clock of the harness: deadlines of real processes are real time.
 #[allow(clippy::disallowed_methods)] // the harness drives real processes in real time
-pub(crate) fn now() -> Instant {
+pub fn now() -> Instant {
     Instant::now()
 }

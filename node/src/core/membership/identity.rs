@@ -1,5 +1,6 @@
-//! The SWIM identity (a replica, its address and generation) and the bincode codec
-//! foca uses for it. Every decode is size-limited.
+//! The SWIM identity (a replica, its address and generation, and the generation its
+//! process started with) and the bincode codec foca uses for it. Every decode is
+//! size-limited.
 
 use std::sync::Arc;
 
@@ -41,36 +42,63 @@ fn untrusted_index(name: &str) -> u32 {
     hash | 0x8000_0000
 }
 
-/// foca's view of a member: its identity, and the address key derived from it with
-/// the trust ring. The address is the member id, so a restarted replica (higher
-/// generation) replaces its old self. Only the identity goes on the wire; the codec
+/// foca's view of a member: its identity, the address key derived from it with the
+/// trust ring, and the generation its process started with. The address is the member
+/// id, so a restarted replica (higher generation) replaces its old self.
+///
+/// The generation grows both when foca renews the identity (a member declared down
+/// that is in fact alive rejoins as generation + 1) and when the replica restarts (a
+/// start takes a generation above every one its store saw, see `Node::new`). The start
+/// generation tells the two apart: a renewal keeps it, a restart raises it. On the wire
+/// go the identity and the renewals since the start (usually 0, one byte); the codec
 /// derives the key again on decode.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SwimId(pub SwimIdentity, MemberKey);
+pub struct SwimId(
+    pub SwimIdentity,
+    MemberKey,
+    /// The generation this member's process started with; at most `generation`.
+    u32,
+);
 
 impl SwimId {
+    /// A process that started with `identity`'s generation: this node at start, or a
+    /// peer whose renewals are not known (only ever a destination, never a member).
     pub fn new(identity: SwimIdentity, ring: &KeyRing) -> Self {
         let key = MemberKey::new(&identity.member, ring);
-        SwimId(identity, key)
+        let started = identity.generation;
+        SwimId(identity, key, started)
+    }
+
+    /// The generation this member's process started with: equal for two identities of
+    /// one process, higher after a restart.
+    pub fn started(&self) -> u32 {
+        self.2
+    }
+
+    /// How many times foca renewed this identity since its process started.
+    fn renewals(&self) -> u32 {
+        self.0.generation.saturating_sub(self.2)
     }
 }
 
 impl Identity for SwimId {
     type Addr = MemberKey;
 
+    /// The next generation of the same process: the start generation is kept.
     fn renew(&self) -> Option<Self> {
         let generation = self.0.generation.checked_add(1)?;
         let identity = SwimIdentity {
             generation,
             ..self.0.clone()
         };
-        Some(SwimId(identity, self.1))
+        Some(SwimId(identity, self.1, self.2))
     }
 
     fn addr(&self) -> MemberKey {
         self.1
     }
 
+    /// The higher generation wins: a renewal and a restart both raise it.
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
         self.0.generation > adversary.0.generation
     }
@@ -78,19 +106,24 @@ impl Identity for SwimId {
 
 impl Serialize for SwimId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        (&self.0, self.renewals()).serialize(s)
     }
 }
 
 /// Decoding without a ring gives untrusted keys; [`SwimCodec`] sets them from its ring.
+/// More renewals than generations is malformed.
 impl<'de> Deserialize<'de> for SwimId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let identity = SwimIdentity::deserialize(d)?;
+        let (identity, renewals) = <(SwimIdentity, u32)>::deserialize(d)?;
+        let started = identity
+            .generation
+            .checked_sub(renewals)
+            .ok_or_else(|| serde::de::Error::custom("more renewals than generations"))?;
         let key = MemberKey {
             cluster: untrusted_index(identity.member.cluster.as_str()),
             replica: identity.member.replica.0,
         };
-        Ok(SwimId(identity, key))
+        Ok(SwimId(identity, key, started))
     }
 }
 
@@ -124,7 +157,8 @@ impl SwimCodec {
     }
 
     fn key(&self, id: SwimId) -> SwimId {
-        SwimId::new(id.0, &self.ring)
+        let key = MemberKey::new(&id.0.member, &self.ring);
+        SwimId(id.0, key, id.2)
     }
 
     fn put<T: Serialize>(value: &T, mut buf: impl BufMut) -> Result<(), SwimCodecError> {
@@ -216,5 +250,84 @@ impl Codec<SwimId> for SwimCodec {
             incarnation,
             state,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use shoal_proto::{ClusterId, ClusterKey, NetAddr, ReplicaId};
+
+    use super::*;
+
+    fn ring() -> Arc<KeyRing> {
+        let mut ring = KeyRing::new();
+        let south = ClusterId::new("south").unwrap();
+        let key = ClusterKey::from_seed(south.clone(), [5; 32]);
+        ring.insert(south, key.public()).unwrap();
+        Arc::new(ring)
+    }
+
+    fn identity(generation: u32) -> SwimIdentity {
+        SwimIdentity {
+            member: MemberId {
+                cluster: ClusterId::new("south").unwrap(),
+                replica: ReplicaId(1),
+            },
+            addr: NetAddr::from(std::net::SocketAddr::from(([127, 0, 0, 3], 7946))),
+            generation,
+        }
+    }
+
+    fn encode(id: &SwimId) -> Vec<u8> {
+        bincode::serde::encode_to_vec(id, limited()).unwrap()
+    }
+
+    #[test]
+    fn a_renewal_keeps_the_start_generation_and_a_restart_raises_it() {
+        let ring = ring();
+        let started = SwimId::new(identity(7), &ring);
+        let renewed = started.renew().unwrap().renew().unwrap();
+        assert_eq!((renewed.0.generation, renewed.started()), (9, 7));
+        assert_eq!(renewed.addr(), started.addr());
+        assert!(renewed.win_addr_conflict(&started));
+        assert!(!started.win_addr_conflict(&renewed));
+
+        // A restart takes a generation above every one the store saw.
+        let restarted = SwimId::new(identity(10), &ring);
+        assert_eq!(restarted.started(), 10);
+        assert!(restarted.win_addr_conflict(&renewed));
+        assert!(!renewed.win_addr_conflict(&restarted));
+    }
+
+    #[test]
+    fn the_codec_carries_the_renewals_since_the_start() {
+        let ring = ring();
+        let mut codec = SwimCodec::new(Arc::clone(&ring));
+        let started = SwimId::new(identity(7), &ring);
+        // The identity, then the renewals since the start: 0, one byte.
+        let mut expected = bincode::serde::encode_to_vec(identity(7), limited()).unwrap();
+        expected.push(0);
+        assert_eq!(encode(&started), expected);
+
+        let renewed = started.renew().unwrap().renew().unwrap();
+        let mut buf = Vec::new();
+        let member = Member::alive(renewed.clone());
+        codec.encode_member(&member, &mut buf).unwrap();
+        let decoded = codec.decode_member(&buf[..]).unwrap();
+        assert_eq!(decoded.id(), &renewed);
+        assert_eq!(decoded.id().started(), 7);
+    }
+
+    #[test]
+    fn more_renewals_than_generations_do_not_decode() {
+        let bytes = bincode::serde::encode_to_vec((identity(2), 3u32), limited()).unwrap();
+        let decoded = bincode::serde::decode_from_slice::<SwimId, _>(&bytes, limited());
+        assert!(decoded.is_err());
+        let bytes = bincode::serde::encode_to_vec((identity(2), 2u32), limited()).unwrap();
+        let (decoded, _) =
+            bincode::serde::decode_from_slice::<SwimId, _>(&bytes, limited()).unwrap();
+        assert_eq!(decoded.started(), 0);
     }
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::{ClusterId, KeyRing, ReplicaId};
 
+use super::identity::SwimId;
 use crate::core::time::Time;
 
 /// A remote cluster's state, as this node sees it.
@@ -29,10 +30,20 @@ impl Liveness {
 #[derive(Debug)]
 struct ClusterState {
     replicas_up: BTreeSet<ReplicaId>,
-    /// Each replica's generation when it last went down, to tell a comeback without a
-    /// restart (the cluster was alive all along) from a restart.
-    down_generations: BTreeMap<ReplicaId, u32>,
+    /// Each replica's identity when it last went down, to refuse that generation again
+    /// and to tell a comeback without a restart (the cluster was alive all along) from
+    /// a restart.
+    went_down: BTreeMap<ReplicaId, WentDown>,
     liveness: Liveness,
+}
+
+/// The identity a replica last went down in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WentDown {
+    generation: u32,
+    /// The generation its process started with: the same when it comes back renewed
+    /// (it never stopped), higher when it comes back restarted.
+    started: u32,
 }
 
 /// A change of a cluster's liveness caused by one membership change.
@@ -42,7 +53,8 @@ pub(in crate::core) enum Transition {
     /// The last replica went down.
     Down(ClusterId),
     /// A replica came up in a cluster that was not alive. `was_withdrawn` tells whether
-    /// its endpoints must come back; `refuted`, whether it came back without restarting.
+    /// its endpoints must come back; `refuted`, whether it came back without restarting
+    /// (the process it last went down in, renewed by foca).
     Up {
         cluster: ClusterId,
         was_withdrawn: bool,
@@ -65,7 +77,7 @@ impl Clusters {
             .map(|c| {
                 let state = ClusterState {
                     replicas_up: BTreeSet::new(),
-                    down_generations: BTreeMap::new(),
+                    went_down: BTreeMap::new(),
                     liveness: Liveness::Unknown { since: now },
                 };
                 (c.clone(), state)
@@ -116,16 +128,12 @@ impl Clusters {
     ) -> bool {
         self.states
             .get(cluster)
-            .and_then(|s| s.down_generations.get(&replica))
-            .is_some_and(|down| *down >= generation)
+            .and_then(|s| s.went_down.get(&replica))
+            .is_some_and(|down| down.generation >= generation)
     }
 
-    pub(in crate::core) fn replica_up(
-        &mut self,
-        cluster: &ClusterId,
-        replica: ReplicaId,
-        generation: u32,
-    ) -> Transition {
+    pub(in crate::core) fn replica_up(&mut self, id: &SwimId) -> Transition {
+        let (cluster, replica) = (&id.0.member.cluster, id.0.member.replica);
         let Some(state) = self.states.get_mut(cluster) else {
             return Transition::None;
         };
@@ -135,7 +143,10 @@ impl Clusters {
             return Transition::None;
         }
         state.liveness = Liveness::Alive;
-        let refuted = state.down_generations.get(&replica) == Some(&generation);
+        let refuted = state
+            .went_down
+            .get(&replica)
+            .is_some_and(|down| down.started == id.started());
         Transition::Up {
             cluster: cluster.clone(),
             was_withdrawn: matches!(was, Liveness::Withdrawn { .. }),
@@ -143,18 +154,17 @@ impl Clusters {
         }
     }
 
-    pub(in crate::core) fn replica_down(
-        &mut self,
-        cluster: &ClusterId,
-        replica: ReplicaId,
-        generation: u32,
-        now: Time,
-    ) -> Transition {
+    pub(in crate::core) fn replica_down(&mut self, id: &SwimId, now: Time) -> Transition {
+        let (cluster, replica) = (&id.0.member.cluster, id.0.member.replica);
         let Some(state) = self.states.get_mut(cluster) else {
             return Transition::None;
         };
         state.replicas_up.remove(&replica);
-        state.down_generations.insert(replica, generation);
+        let went_down = WentDown {
+            generation: id.0.generation,
+            started: id.started(),
+        };
+        state.went_down.insert(replica, went_down);
         if !state.replicas_up.is_empty() || state.liveness != Liveness::Alive {
             return Transition::None;
         }

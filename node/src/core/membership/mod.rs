@@ -3,9 +3,15 @@
 //! foca tracks replicas. A cluster is alive while any of its replicas is; when the
 //! last one goes down the cluster is `Down`, and after the grace period the node
 //! withdraws it (see `node`). Members of clusters outside the ClusterSet are ignored.
+//!
+//! - `identity`: the SWIM identity and its size-limited codec.
+//! - `liveness`: cluster liveness from replica membership.
+//! - `probes`: SWIM ack latency, refuted suspicions and raised suspicions, read from
+//!   the SWIM messages this node sends and receives.
 
 mod identity;
 mod liveness;
+mod probes;
 
 use std::collections::BTreeMap;
 use std::num::{NonZeroU8, NonZeroUsize};
@@ -19,6 +25,7 @@ use shoal_proto::{ClusterId, MemberId, ReplicaId, SwimIdentity};
 pub use identity::{SwimCodec, SwimId};
 pub use liveness::Liveness;
 pub(super) use liveness::{Clusters, Transition};
+pub(super) use probes::Probes;
 
 use super::config::Config;
 

@@ -1,8 +1,7 @@
 //! Where exports are read and imports written: the seam the driver talks to, and the
 //! backends behind it.
 //!
-//! - `seam`: the [`Backend`] trait the driver drives, its events, and the standalone
-//!   backend behind it.
+//! - `seam`: the [`Backend`] trait the driver drives, and its events.
 //! - `objects`: the MCS custom resources (ServiceExport, ServiceImport) as serde
 //!   structs, the well-known labels, and the deterministic names of derived objects.
 //! - `desired`: pure translations: a ServiceExport and its Service and EndpointSlices
@@ -28,7 +27,8 @@ pub use desired::{
     DesiredImport, ExportInvalid, desired_import, export_conditions, export_spec, stamp_transitions,
 };
 pub use objects::{ServiceExport, ServiceImport};
-pub use seam::{Backend, BackendEvent, ExportSet, Imports, ImportsUpdate, LeaseSeen, Standalone};
+pub use seam::{Backend, BackendEvent, ExportSet, Imports, ImportsUpdate, LeaseSeen};
 pub use standalone::{
-    ApplyReport, BackendError, BackendStats, ExportChange, StandaloneBackend, watch,
+    ApplyReport, BackendError, BackendStats, ExportChange, Standalone, StandaloneBackend,
+    StandaloneLimits, watch,
 };

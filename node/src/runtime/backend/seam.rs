@@ -3,7 +3,8 @@
 //!
 //! A backend tells the driver about this cluster's exports and about local
 //! leadership ([`BackendEvent`]), and takes the imports to write. It never blocks the
-//! driver: slow IO (an API server) runs in the backend's own tasks.
+//! driver: slow IO (an API server, a directory of files) runs in the backend's own
+//! tasks.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,11 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_proto::ServiceKey;
-use tokio::sync::mpsc;
-use tracing::warn;
 
 use super::desired::ExportInvalid;
-use super::standalone::{ExportChange, StandaloneBackend};
+use super::standalone::ExportChange;
 use crate::core::{ExportSpec, ImportChange, ImportedService};
 
 /// This cluster's exports: each ServiceExport, valid or why not.
@@ -108,103 +107,4 @@ pub fn export_changes(before: Option<&ExportSet>, after: &ExportSet) -> Vec<Expo
         }
     }
     changes
-}
-
-/// The standalone backend behind the seam: `in/` is watched for changes and read
-/// again in full every [`RESYNC_PERIOD`]; output is written synchronously.
-#[derive(Debug)]
-pub struct Standalone {
-    inner: StandaloneBackend,
-    changed: mpsc::Receiver<()>,
-    resync: tokio::time::Interval,
-    scanned: bool,
-    errors: BTreeMap<&'static str, u64>,
-}
-
-impl Standalone {
-    /// Wraps `inner`, watching `dir` every `poll_ms`. Must be called inside a runtime.
-    pub fn new(inner: StandaloneBackend, dir: std::path::PathBuf, poll_ms: u64) -> Self {
-        let mut resync = tokio::time::interval(RESYNC_PERIOD);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self {
-            inner,
-            changed: super::standalone::watch(dir, poll_ms),
-            resync,
-            scanned: false,
-            errors: BTreeMap::new(),
-        }
-    }
-
-    fn error(&mut self, label: &'static str, error: &dyn std::fmt::Display) {
-        warn!(%error, "standalone backend");
-        *self.errors.entry(label).or_default() += 1;
-    }
-
-    fn scan(&mut self) -> Vec<ExportChange> {
-        match self.inner.scan(wall_clock_ms()) {
-            Ok(changes) => {
-                self.scanned = true;
-                changes
-            }
-            Err(e) => {
-                self.error(e.metric_label(), &e);
-                Vec::new()
-            }
-        }
-    }
-}
-
-fn wall_clock_ms() -> u64 {
-    #[allow(clippy::disallowed_methods)] // exports without a creation time are as old as now
-    let now = std::time::SystemTime::now();
-    now.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-impl Backend for Standalone {
-    async fn next_event(&mut self) -> BackendEvent {
-        tokio::select! {
-            Some(()) = self.changed.recv() => BackendEvent::Exports(self.scan()),
-            _ = self.resync.tick() => {
-                let changes = self.scan();
-                if changes.is_empty() { BackendEvent::Resync } else { BackendEvent::Exports(changes) }
-            }
-        }
-    }
-
-    fn exports(&self) -> Option<&ExportSet> {
-        self.scanned.then(|| self.inner.exports())
-    }
-
-    fn apply_imports(&mut self, update: ImportsUpdate<'_>) {
-        if let Err(e) = self.inner.apply_imports(update.changes) {
-            self.error(e.metric_label(), &e);
-        } else if let Err(e) = self.inner.write_export_status(update.all) {
-            self.error(e.metric_label(), &e);
-        }
-    }
-
-    fn resync_imports(&mut self, update: ImportsUpdate<'_>) {
-        if let Err(e) = self.inner.sync_all(update.all) {
-            self.error(e.metric_label(), &e);
-        }
-    }
-
-    /// Files have no leases: nothing to mirror.
-    fn mirror_leases(&mut self, _leases: &[LeaseSeen]) {}
-
-    fn counters(&self) -> BackendCounters {
-        let stats = self.inner.stats();
-        let mut out: BackendCounters = vec![
-            (("scans", "standalone"), stats.scans),
-            (("files_written", "standalone"), stats.files_written),
-            (("files_removed", "standalone"), stats.files_removed),
-            (("files_unchanged", "standalone"), stats.files_unchanged),
-        ];
-        out.extend(stats.invalid.iter().map(|(r, n)| (("skipped", *r), *n)));
-        out.extend(self.errors.iter().map(|(r, n)| (("errors", *r), *n)));
-        out
-    }
-
-    async fn shutdown(&mut self) {}
 }

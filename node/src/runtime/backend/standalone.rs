@@ -12,6 +12,9 @@
 
 mod input;
 mod output;
+mod worker;
+
+pub use self::worker::Standalone;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -27,22 +30,52 @@ use tracing::{debug, info, warn};
 use self::input::{FileStamp, Inventory, ParsedFile};
 use self::output::{OutDir, STATUS_PREFIX, Written};
 use super::desired::{
-    ExportInvalid, desired_import, export_conditions, export_spec, stamp_transitions,
+    CONDITION_READY, ExportInvalid, desired_import, export_conditions, export_spec,
+    stamp_transitions,
 };
 use super::objects::{
-    LABEL_SERVICE_NAME, MCS_API_VERSION, ServiceExport, ServiceExportStatus, stable_hash,
+    LABEL_SERVICE_NAME, MCS_API_VERSION, REASON_FAILED, ServiceExport, ServiceExportStatus,
+    stable_hash,
 };
 use super::seam::export_changes;
 use crate::core::{ExportSpec, ImportChange, ImportedService};
 
-/// Most YAML files read from `in/`, and most files Shoal keeps in `out/`.
+/// Most YAML files read from `in/`, and the default of most files Shoal keeps in
+/// `out/` ([`StandaloneLimits::out_files_max`]).
 pub const FILES_PER_DIR_MAX: usize = 4_096;
+/// Most bytes read from all of `in/` in one scan; files past it, in name order, are
+/// left out.
+pub const INPUT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Most objects (YAML documents) taken from all of `in/` in one scan.
+pub const INPUT_OBJECTS_MAX: usize = 65_536;
 /// Largest file read, in `in/` or `out/`.
 pub const FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Most objects (YAML documents) read from one file.
 pub const OBJECTS_PER_FILE_MAX: usize = 1_024;
 /// Shortest polling interval of [`watch`].
 pub const WATCH_POLL_MS_MIN: u64 = 10;
+
+/// The standalone backend's configurable bounds (`[backend]` in the config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StandaloneLimits {
+    /// Most object files Shoal keeps in `out/` (the exports' status files are not
+    /// counted: one per export, they are bounded by `in/`). An import that would go
+    /// past it is not written, and its export's status (if this cluster exports the
+    /// service too) says so.
+    pub out_files_max: usize,
+    /// Whether a symbolic link in `in/` may point outside it. By default such a link
+    /// is left out, logged and counted (`symlink_outside`).
+    pub symlinks_outside: bool,
+}
+
+impl Default for StandaloneLimits {
+    fn default() -> Self {
+        Self {
+            out_files_max: FILES_PER_DIR_MAX,
+            symlinks_outside: false,
+        }
+    }
+}
 
 /// A change to this cluster's exports, for the core's `handle_export`/`handle_unexport`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +155,9 @@ pub struct StandaloneBackend {
     conditions: BTreeMap<ServiceKey, Vec<Condition>>,
     orphans_removed: bool,
     now_ms: u64,
+    limits: StandaloneLimits,
+    /// Imports not written because `out/` is full: the files each needs.
+    unwritten: BTreeMap<ServiceKey, usize>,
     stats: BackendStats,
 }
 
@@ -154,8 +190,16 @@ impl StandaloneBackend {
             conditions: BTreeMap::new(),
             orphans_removed: false,
             now_ms: 0,
+            limits: StandaloneLimits::default(),
+            unwritten: BTreeMap::new(),
             stats: BackendStats::default(),
         })
+    }
+
+    /// Replaces the default bounds.
+    pub fn with_limits(mut self, limits: StandaloneLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Reads `in/` and returns what changed since the last scan (the first scan returns
@@ -165,20 +209,25 @@ impl StandaloneBackend {
     pub fn scan(&mut self, now_ms: u64) -> Result<Vec<ExportChange>, BackendError> {
         self.now_ms = now_ms;
         self.stats.scans += 1;
-        let listing = input::list(&self.in_dir).map_err(|source| BackendError::Io {
-            op: "list",
-            path: self.in_dir.clone(),
-            source,
-        })?;
+        let listing =
+            input::list(&self.in_dir, self.limits.symlinks_outside).map_err(|source| {
+                BackendError::Io {
+                    op: "list",
+                    path: self.in_dir.clone(),
+                    source,
+                }
+            })?;
         if listing.excess > 0 {
             warn!(cluster = %self.local, skipped = listing.excess, max = FILES_PER_DIR_MAX, "too many input files");
             self.count("too_many_files", listing.excess as u64);
         }
-        self.refresh_files(&listing.files);
-        let mut inventory = Inventory::default();
-        for cached in self.files.values() {
-            cached.parsed.objects.iter().for_each(|o| inventory.add(o));
+        for name in &listing.outside {
+            warn!(cluster = %self.local, file = %name, "skipping a symbolic link that points outside in/ (backend.symlinks_outside allows it)");
+            self.count("symlink_outside", 1);
         }
+        let files = self.within_input_bytes(listing.files);
+        self.refresh_files(&files);
+        let mut inventory = self.inventory();
         for reason in std::mem::take(&mut inventory.skipped) {
             self.count(reason, 1);
         }
@@ -189,6 +238,46 @@ impl StandaloneBackend {
         self.stats.exports = self.current.values().filter(|r| r.is_ok()).count();
         debug!(cluster = %self.local, changes = changes.len(), exports = self.stats.exports, "scanned");
         Ok(changes)
+    }
+
+    /// The listed files up to [`INPUT_BYTES_MAX`] in all, in name order.
+    fn within_input_bytes(&mut self, files: Vec<(String, FileStamp)>) -> Vec<(String, FileStamp)> {
+        let mut total = 0u64;
+        let mut kept = Vec::with_capacity(files.len());
+        for (name, stamp) in files {
+            total = total.saturating_add(stamp.len);
+            if total > INPUT_BYTES_MAX {
+                warn!(cluster = %self.local, file = %name, max = INPUT_BYTES_MAX, "skipping a file: in/ holds more bytes than are read");
+                self.count("input_bytes_max", 1);
+                continue;
+            }
+            kept.push((name, stamp));
+        }
+        kept
+    }
+
+    /// The objects of every cached file, up to [`INPUT_OBJECTS_MAX`] in all.
+    fn inventory(&mut self) -> Inventory {
+        let mut inventory = Inventory::default();
+        let mut objects = 0usize;
+        let mut over = 0u64;
+        for (name, cached) in &self.files {
+            for object in &cached.parsed.objects {
+                objects += 1;
+                if objects > INPUT_OBJECTS_MAX {
+                    over += 1;
+                    continue;
+                }
+                if let Err(skipped) = inventory.add(object) {
+                    warn!(cluster = %self.local, file = %name, object = %skipped.object, reason = skipped.reason, "skipping an object");
+                }
+            }
+        }
+        if over > 0 {
+            warn!(cluster = %self.local, skipped = over, max = INPUT_OBJECTS_MAX, "in/ holds more objects than are read");
+            self.count("input_objects_max", over);
+        }
+        inventory
     }
 
     /// Brings the cache of parsed files up to date with the listing.
@@ -284,10 +373,22 @@ impl StandaloneBackend {
             Some(import) => output::render(&desired_import(&self.local, import))?,
             None => BTreeMap::new(),
         };
-        if !self.out.has_room(service, files.len()) {
-            warn!(cluster = %self.local, %service, files = files.len(), max = FILES_PER_DIR_MAX, "out/ is full: import not written");
+        if !self
+            .out
+            .has_room(service, files.len(), self.limits.out_files_max)
+        {
+            if self
+                .unwritten
+                .insert(service.clone(), files.len())
+                .is_none()
+            {
+                warn!(cluster = %self.local, %service, files = files.len(), max = self.limits.out_files_max, "out/ is full (backend.out_files_max): import not written");
+            }
             self.count("out_dir_full", 1);
             return Ok(());
+        }
+        if self.unwritten.remove(service).is_some() {
+            info!(cluster = %self.local, %service, "out/ has room again: import written");
         }
         for (name, bytes) in &files {
             match self.out.write(name, bytes)? {
@@ -316,6 +417,7 @@ impl StandaloneBackend {
         &mut self,
         imports: &BTreeMap<ServiceKey, Arc<ImportedService>>,
     ) -> Result<ApplyReport, BackendError> {
+        self.out.forget_contents();
         let gone = self.out.owned.keys().filter(|k| !imports.contains_key(*k));
         let mut changes: Vec<ImportChange> = gone
             .map(|service| ImportChange {
@@ -369,6 +471,9 @@ impl StandaloneBackend {
             _ => Ok(()),
         };
         let mut conditions = export_conditions(valid, import, &self.local);
+        if let Some(files) = self.unwritten.get(key) {
+            mark_unwritten(&mut conditions, *files, self.limits.out_files_max);
+        }
         let previous = match self.conditions.get(key) {
             Some(previous) => previous.clone(),
             None => self.conditions_on_disk(key),
@@ -440,6 +545,19 @@ impl StandaloneBackend {
     }
 }
 
+/// An import this cluster exports too was not written because `out/` is full: its
+/// export's `Ready` condition says so.
+fn mark_unwritten(conditions: &mut [Condition], files: usize, max: usize) {
+    for condition in conditions.iter_mut().filter(|c| c.type_ == CONDITION_READY) {
+        condition.status = "False".to_owned();
+        condition.reason = REASON_FAILED.to_owned();
+        condition.message = format!(
+            "the import is not written: its {files} files would take out/ past its \
+             maximum of {max} (backend.out_files_max)"
+        );
+    }
+}
+
 /// `serviceexport-status.<ns>.<name>.yaml`.
 fn status_file_name(key: &ServiceKey) -> String {
     format!("{STATUS_PREFIX}{}.{}.yaml", key.namespace, key.name)
@@ -447,7 +565,7 @@ fn status_file_name(key: &ServiceKey) -> String {
 
 /// The fingerprint of the input files of `in_dir`.
 fn fingerprint_dir(in_dir: &Path) -> Result<u64, BackendError> {
-    let listing = input::list(in_dir).map_err(|source| BackendError::Io {
+    let listing = input::list(in_dir, true).map_err(|source| BackendError::Io {
         op: "list",
         path: in_dir.to_owned(),
         source,

@@ -44,13 +44,31 @@
 //!
 //! [http]
 //! listen = "127.0.0.1:7101"      # the API and /metrics; this loopback address by default
+//! health_listen = "127.0.0.1:7102"   # only /healthz and /readyz, on small limits of their
+//!                                # own (16 connections, 4 per client, 2 s per head);
+//!                                # default none. Point the kubelet's probes here
+//! header_read_timeout_ms = 5000  # a request head must be complete within this of the
+//!                                # server starting to wait for it (at accept, and after
+//!                                # each response), else it is closed; 100..=60000
+//! idle_timeout_ms = 2000         # a connection with no request in progress that sends
+//!                                # nothing for this long is closed; 100 and up, at most
+//!                                # header_read_timeout_ms
+//! connections_max = 64           # API connections at once; 1..=16384
+//! connections_per_client_max = 8 # from one client address; 1 and up, at most
+//!                                # connections_max. Beyond either cap a connection is
+//!                                # accepted, answered 503 and closed at once
 //!
 //! [backend]                      # required
 //! kind = "standalone"            # "standalone" (the default) or "kubernetes"
 //! dir = "standalone"             # required: in/ and out/ live here
 //! poll_ms = 200                  # how often in/ is checked for changes; 10..=60000
+//! out_files_max = 4096           # most object files in out/; 1..=65536. An import past
+//!                                # it is not written: a warning, the counter
+//!                                # shoal_backend_skipped_total{label="out_dir_full"},
+//!                                # and Ready=False on the service's export status
+//! symlinks_outside = false       # follow symbolic links in in/ that point outside it
 //!
-//! # [backend] of kind "kubernetes" takes these keys instead (and refuses dir, poll_ms):
+//! # [backend] of kind "kubernetes" takes these keys instead (and refuses the above):
 //! # kubeconfig = "kubeconfig"    # a kubeconfig file; with neither it nor `context`,
 //! # context = "kind-us-east"     # the in-cluster config is used
 //! # namespace = "shoal-system"   # holds Shoal's own Leases; the default
@@ -136,6 +154,8 @@ use std::path::{Path, PathBuf};
 
 use shoal_proto::{ClusterId, NetworkMode, ReplicaId};
 
+pub use super::backend::StandaloneLimits;
+use super::http::ServerLimits;
 use super::transport::TransportLimits;
 use crate::core::Config;
 use env::Environment;
@@ -197,7 +217,11 @@ pub struct TlsPaths {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendConfig {
     /// A directory of Kubernetes-shaped YAML: `in/` and `out/`.
-    Standalone { dir: PathBuf, poll_ms: u64 },
+    Standalone {
+        dir: PathBuf,
+        poll_ms: u64,
+        limits: StandaloneLimits,
+    },
     /// The cluster's API server. The replicas of a cluster elect the publisher with a
     /// Lease in `namespace`.
     Kubernetes {
@@ -235,6 +259,10 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     pub tls: TlsPaths,
     pub http_listen: SocketAddr,
+    /// The health listener (`/healthz` and `/readyz` alone); `None`: not served apart.
+    pub http_health_listen: Option<SocketAddr>,
+    /// The API's limits: `[http]`'s connection keys over [`ServerLimits::default`].
+    pub http_limits: ServerLimits,
     pub backend: BackendConfig,
     pub network: NetworkMode,
     pub chaos_enabled: bool,
@@ -294,7 +322,7 @@ impl RuntimeConfig {
             self.clusterset,
             self.listen,
             self.advertise,
-            self.http_listen,
+            self.http_summary(),
             self.data_dir.display(),
             self.tls.ca.display(),
             self.tls.cert.display(),
@@ -318,11 +346,38 @@ impl RuntimeConfig {
         )
     }
 
+    fn http_summary(&self) -> String {
+        let l = &self.http_limits;
+        let health = match self.http_health_listen {
+            Some(addr) => format!(", health {addr}"),
+            None => String::new(),
+        };
+        format!(
+            "{}{health}, head within {} ms, idle {} ms, {} connections ({} per client)",
+            self.http_listen,
+            l.header_read_timeout.as_millis(),
+            l.idle_timeout.as_millis(),
+            l.connections_max,
+            l.connections_per_client_max,
+        )
+    }
+
     fn backend_summary(&self) -> String {
         match &self.backend {
-            BackendConfig::Standalone { dir, poll_ms } => {
-                format!("standalone {} (poll {poll_ms} ms)", dir.display())
-            }
+            BackendConfig::Standalone {
+                dir,
+                poll_ms,
+                limits,
+            } => format!(
+                "standalone {} (poll {poll_ms} ms, out/ at most {} files, symlinks out of in/ {})",
+                dir.display(),
+                limits.out_files_max,
+                if limits.symlinks_outside {
+                    "followed"
+                } else {
+                    "refused"
+                }
+            ),
             BackendConfig::Kubernetes {
                 kubeconfig,
                 context,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use shoal_proto::{ClusterId, MemberId, NetAddr, ReplicaId};
 
+use super::super::http::ServerLimits;
 use super::super::transport::TransportLimits;
 use crate::core::Config;
 
@@ -98,16 +99,31 @@ pub(super) struct TlsSection {
     pub clusterset_dir: PathBuf,
 }
 
+/// `[http]`: the API's address, the optional health listener's, and the API's
+/// connection limits; the limits default to [`ServerLimits::default`].
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "the [http] table", default, deny_unknown_fields)]
 pub(super) struct HttpSection {
     pub listen: String,
+    pub health_listen: Option<String>,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub connections_max: u64,
+    pub connections_per_client_max: u64,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
+        let d = ServerLimits::default();
+        let ms = |t: std::time::Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
         Self {
             listen: "127.0.0.1:7101".to_owned(),
+            health_listen: None,
+            header_read_timeout_ms: ms(d.header_read_timeout),
+            idle_timeout_ms: ms(d.idle_timeout),
+            connections_max: u64::try_from(d.connections_max).unwrap_or(u64::MAX),
+            connections_per_client_max: u64::try_from(d.connections_per_client_max)
+                .unwrap_or(u64::MAX),
         }
     }
 }
@@ -127,6 +143,14 @@ pub(super) struct StandaloneSection {
     pub dir: PathBuf,
     #[serde(default = "poll_ms_default")]
     pub poll_ms: u64,
+    #[serde(default = "out_files_max_default")]
+    pub out_files_max: usize,
+    #[serde(default)]
+    pub symlinks_outside: bool,
+}
+
+fn out_files_max_default() -> usize {
+    crate::runtime::backend::standalone::FILES_PER_DIR_MAX
 }
 
 fn poll_ms_default() -> u64 {

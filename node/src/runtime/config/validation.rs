@@ -5,15 +5,19 @@
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use shoal_proto::{ClusterId, MemberId, NetAddr, NetworkMode, ReplicaId};
 
 use super::super::backend::standalone::WATCH_POLL_MS_MIN;
+use super::super::http::ServerLimits;
 use super::schema::{
-    BackendSection, FileSchema, KubernetesSection, LeaseSection, Network, SeedSection,
+    BackendSection, FileSchema, HttpSection, KubernetesSection, LeaseSection, Network, SeedSection,
     StandaloneSection, TlsSection,
 };
-use super::{BackendConfig, ConfigFileError, POD_NAME_VAR, RuntimeConfig, TlsPaths};
+use super::{
+    BackendConfig, ConfigFileError, POD_NAME_VAR, RuntimeConfig, StandaloneLimits, TlsPaths,
+};
 use crate::core::{Config, LeaseConfig, Seed};
 
 /// Slowest polling of the standalone backend's `in/`.
@@ -28,6 +32,12 @@ const LEADER_RETRY_MS_MIN: u64 = 100;
 const IDENTITY_BYTES_MAX: usize = 253;
 /// Longest DNS-1123 subdomain (the `clusterset` name).
 const SUBDOMAIN_BYTES_MAX: usize = 253;
+/// Range of `http.header_read_timeout_ms`.
+const HTTP_HEADER_READ_TIMEOUT_MS: RangeInclusive<u64> = 100..=60_000;
+/// Shortest `http.idle_timeout_ms` (and it is at most `header_read_timeout_ms`).
+const HTTP_IDLE_TIMEOUT_MS_MIN: u64 = 100;
+/// Most `http.connections_max`: each is a file descriptor and a task.
+const HTTP_CONNECTIONS_MAX: u64 = 16_384;
 
 fn field(field: impl Into<String>, reason: impl Into<String>) -> ConfigFileError {
     ConfigFileError::Field {
@@ -48,7 +58,7 @@ pub(super) fn build(
     check_subdomain("clusterset", &file.clusterset)?;
     let (listen, advertise) = addresses(&file)?;
     let tls = tls_paths(&file.tls, base)?;
-    let http_listen = socket_addr("http.listen", &file.http.listen)?;
+    let (http_listen, http_health_listen, http_limits) = http(&file.http)?;
     let member = MemberId {
         cluster: cluster.clone(),
         replica,
@@ -70,6 +80,8 @@ pub(super) fn build(
         data_dir: resolve(base, &file.data_dir),
         tls,
         http_listen,
+        http_health_listen,
+        http_limits,
         backend,
         network: match file.network {
             Network::Flat => NetworkMode::Flat,
@@ -88,6 +100,58 @@ fn socket_addr(name: &str, text: &str) -> Result<SocketAddr, ConfigFileError> {
             format!("{text:?} is not an address like 127.0.0.1:7100"),
         )
     })
+}
+
+/// `[http]`: the two addresses and the API's connection limits.
+fn http(
+    section: &HttpSection,
+) -> Result<(SocketAddr, Option<SocketAddr>, ServerLimits), ConfigFileError> {
+    let listen = socket_addr("http.listen", &section.listen)?;
+    let health = match &section.health_listen {
+        Some(text) => Some(socket_addr("http.health_listen", text)?),
+        None => None,
+    };
+    if health.is_some_and(|h| h == listen && h.port() != 0) {
+        return Err(field(
+            "http.health_listen",
+            format!("{listen} is http.listen's address: the health listener needs its own"),
+        ));
+    }
+    let s = section;
+    in_range(
+        "http.header_read_timeout_ms",
+        s.header_read_timeout_ms,
+        HTTP_HEADER_READ_TIMEOUT_MS,
+        "",
+    )?;
+    in_range(
+        "http.idle_timeout_ms",
+        s.idle_timeout_ms,
+        HTTP_IDLE_TIMEOUT_MS_MIN..=s.header_read_timeout_ms,
+        ": it must not exceed http.header_read_timeout_ms, whose timer also runs while \
+         a connection waits for its next request",
+    )?;
+    in_range(
+        "http.connections_max",
+        s.connections_max,
+        1..=HTTP_CONNECTIONS_MAX,
+        "",
+    )?;
+    in_range(
+        "http.connections_per_client_max",
+        s.connections_per_client_max,
+        1..=s.connections_max,
+        ": it must not exceed http.connections_max",
+    )?;
+    let count = |n: u64| usize::try_from(n).expect("checked to be at most 16384");
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(s.idle_timeout_ms),
+        connections_max: count(s.connections_max),
+        connections_per_client_max: count(s.connections_per_client_max),
+        ..ServerLimits::default()
+    };
+    Ok((listen, health, limits))
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
@@ -214,6 +278,9 @@ fn backend(
     }
 }
 
+/// The largest `backend.out_files_max`: more files than one directory should hold.
+const OUT_FILES_MAX_MAX: usize = 65_536;
+
 fn standalone(s: &StandaloneSection, base: &Path) -> Result<BackendConfig, ConfigFileError> {
     in_range(
         "backend.poll_ms",
@@ -221,9 +288,19 @@ fn standalone(s: &StandaloneSection, base: &Path) -> Result<BackendConfig, Confi
         WATCH_POLL_MS_MIN..=POLL_MS_MAX,
         "",
     )?;
+    in_range(
+        "backend.out_files_max",
+        s.out_files_max as u64,
+        1..=OUT_FILES_MAX_MAX as u64,
+        "",
+    )?;
     Ok(BackendConfig::Standalone {
         dir: resolve(base, &s.dir),
         poll_ms: s.poll_ms,
+        limits: StandaloneLimits {
+            out_files_max: s.out_files_max,
+            symlinks_outside: s.symlinks_outside,
+        },
     })
 }
 

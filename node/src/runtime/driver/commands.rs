@@ -1,9 +1,12 @@
 //! Carrying out the core's commands, in order, and what the driver observes on the way.
 
+use std::collections::BTreeMap;
+
+use shoal_proto::ServiceKey;
 use tracing::{debug, info, warn};
 
 use super::{Driver, DriverError, wall_clock_ms};
-use crate::core::{Command, Event};
+use crate::core::{Command, Durability, Event, ImportChange};
 use crate::runtime::backend::{Backend, ImportsUpdate};
 
 /// Upper bounds of the propagation-lag histogram, in seconds.
@@ -11,11 +14,26 @@ pub const LAG_BUCKETS_SECONDS: [f64; 10] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 impl<B: Backend> Driver<B> {
-    /// Carries out the core's commands, in order.
+    /// Carries out the core's commands, in order. Consecutive `Persist` commands (the
+    /// core puts them first) are written one by one and flushed once, before the first
+    /// command that is not a `Persist`: nothing is sent that is not durable, and a step
+    /// that published many records pays for one flush, not one each. The imports
+    /// changed by the whole step go to the backend in one update.
     pub(super) fn carry_out(&mut self) -> Result<(), DriverError> {
+        let mut flush_owed = false;
+        // By service: a service changed twice in one step keeps only its last change.
+        let mut import_changes: BTreeMap<ServiceKey, ImportChange> = BTreeMap::new();
         for command in self.node.take_commands() {
+            if let Command::Persist { ops, durability } = command {
+                self.store.apply(&ops, Durability::Lazy)?;
+                flush_owed |= durability == Durability::Flush;
+                continue;
+            }
+            if std::mem::take(&mut flush_owed) {
+                self.store.flush()?;
+            }
             match command {
-                Command::Persist { ops, durability } => self.store.apply(&ops, durability)?,
+                Command::Persist { .. } => unreachable!("handled above"),
                 Command::Send {
                     to,
                     addr,
@@ -33,16 +51,25 @@ impl<B: Backend> Driver<B> {
                 }
                 Command::ApplyImports { changes } => {
                     self.observe_lag(&changes);
-                    let settled = self.settled();
-                    self.backend.apply_imports(ImportsUpdate {
-                        all: self.node.imports(),
-                        changes: &changes,
-                        settled,
-                    });
+                    for change in changes {
+                        import_changes.insert(change.service.clone(), change);
+                    }
                 }
                 Command::SetTimer { at } => self.timer = Some(at),
                 Command::Notify(event) => self.log_event(&event),
             }
+        }
+        if flush_owed {
+            self.store.flush()?;
+        }
+        if !import_changes.is_empty() {
+            let import_changes: Vec<ImportChange> = import_changes.into_values().collect();
+            let settled = self.settled();
+            self.backend.apply_imports(ImportsUpdate {
+                all: self.node.imports(),
+                changes: &import_changes,
+                settled,
+            });
         }
         self.note_contact();
         self.mirror_leases();

@@ -69,7 +69,13 @@ struct DriverStats {
     lag_last_seconds: Option<f64>,
     exports_refused: u64,
     leadership_changes: u64,
+    /// Steps that took [`SLOW_STEP`] or longer.
+    slow_steps: u64,
 }
+
+/// A driver step this long is logged and counted (`shoal_driver_slow_steps_total`):
+/// SWIM's answers wait on it, and the `lan` preset allows 150 ms for one.
+const SLOW_STEP: Duration = Duration::from_millis(50);
 
 /// Everything the driver owns.
 pub struct Driver<B> {
@@ -93,8 +99,21 @@ pub struct Driver<B> {
     addrs: BTreeMap<MemberId, SocketAddr>,
     /// Leases this node asked for and keeps renewing.
     wanted: BTreeSet<LeaseName>,
+    /// Export changes not yet fed to the core, the latest per service. They are fed
+    /// [`FEED_BATCH_MAX`] at a time between other inputs, so that a backend reporting
+    /// thousands of exports at once never holds up SWIM, timers or the API.
+    unfed: BTreeMap<ServiceKey, ExportChange>,
     stats: DriverStats,
 }
+
+/// Most export changes fed to the core in one turn of the driver's loop. Each costs a
+/// signature and a store write; the batch shares one flush.
+pub const FEED_BATCH_MAX: usize = 64;
+/// Most packets handled in one step of the driver's loop (one store flush for all the
+/// records they bring, and every answer sent after it).
+const INBOUND_BATCH_MAX: usize = 32;
+/// How long one turn may spend feeding exports before it lets other inputs in.
+const FEED_BATCH_BUDGET: Duration = Duration::from_millis(5);
 
 impl<B> std::fmt::Debug for Driver<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,6 +187,7 @@ impl<B: Backend> Driver<B> {
             settled_told: false,
             addrs: BTreeMap::new(),
             wanted: BTreeSet::new(),
+            unfed: BTreeMap::new(),
             stats: DriverStats::default(),
         };
         driver.drop_unverified(&stored)?;
@@ -213,28 +233,76 @@ impl<B: Backend> Driver<B> {
         self.carry_out()?;
         let result = loop {
             let deadline = self.timer_instant();
-            tokio::select! {
+            let input = tokio::select! {
+                // In this order: SWIM's packets and timers first, queued exports last,
+                // so that feeding thousands of exports never delays an ack by more than
+                // one batch.
+                biased;
                 () = &mut shutdown => break Ok(()),
-                Some(inbound) = self.transport_rx.recv() => self.on_inbound(inbound),
+                Some(inbound) = self.transport_rx.recv() => {
+                    let started = Instant::now();
+                    self.on_inbound(inbound);
+                    // What else has arrived is handled in the same step: its records
+                    // share one store flush.
+                    for _ in 1..INBOUND_BATCH_MAX {
+                        let Ok(inbound) = self.transport_rx.try_recv() else {
+                            break;
+                        };
+                        self.on_inbound(inbound);
+                    }
+                    ("packet", started)
+                }
                 () = tokio::time::sleep_until(deadline) => {
+                    let started = Instant::now();
                     self.timer = None;
                     let now = self.now();
                     self.node.handle_timeout(now);
+                    ("timer", started)
                 }
-                Some(request) = api.recv() => self.on_api(request),
+                Some(request) = api.recv() => {
+                    let started = Instant::now();
+                    self.on_api(request);
+                    ("api", started)
+                }
                 event = self.backend.next_event() => {
+                    let started = Instant::now();
                     if let Err(e) = self.on_backend(event) {
                         break Err(e);
                     }
+                    ("backend", started)
                 }
-            }
+                () = std::future::ready(()), if !self.unfed.is_empty() => {
+                    let started = Instant::now();
+                    self.feed_batch(started);
+                    ("exports", started)
+                }
+            };
             self.carry_out()?;
+            self.note_step(input);
+            if !self.unfed.is_empty() {
+                // The feed branch is always ready: let every other task run, and other
+                // inputs arrive, before the next batch.
+                tokio::task::yield_now().await;
+            }
         };
         info!("shutting down");
         self.backend.shutdown().await;
         self.store.flush()?;
         self.transport.shutdown().await;
         result
+    }
+
+    /// Times one step (an input and its commands): a slow one holds up SWIM's answers.
+    fn note_step(&mut self, (input, started): (&'static str, Instant)) {
+        let took = started.elapsed();
+        if took >= SLOW_STEP {
+            self.stats.slow_steps += 1;
+            warn!(
+                input,
+                took_ms = took.as_millis() as u64,
+                "a driver step was slow"
+            );
+        }
     }
 
     fn timer_instant(&self) -> Instant {
@@ -254,7 +322,7 @@ impl<B: Backend> Driver<B> {
     fn on_backend(&mut self, event: BackendEvent) -> Result<(), DriverError> {
         match event {
             BackendEvent::Exports(changes) => {
-                changes.into_iter().for_each(|c| self.feed(c));
+                changes.into_iter().for_each(|c| self.queue_feed(c));
                 if !self.exports_known && self.backend.exports().is_some() {
                     // The first complete export set: own records it does not explain
                     // (a restart, a lost store) are unexported now, not at the next
@@ -283,6 +351,34 @@ impl<B: Backend> Driver<B> {
         } else {
             info!(cluster = %self.config.cluster, "this replica stopped publishing");
             self.wanted.clear();
+            self.unfed.clear();
+        }
+    }
+
+    /// Queues `change` for [`Self::feed_batch`]; it replaces an unfed change of the
+    /// same service.
+    fn queue_feed(&mut self, change: ExportChange) {
+        if !self.node.is_publisher() {
+            return;
+        }
+        let service = match &change {
+            ExportChange::Export(spec) => spec.service.clone(),
+            ExportChange::Unexport(service) => service.clone(),
+        };
+        self.unfed.insert(service, change);
+    }
+
+    /// Feeds queued export changes to the core: at most [`FEED_BATCH_MAX`], and no more
+    /// once [`FEED_BATCH_BUDGET`] has passed since `started`.
+    fn feed_batch(&mut self, started: Instant) {
+        for _ in 0..FEED_BATCH_MAX {
+            let Some((_, change)) = self.unfed.pop_first() else {
+                break;
+            };
+            self.feed(change);
+            if started.elapsed() >= FEED_BATCH_BUDGET {
+                break;
+            }
         }
     }
 
@@ -326,10 +422,10 @@ impl<B: Backend> Driver<B> {
                 .filter(|s| !matches!(exports.get(s), Some(Ok(_))))
                 .collect();
             for spec in current {
-                self.feed(ExportChange::Export(spec));
+                self.queue_feed(ExportChange::Export(spec));
             }
             for service in orphans {
-                self.feed(ExportChange::Unexport(service));
+                self.queue_feed(ExportChange::Unexport(service));
             }
         }
         let settled = self.settled();

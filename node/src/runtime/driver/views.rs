@@ -10,7 +10,7 @@ use super::{Driver, wall_clock_ms};
 use crate::core::{ImportedService, LeaseError, LeaseRequest, Liveness, Time};
 use crate::runtime::api::{
     ApiError, ApiRequest, ImportView, LeaseOp, LeaseView, MetricsSnapshot, PeerMetrics, PeerView,
-    ServiceView, StatusView,
+    ServiceView, StatusView, SwimAckMetrics,
 };
 use crate::runtime::backend::Backend;
 
@@ -221,6 +221,7 @@ impl<B: Backend> Driver<B> {
             core_counters: core_counters(core)
                 .into_iter()
                 .chain(transport_counters(&transport))
+                .chain([("driver_slow_steps".to_owned(), self.stats.slow_steps)])
                 .collect(),
             peers: transport
                 .peers
@@ -248,12 +249,35 @@ impl<B: Backend> Driver<B> {
                 .collect(),
             publisher: self.node.is_publisher(),
             leadership_changes: self.stats.leadership_changes,
+            swim_ack: swim_ack_metrics(core),
         }
     }
 }
 
-/// The core's counters by field name.
-/// The transport's totals, named `transport_*` beside the core's counters.
+/// The core's SWIM ack histograms: one per peer, then the pool of the peers beyond
+/// the bound if it has samples. Bounds and sums in seconds.
+fn swim_ack_metrics(stats: &crate::core::Stats) -> Vec<SwimAckMetrics> {
+    let acks = &stats.swim_ack;
+    let pool = Some(acks.others())
+        .filter(|h| h.count > 0)
+        .map(|h| (None, h));
+    let peers = acks.by_peer().map(|(peer, h)| (Some(peer), h));
+    peers
+        .chain(pool)
+        .map(|(peer, h)| SwimAckMetrics {
+            cluster: peer.map_or_else(|| "*".to_owned(), |p| p.cluster.to_string()),
+            replica: peer.map(|p| p.replica.0),
+            buckets: (h.cumulative())
+                .map(|(le_micros, n)| (le_micros as f64 / 1e6, n))
+                .collect(),
+            sum_seconds: h.sum_micros as f64 / 1e6,
+            count: h.count,
+        })
+        .collect()
+}
+
+/// The transport's totals, named `transport_*` beside the core's counters, with
+/// quinn's handshake counters as `transport_quic_handshakes_<outcome>`.
 fn transport_counters(t: &crate::runtime::transport::TransportStats) -> Vec<(String, u64)> {
     [
         ("datagrams_sent", t.datagrams_sent),
@@ -266,12 +290,17 @@ fn transport_counters(t: &crate::runtime::transport::TransportStats) -> Vec<(Str
         ("frames_throttled", t.frames_throttled),
         ("connections_dialed", t.connections_dialed),
         ("connections_accepted", t.connections_accepted),
+        ("quic_handshakes_accepted", t.quic_handshakes_accepted),
+        ("quic_handshakes_outgoing", t.quic_handshakes_outgoing),
+        ("quic_handshakes_refused", t.quic_handshakes_refused),
+        ("quic_handshakes_ignored", t.quic_handshakes_ignored),
     ]
     .into_iter()
     .map(|(name, n)| (format!("transport_{name}"), n))
     .collect()
 }
 
+/// The core's counters by field name.
 fn core_counters(stats: &crate::core::Stats) -> BTreeMap<String, u64> {
     match serde_json::to_value(stats) {
         Ok(serde_json::Value::Object(fields)) => fields

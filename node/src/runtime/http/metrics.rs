@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 
-use crate::runtime::api::{LeaseView, MetricsSnapshot, PeerMetrics};
+use crate::runtime::api::{LeaseView, MetricsSnapshot, PeerMetrics, SwimAckMetrics};
 
 /// The `Content-Type` of [`render_metrics`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -70,6 +70,15 @@ fn format_float(v: f64) -> String {
     }
 }
 
+/// One labelled series of a histogram family: (upper bound, cumulative count) pairs
+/// without `+Inf`, the sum of the samples, and their count.
+struct HistogramSeries<'a> {
+    labels: &'a [(&'a str, &'a str)],
+    buckets: &'a [(f64, u64)],
+    sum: f64,
+    count: u64,
+}
+
 /// A text exposition being written: families in order, each declared once.
 #[derive(Debug, Default)]
 pub(super) struct Exposition {
@@ -108,6 +117,12 @@ impl Exposition {
         let _ = writeln!(self.out, " {value}");
     }
 
+    /// [`Exposition::sample`] with label values that are owned.
+    fn sample_owned(&mut self, name: &str, labels: &[(&str, String)], value: Value) {
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.sample(name, &labels, value);
+    }
+
     /// A family with exactly one unlabelled sample.
     pub(super) fn single(&mut self, name: &str, kind: Kind, help: &str, value: Value) {
         if self.family(name, kind, help) {
@@ -134,6 +149,7 @@ impl Exposition {
             }
         }
         self.write_lag(s);
+        self.write_swim_ack(s);
         self.write_leases(&s.leases);
         self.write_backend(s);
     }
@@ -267,23 +283,68 @@ impl Exposition {
         if !self.family(name, Kind::Histogram, help) {
             return;
         }
-        let mut buckets: Vec<(f64, u64)> = (s.propagation_lag_buckets.iter().copied())
+        let series = HistogramSeries {
+            labels: &[],
+            buckets: &s.propagation_lag_buckets,
+            sum: s.propagation_lag_sum_seconds,
+            count: s.propagation_lag_count,
+        };
+        self.histogram(name, &series);
+    }
+
+    /// SWIM ack latency per peer (`cluster`, `replica`), and the pool of the peers
+    /// beyond the bound (`cluster="*"`, `replica="*"`). Written only once a ping was
+    /// acked: a family without samples has no `+Inf` bucket.
+    fn write_swim_ack(&mut self, s: &MetricsSnapshot) {
+        let name = "shoal_swim_ack_seconds";
+        let help = "Seconds from a direct SWIM ping this node sent to the peer's ack, as the \
+            core saw them (so including both drivers' queueing).";
+        if s.swim_ack.is_empty() || !self.family(name, Kind::Histogram, help) {
+            return;
+        }
+        let mut peers: Vec<&SwimAckMetrics> = s.swim_ack.iter().collect();
+        peers.sort_by(|a, b| (&a.cluster, a.replica).cmp(&(&b.cluster, b.replica)));
+        for peer in peers {
+            let replica = peer
+                .replica
+                .map_or_else(|| "*".to_owned(), |r| r.to_string());
+            let labels = [("cluster", peer.cluster.as_str()), ("replica", &replica)];
+            let series = HistogramSeries {
+                labels: &labels,
+                buckets: &peer.buckets,
+                sum: peer.sum_seconds,
+                count: peer.count,
+            };
+            self.histogram(name, &series);
+        }
+    }
+
+    /// One series of a histogram. Buckets are sorted by bound, made cumulative even if
+    /// the input is not, and always end with `+Inf`, which equals `_count`.
+    fn histogram(&mut self, name: &str, series: &HistogramSeries<'_>) {
+        let mut buckets: Vec<(f64, u64)> = (series.buckets.iter().copied())
             .filter(|(le, _)| le.is_finite())
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         buckets.dedup_by(|later, earlier| later.0 == earlier.0);
         let bucket = format!("{name}_bucket");
+        let with_le = |le: &'_ str| -> Vec<(&str, String)> {
+            (series.labels.iter())
+                .map(|(k, v)| (*k, (*v).to_owned()))
+                .chain([("le", le.to_owned())])
+                .collect()
+        };
         let mut cumulative = 0u64;
         for (le, count) in buckets {
             cumulative = cumulative.max(count);
-            let le = format_float(le);
-            self.sample(&bucket, &[("le", &le)], Value::Int(cumulative));
+            let labels = with_le(&format_float(le));
+            self.sample_owned(&bucket, &labels, Value::Int(cumulative));
         }
-        let total = cumulative.max(s.propagation_lag_count);
-        self.sample(&bucket, &[("le", "+Inf")], Value::Int(total));
-        let sum = Value::Float(s.propagation_lag_sum_seconds);
-        self.sample(&format!("{name}_sum"), &[], sum);
-        self.sample(&format!("{name}_count"), &[], Value::Int(total));
+        let total = cumulative.max(series.count);
+        self.sample_owned(&bucket, &with_le("+Inf"), Value::Int(total));
+        let sum = Value::Float(series.sum);
+        self.sample(&format!("{name}_sum"), series.labels, sum);
+        self.sample(&format!("{name}_count"), series.labels, Value::Int(total));
     }
 
     fn write_leases(&mut self, leases: &[LeaseView]) {
@@ -393,5 +454,47 @@ mod tests {
         let text = render_metrics(&snapshot);
         assert_eq!(text.matches("# TYPE shoal_a_b_total counter").count(), 1);
         assert_eq!(text.matches("\nshoal_a_b_total ").count(), 1);
+    }
+
+    #[test]
+    fn swim_ack_histograms_are_one_series_per_peer_and_the_pool() {
+        let series = |cluster: &str, replica, buckets: Vec<(f64, u64)>, count| SwimAckMetrics {
+            cluster: cluster.to_owned(),
+            replica,
+            buckets,
+            sum_seconds: 0.5,
+            count,
+        };
+        let snapshot = MetricsSnapshot {
+            swim_ack: vec![
+                series("west", Some(0), vec![(0.005, 3), (0.001, 1)], 4),
+                series("*", None, vec![(0.001, 0), (0.005, 2)], 2),
+                series("east", Some(1), vec![(0.001, 0), (0.005, 1)], 1),
+            ],
+            ..MetricsSnapshot::default()
+        };
+        let text = render_metrics(&snapshot);
+        let name = "shoal_swim_ack_seconds";
+        let expected = format!(
+            "# TYPE {name} histogram\n\
+            {name}_bucket{{cluster=\"*\",replica=\"*\",le=\"0.001\"}} 0\n\
+            {name}_bucket{{cluster=\"*\",replica=\"*\",le=\"0.005\"}} 2\n\
+            {name}_bucket{{cluster=\"*\",replica=\"*\",le=\"+Inf\"}} 2\n\
+            {name}_sum{{cluster=\"*\",replica=\"*\"}} 0.5\n\
+            {name}_count{{cluster=\"*\",replica=\"*\"}} 2\n\
+            {name}_bucket{{cluster=\"east\",replica=\"1\",le=\"0.001\"}} 0\n\
+            {name}_bucket{{cluster=\"east\",replica=\"1\",le=\"0.005\"}} 1\n\
+            {name}_bucket{{cluster=\"east\",replica=\"1\",le=\"+Inf\"}} 1\n\
+            {name}_sum{{cluster=\"east\",replica=\"1\"}} 0.5\n\
+            {name}_count{{cluster=\"east\",replica=\"1\"}} 1\n\
+            {name}_bucket{{cluster=\"west\",replica=\"0\",le=\"0.001\"}} 1\n\
+            {name}_bucket{{cluster=\"west\",replica=\"0\",le=\"0.005\"}} 3\n\
+            {name}_bucket{{cluster=\"west\",replica=\"0\",le=\"+Inf\"}} 4\n\
+            {name}_sum{{cluster=\"west\",replica=\"0\"}} 0.5\n\
+            {name}_count{{cluster=\"west\",replica=\"0\"}} 4\n"
+        );
+        assert!(text.contains(&expected), "{text}");
+        let empty = render_metrics(&MetricsSnapshot::default());
+        assert!(!empty.contains(name), "no family before the first ack");
     }
 }

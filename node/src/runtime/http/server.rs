@@ -1,16 +1,17 @@
-//! The HTTP API (axum, HTTP/1.1). Every route asks the driver over its bounded channel
-//! and waits a bounded time for the reply; the server itself holds no protocol state.
+//! The HTTP API (axum routes, served by hyper's HTTP/1.1). Every route asks the driver
+//! over its bounded channel and waits a bounded time for the reply; the server itself
+//! holds no protocol state.
 //!
-//! Bounds: [`ServerLimits`] caps concurrent connections, each connection's lifetime, the
-//! request body, and every wait on the driver.
+//! Bounds: [`ServerLimits`] caps connections (in total and per client address), the time
+//! a request head may take, idle keep-alive, each connection's lifetime, the request
+//! body, and every wait on the driver. An optional second listener serves only
+//! `/healthz` (answered without the driver) and `/readyz` (asks the driver), on its own
+//! small limits, so a flood of slow clients on the API cannot starve a liveness probe.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,13 +23,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use shoal_proto::{IdError, LeaseName};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tokio::time::Sleep;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::listener::{self, ConnectionLimits, Listeners, Served};
 use super::metrics::{CONTENT_TYPE, Exposition, Kind, Value};
+use super::stats::HttpStats;
 use crate::runtime::api::{ApiError, ApiRequest, ChaosOp, LeaseOp};
 
 /// The server's bounds. [`ServerLimits::default`] suits production; tests shorten the
@@ -39,12 +40,23 @@ pub struct ServerLimits {
     pub ready_wait: Duration,
     /// How long every other route waits for the driver's reply before answering 503.
     pub reply_wait: Duration,
-    /// Connections served at once; further connections wait in the kernel's backlog.
+    /// API connections served at once; one more is accepted and closed at once (503).
     pub connections_max: usize,
+    /// API connections served at once from one client address; one more is accepted and
+    /// closed at once (503).
+    pub connections_per_client_max: usize,
+    /// A request head must be complete this long after the server starts waiting for
+    /// it: from accept for the first request, from the previous response for the next.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress that sends nothing for this long is
+    /// closed; at most `header_read_timeout`, which bounds that wait as well.
+    pub idle_timeout: Duration,
     /// A connection is closed this long after it was accepted, even if idle or slow.
     pub connection_lifetime: Duration,
     /// Largest request body accepted (413 beyond).
     pub body_bytes_max: usize,
+    /// The health listener's own connection limits.
+    pub health: ConnectionLimits,
 }
 
 impl Default for ServerLimits {
@@ -53,9 +65,45 @@ impl Default for ServerLimits {
             ready_wait: Duration::from_secs(2),
             reply_wait: Duration::from_secs(5),
             connections_max: 64,
+            connections_per_client_max: 8,
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(2),
             connection_lifetime: Duration::from_secs(60),
             body_bytes_max: 64 * 1024,
+            health: HEALTH_LIMITS,
         }
+    }
+}
+
+/// The health listener's default limits: a probe connects, sends one short request
+/// at once, and is answered within `ready_wait`.
+pub const HEALTH_LIMITS: ConnectionLimits = ConnectionLimits {
+    connections_max: 16,
+    connections_per_client_max: 4,
+    header_read_timeout: Duration::from_secs(2),
+    idle_timeout: Duration::from_secs(1),
+    lifetime: Duration::from_secs(10),
+};
+
+/// Beyond the longest driver wait, how long a stopping server lets requests finish.
+const DRAIN_SLACK: Duration = Duration::from_secs(1);
+
+impl ServerLimits {
+    /// The API listener's connection limits.
+    pub fn api_connections(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            connections_max: self.connections_max,
+            connections_per_client_max: self.connections_per_client_max,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            lifetime: self.connection_lifetime,
+        }
+    }
+
+    /// How long a stopping server waits for requests in progress: the longest driver
+    /// wait and a little.
+    pub fn drain_bound(&self) -> Duration {
+        self.reply_wait.max(self.ready_wait) + DRAIN_SLACK
     }
 }
 
@@ -157,29 +205,74 @@ pub async fn serve(
     serve_with(listener, driver, shutdown, ServerLimits::default()).await
 }
 
-/// [`serve`] with explicit limits.
+/// [`serve`] with explicit limits, on the API listener and, if given, the health
+/// listener (a bare [`TcpListener`] is the API listener alone). Once `shutdown`
+/// completes, both stop accepting, and requests in progress get
+/// [`ServerLimits::drain_bound`] to finish. Fails only if a listener has no local
+/// address.
 pub async fn serve_with(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     driver: mpsc::Sender<ApiRequest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServerLimits,
 ) -> io::Result<()> {
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving the HTTP API");
-    let listener = BoundedListener {
-        inner: listener,
-        permits: Arc::new(Semaphore::new(limits.connections_max.max(1))),
-        lifetime: limits.connection_lifetime,
-    };
+    let Listeners { api, health } = listeners.into();
+    let addr = api.local_addr()?;
+    let health_addr = health.as_ref().map(TcpListener::local_addr).transpose()?;
+    tracing::info!(%addr, health = ?health_addr, "serving the HTTP API");
+    let stats = HttpStats::new(health.is_some());
     let state = Arc::new(ServerState {
         driver,
         limits,
         errors: Mutex::default(),
+        stats: stats.clone(),
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let api = listener::run(
+        Served {
+            listener: api,
+            app: router(Arc::clone(&state)),
+            limits: limits.api_connections(),
+            stats: stats.api,
+            drain: limits.drain_bound(),
+        },
+        stop_rx.clone(),
+    );
+    let health = async {
+        if let (Some(listener), Some(stats)) = (health, stats.health) {
+            let served = Served {
+                listener,
+                app: health_router(state),
+                limits: limits.health,
+                stats,
+                drain: limits.drain_bound(),
+            };
+            listener::run(served, stop_rx).await;
+        }
+    };
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(%addr, "the HTTP API is stopping");
+        // The loops hold receivers until they end.
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(signal, api, health);
+    Ok(())
 }
+
+/// `/healthz` and `/readyz` alone, for the health listener.
+fn health_router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(HEALTH_BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// Largest request body the health listener reads (its routes take none).
+const HEALTH_BODY_BYTES_MAX: usize = 1024;
 
 fn router(state: Arc<ServerState>) -> Router {
     let body_bytes_max = state.limits.body_bytes_max;
@@ -210,6 +303,8 @@ struct ServerState {
     limits: ServerLimits,
     /// Errors answered, by [`ServeError::metric_label`]. Never held across an await.
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// The listeners' connection counters.
+    stats: HttpStats,
 }
 
 type Shared = State<Arc<ServerState>>;
@@ -306,6 +401,7 @@ async fn metrics(State(s): Shared) -> Response {
             exposition.sample(name, &[("reason", reason)], Value::Int(n));
         }
     }
+    s.stats.write(&mut exposition);
     let headers = [(header::CONTENT_TYPE, CONTENT_TYPE)];
     (StatusCode::OK, headers, exposition.finish()).into_response()
 }
@@ -409,96 +505,3 @@ async fn method_not_allowed(State(s): Shared) -> Response {
 
 /// How much of an unknown path a 404 echoes back.
 const PATH_ECHO_CHARS_MAX: usize = 128;
-
-/// A TCP listener that serves at most `permits` connections at once, and gives each a
-/// deadline.
-#[derive(Debug)]
-struct BoundedListener {
-    inner: TcpListener,
-    permits: Arc<Semaphore>,
-    lifetime: Duration,
-}
-
-impl axum::serve::Listener for BoundedListener {
-    type Io = BoundedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        let io = BoundedStream {
-            stream,
-            deadline: Box::pin(tokio::time::sleep(self.lifetime)),
-            _permit: permit,
-        };
-        (io, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// An accepted connection: fails every read and write once its deadline passes, and
-/// frees its permit when dropped.
-#[derive(Debug)]
-struct BoundedStream {
-    stream: TcpStream,
-    deadline: Pin<Box<Sleep>>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl BoundedStream {
-    fn check_deadline(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection lifetime exceeded",
-            )),
-            Poll::Pending => Ok(()),
-        }
-    }
-}
-
-impl AsyncRead for BoundedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Err(e) = this.check_deadline(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for BoundedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(e) = this.check_deadline(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut this.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Err(e) = this.check_deadline(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut this.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}

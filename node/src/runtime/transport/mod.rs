@@ -5,9 +5,11 @@
 //! - `connection`: accepting connections and reading what peers send.
 //! - `outbound`: one task per remote address: dial on demand, queue, send.
 //! - `sealed`: SWIM datagrams outside QUIC, under keys exported from each connection.
-//! - `socket`: the one UDP socket, split between quinn and sealed datagrams.
+//! - `socket`: the one UDP socket, split between quinn and sealed datagrams; what can
+//!   be neither is dropped there and counted (`not_quic`).
 //! - `chaos`: fault injection (cuts and loss), when the config enables it.
-//! - `stats`: counters, per-peer bytes and RTT, rejects by reason.
+//! - `stats`: counters, per-peer bytes and RTT, rejects by reason, and quinn's
+//!   handshake counters.
 //!
 //! Everything but SWIM travels as one frame per uni stream ([`Channel::Stream`]). SWIM
 //! ([`Channel::Datagram`]) travels sealed (see `sealed`): plain UDP on the same socket,
@@ -584,14 +586,24 @@ impl Transport {
         true
     }
 
-    /// The counters now.
+    /// The counters now, with the socket's drops among the rejects (present once
+    /// nonzero, like every reject) and quinn's handshake counters.
     pub fn stats(&self) -> TransportStats {
-        let open = self.shared.slots.load(Ordering::Acquire);
-        let mut stats = self.shared.counters.snapshot(open);
-        let dropped = self.shared.socket.dropped();
-        if dropped > 0 {
-            stats.rejects.insert("sealed_queue_full", dropped);
+        let shared = &self.shared;
+        let open = shared.slots.load(Ordering::Acquire);
+        let mut stats = shared.counters.snapshot(open);
+        let socket = [
+            ("sealed_queue_full", shared.socket.dropped()),
+            ("not_quic", shared.socket.not_quic()),
+        ];
+        for (reason, n) in socket.into_iter().filter(|(_, n)| *n > 0) {
+            stats.rejects.insert(reason, n);
         }
+        let quic = shared.endpoint.stats();
+        stats.quic_handshakes_accepted = quic.accepted_handshakes;
+        stats.quic_handshakes_outgoing = quic.outgoing_handshakes;
+        stats.quic_handshakes_refused = quic.refused_handshakes;
+        stats.quic_handshakes_ignored = quic.ignored_handshakes;
         stats
     }
 
@@ -644,6 +656,8 @@ fn endpoint_config(identity: &ClusterIdentity, local: &MemberId) -> quinn::Endpo
     let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
     // Sealed datagrams are told apart by QUIC's fixed bit: QUIC must never clear it.
     config.grease_quic_bit(false);
+    // The socket drops every other version before quinn sees it.
+    config.supported_versions(vec![socket::QUIC_VERSION_1]);
     config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });

@@ -47,6 +47,14 @@ pub struct TransportStats {
     /// Of the datagrams sent and received, those sealed outside QUIC.
     pub datagrams_sealed_sent: u64,
     pub datagrams_sealed_received: u64,
+    /// quinn's handshake counters (`quinn::EndpointStats`), read when the snapshot is
+    /// taken: Initials accepted into a handshake (some then fail, see `rejects`),
+    /// handshakes this node began, and Initials refused (every connection slot taken)
+    /// or ignored.
+    pub quic_handshakes_accepted: u64,
+    pub quic_handshakes_outgoing: u64,
+    pub quic_handshakes_refused: u64,
+    pub quic_handshakes_ignored: u64,
     pub peers: BTreeMap<MemberId, PeerStats>,
     /// Dropped or refused input and output, by reason.
     pub rejects: BTreeMap<&'static str, u64>,

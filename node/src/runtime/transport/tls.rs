@@ -1,23 +1,37 @@
 //! rustls and quinn configuration: mutual TLS 1.3 against the ClusterSet CA, ALPN
-//! `shoal/1`, no early data, and the QUIC limits; and reading the cluster a peer's
+//! `shoal/2`, no early data, and the QUIC limits; and reading the cluster a peer's
 //! certificate names.
+//!
+//! **Membership at the handshake.** A certificate signed by the ClusterSet CA is not
+//! enough: both sides also require that the peer's leaf names exactly one cluster of
+//! this node's trust ring (the certificates in `tls.clusterset_dir`), with the very
+//! ed25519 key the ring holds for it. Anything else is refused with the TLS alert
+//! `access_denied`, counted as `not_member`: a non-member never completes a handshake,
+//! so it never takes part in SWIM or gossip.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, IdleTimeout, VarInt};
-use rustls::RootCertStore;
+use rustls::DigitallySignedStruct;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use shoal_proto::ClusterId;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DistinguishedName, RootCertStore, SignatureScheme};
+use shoal_proto::{ClusterId, KeyRing};
+use tracing::debug;
 
 use super::{TransportError, TransportLimits};
 use crate::runtime::certs::{ClusterIdentity, cluster_of};
 
-/// The one application protocol spoken.
-pub const ALPN: &[u8] = b"shoal/1";
+/// The one application protocol spoken. Version 2: SWIM identities carry their
+/// renewals since the process started; a `shoal/1` node is refused at the handshake
+/// rather than misread.
+pub const ALPN: &[u8] = b"shoal/2";
 /// QUIC's first packet size. Loopback and most networks carry 1,400 bytes, enough for a
 /// 1,200-byte core datagram with its header; MTU discovery may raise it.
 pub const INITIAL_MTU: u16 = 1_400;
@@ -43,15 +57,20 @@ fn own_chain(identity: &ClusterIdentity) -> (Vec<CertificateDer<'static>>, Priva
     )
 }
 
-/// The server side: client certificates mandatory, verified against the CA.
+/// The server side: client certificates mandatory, verified against the CA and the
+/// trust ring.
 pub(crate) fn server_config(
     identity: &ClusterIdentity,
     limits: &TransportLimits,
 ) -> Result<quinn::ServerConfig, TransportError> {
     let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider())
+    let chain_verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider())
         .build()
         .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let verifier = Arc::new(MemberClientVerifier {
+        chain: chain_verifier,
+        members: Members::of(identity),
+    });
     let (chain, key) = own_chain(identity);
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -71,17 +90,25 @@ pub(crate) fn server_config(
 }
 
 /// The client side: presents this cluster's certificate and checks the server's against
-/// the CA and the server name of the cluster dialed.
+/// the CA, the server name of the cluster dialed, and the trust ring.
 pub(crate) fn client_config(
     identity: &ClusterIdentity,
     limits: &TransportLimits,
 ) -> Result<quinn::ClientConfig, TransportError> {
     let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
+    let chain_verifier = WebPkiServerVerifier::builder_with_provider(roots(identity)?, provider())
+        .build()
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let verifier = Arc::new(MemberServerVerifier {
+        chain: chain_verifier,
+        members: Members::of(identity),
+    });
     let (chain, key) = own_chain(identity);
     let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls)?
-        .with_root_certificates(roots(identity)?)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(chain, key)
         .map_err(tls)?;
     crypto.alpn_protocols = vec![ALPN.to_vec()];
@@ -91,6 +118,155 @@ pub(crate) fn client_config(
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport_config(limits)?);
     Ok(config)
+}
+
+/// The ClusterSet's members as the handshake checks them: a peer's leaf must name one
+/// cluster of the ring, with the key the ring pins for it.
+#[derive(Debug)]
+struct Members {
+    trust: KeyRing,
+}
+
+impl Members {
+    fn of(identity: &ClusterIdentity) -> Self {
+        Self {
+            trust: identity.trust.clone(),
+        }
+    }
+
+    /// Refuses a leaf whose cluster is not in the ring, or whose key is not the one the
+    /// ring holds for it (a second CA-signed certificate for a member is not that
+    /// member). The chain was verified before; this only reads the leaf.
+    fn check(&self, leaf: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let refused =
+            || rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
+        let (cluster, public) = cluster_of(leaf).map_err(|e| {
+            debug!(error = %e, "peer certificate refused: it names no single cluster");
+            refused()
+        })?;
+        match self.trust.public(&cluster) {
+            Some(pinned) if pinned == public => Ok(()),
+            Some(_) => {
+                debug!(%cluster, "peer certificate refused: not the key certified for its cluster in the ClusterSet");
+                Err(refused())
+            }
+            None => {
+                debug!(%cluster, "peer certificate refused: cluster is not a ClusterSet member");
+                Err(refused())
+            }
+        }
+    }
+}
+
+/// The server's check of a client: the CA's chain (WebPki), then [`Members::check`].
+#[derive(Debug)]
+struct MemberClientVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    members: Members,
+}
+
+impl ClientCertVerifier for MemberClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.chain.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.chain.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.members.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// The client's check of a server: the CA's chain and the dialed cluster's name
+/// (WebPki), then [`Members::check`].
+#[derive(Debug)]
+struct MemberServerVerifier {
+    chain: Arc<dyn ServerCertVerifier>,
+    members: Members,
+}
+
+impl ServerCertVerifier for MemberServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        self.members.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
+        self.chain.root_hint_subjects()
+    }
 }
 
 fn transport_config(
@@ -118,7 +294,7 @@ fn transport_config(
 }
 
 /// The cluster the peer's verified certificate names. The handshake already checked the
-/// chain; this reads the name.
+/// chain and the ClusterSet membership; this reads the name.
 pub(crate) fn peer_cluster(conn: &quinn::Connection) -> Option<ClusterId> {
     let identity = conn.peer_identity()?;
     let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
@@ -139,6 +315,9 @@ pub(crate) fn peer_not_after(conn: &quinn::Connection) -> Option<std::time::Syst
 const ALERT_BAD_CERTIFICATE: u64 = 42;
 const ALERT_CERTIFICATE_EXPIRED: u64 = 45;
 const ALERT_UNKNOWN_CA: u64 = 48;
+/// Sent for `CertificateError::ApplicationVerificationFailure`: the peer's certificate
+/// is the CA's but names no member of this node's ClusterSet (or not its pinned key).
+const ALERT_ACCESS_DENIED: u64 = 49;
 const ALERT_DECRYPT_ERROR: u64 = 51;
 const ALERT_CERTIFICATE_REQUIRED: u64 = 116;
 const ALERT_NO_APPLICATION_PROTOCOL: u64 = 120;
@@ -157,6 +336,7 @@ pub(crate) fn handshake_reason(err: &ConnectionError, dialing: bool) -> &'static
             match code - CRYPTO_ERROR_BASE {
                 ALERT_CERTIFICATE_REQUIRED => "no_certificate",
                 ALERT_UNKNOWN_CA => "unknown_ca",
+                ALERT_ACCESS_DENIED => "not_member",
                 ALERT_CERTIFICATE_EXPIRED => "cert_expired",
                 ALERT_BAD_CERTIFICATE if dialing => "wrong_cluster",
                 ALERT_BAD_CERTIFICATE => "bad_certificate",

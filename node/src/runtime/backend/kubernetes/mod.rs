@@ -153,6 +153,8 @@ pub struct KubernetesBackend {
     exports_rx: watch::Receiver<Option<Arc<ExportSnapshot>>>,
     /// The latest snapshot's exports, as the seam hands them to the driver.
     current: Option<ExportSet>,
+    /// The source's snapshot `current` was made from.
+    snapshot: Option<Arc<ExportSnapshot>>,
     leading_rx: watch::Receiver<bool>,
     leading: bool,
     /// The source's and the elector's channels closed (their tasks ended).
@@ -213,6 +215,7 @@ impl KubernetesBackend {
         Self {
             exports_rx,
             current: None,
+            snapshot: None,
             leading_rx,
             leading: false,
             source_gone: false,
@@ -231,17 +234,38 @@ impl KubernetesBackend {
         &self.stats
     }
 
-    /// Takes the latest export snapshot and returns the changes from the last one.
+    /// Takes the latest export snapshot and returns the changes from the last one. The
+    /// source shares an unchanged export's `Arc` between snapshots, so only the
+    /// exports that changed are compared and copied: the driver's cost follows the
+    /// change, not the number of exports.
     fn take_snapshot(&mut self) -> Vec<ExportChange> {
         let Some(snapshot) = self.exports_rx.borrow_and_update().clone() else {
             return Vec::new();
         };
-        let next: ExportSet = snapshot
-            .iter()
-            .map(|(k, e)| (k.clone(), e.spec.clone()))
-            .collect();
-        let changes = export_changes(self.current.as_ref(), &next);
-        self.current = Some(next);
+        let previous = self.snapshot.replace(Arc::clone(&snapshot));
+        let empty = ExportSnapshot::new();
+        let previous = previous.as_deref().unwrap_or(&empty);
+        let mut before = ExportSet::new();
+        let mut after = ExportSet::new();
+        for (key, export) in snapshot.iter() {
+            let old = previous.get(key);
+            if old.is_some_and(|old| Arc::ptr_eq(old, export)) {
+                continue;
+            }
+            if let Some(old) = old {
+                before.insert(key.clone(), old.spec.clone());
+            }
+            after.insert(key.clone(), export.spec.clone());
+        }
+        for (key, old) in previous.iter().filter(|(k, _)| !snapshot.contains_key(*k)) {
+            before.insert(key.clone(), old.spec.clone());
+        }
+        let changes = export_changes(Some(&before), &after);
+        let current = self.current.get_or_insert_with(ExportSet::new);
+        for key in before.keys().filter(|k| !after.contains_key(*k)) {
+            current.remove(key);
+        }
+        current.extend(after);
         changes
     }
 
@@ -395,5 +419,16 @@ impl Drop for KubernetesBackend {
         if let Some(task) = self.leader_task.take() {
             task.abort();
         }
+    }
+}
+
+/// Runs CPU-bound `work` (a plan or a refresh over thousands of exports) so that it holds up no
+/// other task: on the multi-threaded runtime the worker hands its queued tasks (the
+/// driver's among them) to another thread first. A single-threaded runtime (a test's)
+/// runs it in place.
+pub(crate) fn off_worker<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }

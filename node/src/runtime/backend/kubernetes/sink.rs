@@ -871,7 +871,7 @@ impl Sink {
             return;
         }
         let wall = wall_ms();
-        let planned = plan(&self.plan_input(input, exports, wall));
+        let planned = super::off_worker(|| plan(&self.plan_input(input, exports, wall)));
         if planned.is_empty() {
             return;
         }
@@ -881,7 +881,8 @@ impl Sink {
         if !imports.is_empty() {
             // The ServiceImports name their Services' cluster IPs: plan them again now
             // that the Services are written.
-            let imports = plan(&self.plan_input(input, exports, wall)).imports;
+            let imports =
+                super::off_worker(|| plan(&self.plan_input(input, exports, wall))).imports;
             transient |= self.run_phase(imports).await;
         }
         if transient {

@@ -410,7 +410,7 @@ pub async fn run(
         if !source.synced() {
             continue;
         }
-        let changed = source.refresh(wall_clock_ms());
+        let changed = super::off_worker(|| source.refresh(wall_clock_ms()));
         if !announced {
             info!(
                 exports = source.snapshot().len(),

@@ -19,6 +19,10 @@ use super::super::objects::{
 };
 use super::{FILE_BYTES_MAX, FILES_PER_DIR_MAX, OBJECTS_PER_FILE_MAX};
 
+/// Deepest nesting of YAML collections read. A Kubernetes object nests about eight
+/// levels deep.
+pub(super) const NESTING_DEPTH_MAX: usize = 64;
+
 /// Most directory entries looked at in one listing, YAML or not.
 pub(super) const DIR_ENTRIES_MAX: usize = 4 * FILES_PER_DIR_MAX;
 
@@ -36,6 +40,8 @@ pub(super) struct Listing {
     pub(super) files: Vec<(String, FileStamp)>,
     /// YAML files left out over the bound.
     pub(super) excess: usize,
+    /// Symbolic links left out because they point outside the directory.
+    pub(super) outside: Vec<String>,
 }
 
 fn is_input_name(name: &str) -> bool {
@@ -60,9 +66,12 @@ fn stamp(meta: &fs::Metadata) -> FileStamp {
 }
 
 /// Lists the regular `*.yaml`/`*.yml` files of `dir` (hidden files are skipped: editors
-/// and writers use them as temporaries).
-pub(super) fn list(dir: &Path) -> io::Result<Listing> {
-    let mut files = Vec::new();
+/// and writers use them as temporaries). A symbolic link is followed only if it
+/// resolves to a file inside `dir`, or if `symlinks_outside` allows it; one that
+/// points out is left out and its name returned in `outside`.
+pub(super) fn list(dir: &Path, symlinks_outside: bool) -> io::Result<Listing> {
+    let root = fs::canonicalize(dir)?;
+    let mut listing = Listing::default();
     for entry in fs::read_dir(dir)?.take(DIR_ENTRIES_MAX) {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
@@ -72,17 +81,29 @@ pub(super) fn list(dir: &Path) -> io::Result<Listing> {
             continue;
         }
         // A file removed between the listing and here is simply not there.
+        let Ok(link) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if link.file_type().is_symlink() && !symlinks_outside {
+            let inside =
+                fs::canonicalize(entry.path()).is_ok_and(|target| target.starts_with(&root));
+            if !inside {
+                listing.outside.push(name);
+                continue;
+            }
+        }
         let Ok(meta) = fs::metadata(entry.path()) else {
             continue;
         };
         if meta.is_file() {
-            files.push((name, stamp(&meta)));
+            listing.files.push((name, stamp(&meta)));
         }
     }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    let excess = files.len().saturating_sub(FILES_PER_DIR_MAX);
-    files.truncate(FILES_PER_DIR_MAX);
-    Ok(Listing { files, excess })
+    listing.files.sort_by(|a, b| a.0.cmp(&b.0));
+    listing.outside.sort();
+    listing.excess = listing.files.len().saturating_sub(FILES_PER_DIR_MAX);
+    listing.files.truncate(FILES_PER_DIR_MAX);
+    Ok(listing)
 }
 
 /// One object of an input file.
@@ -110,6 +131,8 @@ pub(super) enum FileError {
     Read(#[from] io::Error),
     #[error("invalid YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    #[error("nesting is deeper than {NESTING_DEPTH_MAX} levels")]
+    TooDeep,
 }
 
 impl FileError {
@@ -118,6 +141,7 @@ impl FileError {
             FileError::TooLarge(_) => "file_too_large",
             FileError::Read(_) => "file_unreadable",
             FileError::Yaml(_) => "invalid_yaml",
+            FileError::TooDeep => "too_deep",
         }
     }
 }
@@ -137,8 +161,12 @@ pub(super) fn read(path: &Path) -> Result<ParsedFile, FileError> {
     parse(&bytes)
 }
 
-/// Parses the documents of one file.
+/// Parses the documents of one file. The nesting depth is bounded before the YAML
+/// parser sees the bytes: its work grows faster than linearly with depth.
 pub(super) fn parse(bytes: &[u8]) -> Result<ParsedFile, FileError> {
+    if nesting_depth(bytes) > NESTING_DEPTH_MAX {
+        return Err(FileError::TooDeep);
+    }
     let mut parsed = ParsedFile::default();
     let mut documents = 0usize;
     for document in serde_yaml::Deserializer::from_slice(bytes) {
@@ -158,6 +186,62 @@ pub(super) fn parse(bytes: &[u8]) -> Result<ParsedFile, FileError> {
         }
     }
     Ok(parsed)
+}
+
+/// An upper bound of the nesting depth of the YAML collections in `bytes`, in one
+/// pass: flow collections (`[`, `{`) outside quotes and comments, plus, per line, the
+/// block levels opened by indentation and by leading `- ` entries.
+pub(super) fn nesting_depth(bytes: &[u8]) -> usize {
+    let mut deepest = 0;
+    let mut flow = 0usize;
+    let mut indents: Vec<usize> = Vec::new();
+    for line in bytes.split(|b| *b == b'\n') {
+        let indent = line.iter().take_while(|b| **b == b' ').count();
+        let rest = &line[indent..];
+        let blank = rest.iter().all(u8::is_ascii_whitespace) || rest.first() == Some(&b'#');
+        if flow == 0 && !blank {
+            while indents.last().is_some_and(|top| *top >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        let dashes = rest
+            .chunks(2)
+            .take_while(|pair| {
+                pair.first() == Some(&b'-') && pair.get(1).is_none_or(|b| *b == b' ')
+            })
+            .count();
+        flow = flow_depth_after(rest, flow, &mut deepest, indents.len() + dashes);
+        deepest = deepest.max(indents.len() + dashes + flow);
+    }
+    deepest
+}
+
+/// Follows the flow brackets of one line from depth `flow`, skipping quoted scalars and
+/// comments, and records the deepest level reached above `base`.
+fn flow_depth_after(line: &[u8], mut flow: usize, deepest: &mut usize, base: usize) -> usize {
+    let mut quote: Option<u8> = None;
+    let mut previous = b' ';
+    let mut bytes = line.iter().copied();
+    while let Some(b) = bytes.next() {
+        match (quote, b) {
+            (Some(b'"'), b'\\') => {
+                bytes.next();
+            }
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b'#') if previous == b' ' || previous == b'\t' => break,
+            (None, b'[' | b'{') => {
+                flow += 1;
+                *deepest = (*deepest).max(base + flow);
+            }
+            (None, b']' | b'}') => flow = flow.saturating_sub(1),
+            (None, _) => {}
+        }
+        previous = b;
+    }
+    flow
 }
 
 fn classify(value: serde_yaml::Value) -> Result<Option<InputObject>, serde_yaml::Error> {
@@ -187,16 +271,60 @@ pub(super) struct Inventory {
     pub(super) skipped: Vec<&'static str>,
 }
 
-impl Inventory {
-    pub(super) fn add(&mut self, object: &InputObject) {
-        let added = match object {
-            InputObject::Service(s) => insert_new(&mut self.services, &s.metadata, s),
-            InputObject::Export(e) => insert_new(&mut self.exports, &e.metadata, e),
-            InputObject::Slice(slice) => self.add_slice(slice),
-        };
-        if let Err(reason) = added {
-            self.skipped.push(reason);
+/// An object [`Inventory::add`] left out: what it is called (quoted and shortened,
+/// since the name may be anything) and why (a metric label).
+#[derive(Debug)]
+pub(super) struct Skipped {
+    pub(super) object: String,
+    pub(super) reason: &'static str,
+}
+
+/// Most characters of an object's name shown in a log line.
+const NAME_SHOWN_CHARS_MAX: usize = 64;
+
+fn describe(
+    kind: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> String {
+    let shorten = |s: Option<&str>| -> String {
+        let s = s.unwrap_or("");
+        let mut shown: String = s.chars().take(NAME_SHOWN_CHARS_MAX).collect();
+        if shown.len() < s.len() {
+            shown.push('…');
         }
+        format!("{shown:?}")
+    };
+    format!(
+        "{kind} {}/{}",
+        shorten(meta.namespace.as_deref()),
+        shorten(meta.name.as_deref())
+    )
+}
+
+impl Inventory {
+    /// Adds one object; a duplicate or an invalid name is left out, counted in
+    /// `skipped` and returned.
+    pub(super) fn add(&mut self, object: &InputObject) -> Result<(), Skipped> {
+        let (added, kind, meta) = match object {
+            InputObject::Service(s) => (
+                insert_new(&mut self.services, &s.metadata, s),
+                "Service",
+                &s.metadata,
+            ),
+            InputObject::Export(e) => (
+                insert_new(&mut self.exports, &e.metadata, e),
+                "ServiceExport",
+                &e.metadata,
+            ),
+            InputObject::Slice(slice) => (self.add_slice(slice), "EndpointSlice", &slice.metadata),
+        };
+        added.map_err(|reason| {
+            self.skipped.push(reason);
+            Skipped {
+                object: describe(kind, meta),
+                reason,
+            }
+        })
     }
 
     fn add_slice(&mut self, slice: &EndpointSlice) -> Result<(), &'static str> {
@@ -316,5 +444,27 @@ spec:
     fn a_syntax_error_fails_the_file() {
         let half = b"apiVersion: v1\nkind: Service\nmetadata: {name: web\n";
         assert!(matches!(parse(half), Err(FileError::Yaml(_))));
+    }
+
+    #[test]
+    fn nesting_depth_bounds_flow_and_block_collections() {
+        let object = b"apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels: {a: b}\n\
+spec:\n  ports:\n  - name: http\n    port: 80\n";
+        let depth = nesting_depth(object);
+        assert!((3..=6).contains(&depth), "{depth}");
+        // Brackets inside quotes and comments open nothing.
+        let quoted = b"a: \"[[[[[[\"\nb: '{{{{'  # [[[[[[[\n";
+        assert_eq!(nesting_depth(quoted), 1);
+        let flow = "[".repeat(NESTING_DEPTH_MAX + 1);
+        assert!(nesting_depth(flow.as_bytes()) > NESTING_DEPTH_MAX);
+        assert!(matches!(parse(flow.as_bytes()), Err(FileError::TooDeep)));
+        let mut block = String::new();
+        for level in 0..=NESTING_DEPTH_MAX {
+            block.push_str(&" ".repeat(level));
+            block.push_str("k:\n");
+        }
+        assert!(nesting_depth(block.as_bytes()) > NESTING_DEPTH_MAX);
+        let dashes = "- ".repeat(NESTING_DEPTH_MAX + 1) + "x\n";
+        assert!(nesting_depth(dashes.as_bytes()) > NESTING_DEPTH_MAX);
     }
 }

@@ -12,7 +12,7 @@ use shoal_proto::ServiceKey;
 use super::super::desired::{DesiredImport, object_key};
 use super::super::objects::LABEL_SERVICE_NAME;
 use super::input::DIR_ENTRIES_MAX;
-use super::{BackendError, FILE_BYTES_MAX, FILES_PER_DIR_MAX};
+use super::{BackendError, FILE_BYTES_MAX};
 
 /// The prefix of the export status files.
 pub(super) const STATUS_PREFIX: &str = "serviceexport-status.";
@@ -34,6 +34,9 @@ pub(super) struct OutDir {
     pub(super) status: BTreeMap<ServiceKey, String>,
     /// Files found at open that no service explains; removed at the first apply.
     pub(super) orphans: BTreeSet<String>,
+    /// A hash of the bytes this process last wrote to or found in each file, so that
+    /// an unchanged file is known without reading it.
+    hashes: BTreeMap<String, ContentHash>,
 }
 
 fn io_error(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -50,6 +53,7 @@ impl OutDir {
             owned: BTreeMap::new(),
             status: BTreeMap::new(),
             orphans: BTreeSet::new(),
+            hashes: BTreeMap::new(),
             dir,
         };
         let entries = fs::read_dir(&out.dir).map_err(io_error("list", &out.dir))?;
@@ -81,34 +85,47 @@ impl OutDir {
         self.dir.join(name)
     }
 
-    /// How many files Shoal owns in the directory.
-    pub(super) fn file_count(&self) -> usize {
-        self.owned.values().map(BTreeSet::len).sum::<usize>()
-            + self.status.len()
-            + self.orphans.len()
+    /// How many object files (not status files) Shoal owns in the directory.
+    fn object_file_count(&self) -> usize {
+        self.owned.values().map(BTreeSet::len).sum::<usize>() + self.orphans.len()
     }
 
     /// Writes `bytes` to `name` unless the file already holds exactly them: a temporary
-    /// file in the same directory, fsync, rename over, fsync the directory.
-    pub(super) fn write(&self, name: &str, bytes: &[u8]) -> Result<Written, BackendError> {
+    /// file in the same directory, renamed over, so a reader sees the old file or the
+    /// new one, never a part. There is no fsync: `out/` is derived from the store, and
+    /// the full rewrite at start repairs what a crash lost, while thousands of fsyncs
+    /// would queue the store's own flushes (which SWIM's answers wait on) behind them.
+    pub(super) fn write(&mut self, name: &str, bytes: &[u8]) -> Result<Written, BackendError> {
         let path = self.path(name);
-        if let Ok(existing) = fs::read(&path)
+        let hash = content_hash(bytes);
+        if self.hashes.get(name) == Some(&hash) {
+            return Ok(Written::Unchanged);
+        }
+        if !self.hashes.contains_key(name)
+            && let Ok(existing) = fs::read(&path)
             && existing == bytes
         {
+            self.hashes.insert(name.to_owned(), hash);
             return Ok(Written::Unchanged);
         }
         let temp = self.path(&format!(".{name}.tmp"));
         let mut file = File::create(&temp).map_err(io_error("create", &temp))?;
         file.write_all(bytes).map_err(io_error("write", &temp))?;
-        file.sync_all().map_err(io_error("fsync", &temp))?;
         drop(file);
         fs::rename(&temp, &path).map_err(io_error("rename", &path))?;
-        self.sync_dir()?;
+        self.hashes.insert(name.to_owned(), hash);
         Ok(Written::Written)
     }
 
+    /// Forgets what the files hold, so that the next writes read them again and repair
+    /// a file someone else changed.
+    pub(super) fn forget_contents(&mut self) {
+        self.hashes.clear();
+    }
+
     /// Removes `name`; a file already gone counts as removed.
-    pub(super) fn remove(&self, name: &str) -> Result<(), BackendError> {
+    pub(super) fn remove(&mut self, name: &str) -> Result<(), BackendError> {
+        self.hashes.remove(name);
         let path = self.path(name);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -117,16 +134,22 @@ impl OutDir {
         }
     }
 
-    pub(super) fn sync_dir(&self) -> Result<(), BackendError> {
-        let dir = File::open(&self.dir).map_err(io_error("open", &self.dir))?;
-        dir.sync_all().map_err(io_error("fsync", &self.dir))
-    }
-
-    /// Whether replacing `service`'s files by `count` new ones stays within the bound.
-    pub(super) fn has_room(&self, service: &ServiceKey, count: usize) -> bool {
+    /// Whether replacing `service`'s files by `count` new ones keeps the object files
+    /// within `max`. Status files are not counted: there is one per export.
+    pub(super) fn has_room(&self, service: &ServiceKey, count: usize, max: usize) -> bool {
         let current = self.owned.get(service).map_or(0, BTreeSet::len);
-        self.file_count() - current + count <= FILES_PER_DIR_MAX
+        self.object_file_count() - current + count <= max
     }
+}
+
+/// A digest of a file's bytes: the first 16 bytes of their SHA-256.
+type ContentHash = [u8; 16];
+
+fn content_hash(bytes: &[u8]) -> ContentHash {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut hash = [0; 16];
+    hash.copy_from_slice(&digest.as_ref()[..16]);
+    hash
 }
 
 /// The service a file in `out/` belongs to, from its namespace and service-name label.
