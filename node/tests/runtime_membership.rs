@@ -181,6 +181,13 @@ async fn a_ca_signed_non_member_is_refused_in_both_directions() {
     })
     .await;
     assert_untouched(&east, &mut east_rx);
+    // The refused dialer learns it from the close, and counts east's reason (its own
+    // TLS 1.3 handshake finished before east checked its certificate).
+    wait_stats(&mallory, "mallory told it is no member", |s| {
+        reject(s, "not_member") + reject(s, "refused_by_peer") >= 1
+    })
+    .await;
+    assert_eq!(reject(&mallory.stats(), "hello_missing"), 0);
 
     // (b) East dials mallory's address as mallory: east refuses mallory's server
     // certificate, although it is the CA's and names the cluster dialed.

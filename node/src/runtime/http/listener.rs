@@ -66,7 +66,8 @@ pub struct ConnectionLimits {
     pub lifetime: Duration,
 }
 
-/// Why a connection was refused. It was closed at once; nothing was read from it.
+/// Why a connection was refused. It was answered 503 and closed at once; what it had
+/// already sent (at most a few KiB) was read and dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub(super) enum Refused {
     /// Every one of the listener's `connections_max` slots is in use.

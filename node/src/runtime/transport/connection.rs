@@ -198,16 +198,23 @@ async fn read_hello(
     addr: SocketAddr,
 ) -> Result<(), &'static str> {
     let read = async {
-        let mut recv = peer.conn.accept_uni().await.ok()?;
+        // TLS 1.3 ends the client's handshake before the server has checked the
+        // client's certificate: a dialer the peer refuses (`not_member`) learns it here,
+        // from the connection's close, and counts the peer's reason.
+        let mut recv = peer
+            .conn
+            .accept_uni()
+            .await
+            .map_err(|e| tls::handshake_reason(&e, peer.dialed))?;
         recv.read_to_end(HEADER_BYTES_MAX + HELLO_PAYLOAD_BYTES)
             .await
-            .ok()
+            .map_err(|_| "hello_missing")
     };
-    let frame = tokio::time::timeout(shared.handshake_timeout(), read)
-        .await
-        .ok()
-        .flatten()
-        .ok_or("hello_missing")?;
+    let frame = match tokio::time::timeout(shared.handshake_timeout(), read).await {
+        Ok(Ok(frame)) => frame,
+        Ok(Err(reason)) => return Err(reason),
+        Err(_) => return Err("hello_missing"),
+    };
     let Ok((FrameKind::Hello, claimed, payload)) = header::decode(&frame) else {
         return Err("bad_hello");
     };

@@ -181,6 +181,10 @@ impl DemuxSocket {
     }
 }
 
+/// Most reads one `poll_recv` makes in a row when nothing read is for QUIC, before it
+/// yields to the other tasks.
+const RECV_ROUNDS_MAX: usize = 16;
+
 impl AsyncUdpSocket for DemuxSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
         self.inner.clone().create_io_poller()
@@ -196,7 +200,7 @@ impl AsyncUdpSocket for DemuxSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        loop {
+        for _ in 0..RECV_ROUNDS_MAX {
             let received = ready!(self.inner.poll_recv(cx, bufs, meta))?;
             let mut kept = 0;
             for i in 0..received {
@@ -215,8 +219,13 @@ impl AsyncUdpSocket for DemuxSocket {
             if kept > 0 {
                 return Poll::Ready(Ok(kept));
             }
-            // Everything was sealed: read again (registers the waker if nothing waits).
+            // Everything was sealed or dropped: read again (registers the waker if
+            // nothing waits).
         }
+        // A flood of datagrams that are not QUIC must not hold the endpoint's task:
+        // yield, and come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
