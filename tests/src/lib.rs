@@ -6,9 +6,12 @@
 //! - [`mesh`]: Shoal running on them with the Kubernetes backend, as deployed:
 //!   `deploy/crds/`, `deploy/rbac.yaml`, and the ServiceAccount's token; or alone, with
 //!   the standalone backend.
+//! - [`lab`]: the seeds' lab on Kubernetes (three clusters, two replicas each) and
+//!   its faults, as steps a test and `shoal-clusters lab` run alike.
 //! - [`load`]: what the load tests share: exports by the thousand, and an observer of
 //!   a busy node's liveness as its peer sees it.
 
 pub mod k8s;
+pub mod lab;
 pub mod load;
 pub mod mesh;

@@ -33,6 +33,8 @@ pub struct MeshConfig {
     pub leader_ms: (u64, u64, u64),
     /// Real control planes and the Kubernetes backend, or none and the standalone one.
     pub kubernetes: bool,
+    /// `[chaos] enabled`: the nodes accept `POST /v1/chaos` (cuts, loss).
+    pub chaos: bool,
 }
 
 impl MeshConfig {
@@ -42,6 +44,7 @@ impl MeshConfig {
             replicas,
             leader_ms: (4_000, 3_000, 1_000),
             kubernetes: true,
+            chaos: false,
         }
     }
 
@@ -141,6 +144,30 @@ impl Node {
     pub fn post(&self, path: &str) -> Result<String, String> {
         let url = format!("http://{}{path}", self.http);
         let mut response = agent().post(&url).send_empty().map_err(|e| e.to_string())?;
+        response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())
+    }
+
+    /// `POST path` with a JSON body; the answer's body.
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<String, String> {
+        let url = format!("http://{}{path}", self.http);
+        let mut response = agent()
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .map_err(|e| e.to_string())?;
+        response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())
+    }
+
+    /// `DELETE path`; the answer's body.
+    pub fn delete(&self, path: &str) -> Result<String, String> {
+        let url = format!("http://{}{path}", self.http);
+        let mut response = agent().delete(&url).call().map_err(|e| e.to_string())?;
         response
             .body_mut()
             .read_to_string()
@@ -462,7 +489,9 @@ impl Mesh {
                  [tls]\nca = \"{certs}/ca.crt\"\ncert = \"{certs}/{context}.crt\"\n\
                  key = \"{certs}/{context}.key\"\nclusterset_dir = \"{certs}\"\n\n\
                  [http]\nlisten = \"{http}\"\n\n[backend]\n{backend}\n\
-                 [lease]\nvoters = [{voters}]\n\n[log]\nfilter = \"{filter}\"\n",
+                 [lease]\nvoters = [{voters}]\n\n[chaos]\nenabled = {chaos}\n\n\
+                 [log]\nfilter = \"{filter}\"\n",
+                chaos = config.chaos,
                 data = node_dir.join("data").display(),
                 members = quic.len(),
                 seeds = seeds.join("\n"),
