@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::deployed::DeployedConfig;
 use crate::k8s::{Cluster, wait_for};
 use crate::load::family_total;
 use crate::mesh::{Mesh, MeshConfig, MeshError, SHOAL_NAMESPACE, apply, sample_value};
@@ -114,7 +115,7 @@ pub struct Timeline {
 impl Timeline {
     fn new() -> Self {
         Self {
-            start: Instant::now(),
+            start: crate::k8s::wait::now(),
             events: Vec::new(),
             live: false,
         }
@@ -148,6 +149,23 @@ pub struct Figures {
     pub roll_withdrawals: Option<u64>,
 }
 
+/// How Shoal is installed in the lab's clusters.
+#[derive(Clone, Debug)]
+pub enum Install {
+    /// From a `deploy/` directory's overlays (`overlays/c<i>`), each Pod of the
+    /// StatefulSet run by a stand-in: [`Mesh::start_deployed`].
+    Deploy(std::path::PathBuf),
+    /// Processes the harness configures itself: [`Mesh::start`].
+    Harness,
+}
+
+impl Install {
+    /// The repository's own `deploy/`.
+    pub fn shipped() -> Self {
+        Install::Deploy(crate::mesh::repo_root().join("deploy"))
+    }
+}
+
 /// The lab: a running mesh with its workloads.
 pub struct Lab {
     pub mesh: Mesh,
@@ -155,6 +173,9 @@ pub struct Lab {
     pub figures: Figures,
     /// Pod IPs of each workload in each source cluster, by (workload index, cluster).
     pods: BTreeMap<(usize, usize), BTreeSet<String>>,
+    /// Shoal installed from deploy/ with a stand-in per Pod ([`Mesh::start_deployed`]),
+    /// rather than processes the harness configures itself.
+    deployed: bool,
 }
 
 impl std::fmt::Debug for Lab {
@@ -168,22 +189,37 @@ impl std::fmt::Debug for Lab {
 impl Lab {
     /// Starts three clusters with two replicas each (chaos controls on), applies the
     /// workloads and waits until their pods are Running.
-    pub fn start() -> Result<Self, MeshError> {
+    pub fn start(install: Install) -> Result<Self, MeshError> {
         let mut timeline = Timeline::new();
-        let config = MeshConfig {
-            chaos: true,
-            ..MeshConfig::new(CLUSTERS, REPLICAS)
+        let deployed = matches!(install, Install::Deploy(_));
+        let mesh = match install {
+            Install::Deploy(deploy_dir) => Mesh::start_deployed(&DeployedConfig {
+                chaos: true,
+                deploy_dir,
+                ..DeployedConfig::new(CLUSTERS)
+            })?,
+            Install::Harness => Mesh::start(&MeshConfig {
+                chaos: true,
+                ..MeshConfig::new(CLUSTERS, REPLICAS)
+            })?,
         };
-        let mesh = Mesh::start(&config)?;
-        timeline.note(format!(
-            "{CLUSTERS} control planes and {} Shoal replicas ready",
-            mesh.nodes.len()
-        ));
+        timeline.note(match deployed {
+            true => format!(
+                "{CLUSTERS} control planes; Shoal applied from deploy/overlays/c*; {} Pods \
+                 Running, each with a ready stand-in",
+                mesh.nodes.len()
+            ),
+            false => format!(
+                "{CLUSTERS} control planes and {} Shoal replicas ready",
+                mesh.nodes.len()
+            ),
+        });
         let mut lab = Lab {
             mesh,
             timeline,
             figures: Figures::default(),
             pods: BTreeMap::new(),
+            deployed,
         };
         for cluster in lab.mesh.planes().clusters() {
             apply(
@@ -268,7 +304,7 @@ impl Lab {
             "c{cluster}: its replicas count API errors; every importer still holds its \
              endpoints"
         ));
-        let killed = Instant::now();
+        let killed = crate::k8s::wait::now();
         for node in self.mesh.nodes.iter_mut().filter(|n| n.cluster == cluster) {
             node.kill();
         }
@@ -334,8 +370,7 @@ impl Lab {
         })
         .map_err(|e| e.to_string())?;
         self.mesh
-            .nodes
-            .iter()
+            .nodes_of(cluster)
             .find(|n| n.identity == identity)
             .ok_or_else(|| format!("no node {identity}"))
     }
@@ -457,15 +492,23 @@ impl Lab {
             .filter(|&i| self.mesh.nodes[i].cluster == cluster)
             .collect();
         for i in replicas {
-            self.mesh.nodes[i].stop();
             let identity = self.mesh.nodes[i].identity.clone();
-            self.timeline.note(format!(
-                "{identity}: stopped (SIGTERM), as a deleted pod is"
-            ));
-            self.check_imported_from(&source)?;
-            self.mesh.nodes[i]
-                .start(&shoal)
-                .map_err(|e| format!("{identity}: {e}"))?;
+            if self.deployed {
+                self.mesh.replace_pod(i)?;
+                self.timeline.note(format!(
+                    "c{cluster}/{identity}: Pod deleted and its process stopped (SIGTERM); \
+                     the StatefulSet's new Pod is Running, a new process started"
+                ));
+            } else {
+                self.mesh.nodes[i].stop();
+                self.timeline.note(format!(
+                    "{identity}: stopped (SIGTERM), as a deleted pod is"
+                ));
+                self.check_imported_from(&source)?;
+                self.mesh.nodes[i]
+                    .start(&shoal)
+                    .map_err(|e| format!("{identity}: {e}"))?;
+            }
             let node = &self.mesh.nodes[i];
             wait_for(&format!("{identity} ready"), STEP, || node.ready())
                 .map_err(|e| e.to_string())?;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::k8s::{Cluster, ControlPlanes, ControlPlanesConfig, StartError, log_tail, wait_for};
+use crate::pods::Launch;
 
 /// The namespace of Shoal's objects (deploy/rbac.yaml).
 pub const SHOAL_NAMESPACE: &str = "shoal-system";
@@ -69,7 +70,10 @@ pub struct Node {
     pub log: PathBuf,
     /// The standalone backend's directory (`in/`, `out/`), if it has one.
     pub standalone_dir: Option<PathBuf>,
-    child: Option<Child>,
+    /// How to start it in place of a Pod (see [`crate::pods`]); `None`: `shoal run
+    /// --config <config>`.
+    pub launch: Option<Launch>,
+    pub(crate) child: Option<Child>,
 }
 
 impl Node {
@@ -79,17 +83,22 @@ impl Node {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut command = Command::new(shoal);
-        // The harness's own SHOAL_* variables are not the node's configuration.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SHOAL_") {
-                command.env_remove(name);
+        let mut command = match &self.launch {
+            // A stand-in's environment is its Pod's, and nothing else.
+            Some(launch) => launch.command(),
+            None => {
+                let mut command = Command::new(shoal);
+                // The harness's own SHOAL_* variables are not the node's configuration.
+                for (name, _) in std::env::vars_os() {
+                    if name.to_string_lossy().starts_with("SHOAL_") {
+                        command.env_remove(name);
+                    }
+                }
+                command.arg("run").arg("--config").arg(&self.config);
+                command
             }
-        }
+        };
         let child = command
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -240,12 +249,12 @@ pub fn sample_value(text: &str, sample: &str) -> u64 {
 /// Control planes with Shoal running in each (or Shoal alone, standalone).
 pub struct Mesh {
     /// `None` for a standalone mesh.
-    planes: Option<ControlPlanes>,
+    pub(crate) planes: Option<ControlPlanes>,
     pub nodes: Vec<Node>,
     pub dir: PathBuf,
-    shoal: PathBuf,
+    pub(crate) shoal: PathBuf,
     /// The temporary directory, removed on drop unless kept.
-    temp: Option<tempfile::TempDir>,
+    pub(crate) temp: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -266,7 +275,7 @@ pub enum MeshError {
     Setup(String),
 }
 
-fn setup(what: impl std::fmt::Display) -> MeshError {
+pub(crate) fn setup(what: impl std::fmt::Display) -> MeshError {
     MeshError::Setup(what.to_string())
 }
 
@@ -301,12 +310,12 @@ pub fn shoal_binary() -> Result<PathBuf, MeshError> {
     }
 }
 
-fn free_udp_port() -> Result<u16, MeshError> {
+pub(crate) fn free_udp_port() -> Result<u16, MeshError> {
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(setup)?;
     Ok(socket.local_addr().map_err(setup)?.port())
 }
 
-fn free_tcp_port() -> Result<u16, MeshError> {
+pub(crate) fn free_tcp_port() -> Result<u16, MeshError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(setup)?;
     Ok(listener.local_addr().map_err(setup)?.port())
 }
@@ -356,7 +365,7 @@ pub fn apply(cluster: &Cluster, yaml: &str) -> Result<(), MeshError> {
 
 /// Installs `deploy/crds/` and `deploy/rbac.yaml` in every cluster, and returns a
 /// token of the `shoal` ServiceAccount of each.
-fn install(planes: &ControlPlanes) -> Result<Vec<String>, MeshError> {
+pub(crate) fn install(planes: &ControlPlanes) -> Result<Vec<String>, MeshError> {
     let root = repo_root();
     let crds = root.join("deploy/crds").display().to_string();
     let rbac = root.join("deploy/rbac.yaml").display().to_string();
@@ -388,7 +397,7 @@ fn install(planes: &ControlPlanes) -> Result<Vec<String>, MeshError> {
     Ok(tokens)
 }
 
-fn run_shoal(shoal: &Path, args: &[&str]) -> Result<(), MeshError> {
+pub(crate) fn run_shoal(shoal: &Path, args: &[&str]) -> Result<(), MeshError> {
     let output = Command::new(shoal).args(args).output().map_err(setup)?;
     if output.status.success() {
         Ok(())
@@ -514,6 +523,7 @@ impl Mesh {
                 config: config_path,
                 log: node_dir.join("shoal.log"),
                 standalone_dir,
+                launch: None,
                 child: None,
             };
             node.start(&shoal).map_err(setup)?;

@@ -8,11 +8,11 @@
 // Real processes on the wall clock; a failed step panics with what it saw.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use shoal_tests::lab::Lab;
+use shoal_tests::lab::{Install, Lab};
 
 #[test]
 fn three_clusters_import_withdraw_a_dead_cluster_fence_a_partition_and_roll() {
-    let mut lab = Lab::start().expect("the lab starts");
+    let mut lab = Lab::start(Install::shipped()).expect("the lab starts");
     let outcome = (|| -> Result<(), String> {
         lab.wait_converged(None, "every cluster imports rebel-base and fraud-detection")?;
 

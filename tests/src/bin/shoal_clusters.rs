@@ -1,8 +1,14 @@
 //! `shoal-clusters up`: the tests' real Kubernetes control planes, for people.
+//! `shoal-clusters lab`: the same with Shoal on them, the seeds' lab of the end-to-end
+//! test (`shoal_tests::lab`), optionally with its faults.
 //!
-//! Starts N clusters on loopback (see `shoal_tests::k8s`), writes `DIR/kubeconfig`
-//! with a context per cluster, prints how to use it, and runs until Ctrl-C or SIGTERM;
-//! then stops every process it started.
+//! `up` starts N clusters on loopback (see `shoal_tests::k8s`), writes
+//! `DIR/kubeconfig` with a context per cluster, prints how to use it, and runs until
+//! Ctrl-C or SIGTERM; then stops every process it started. `lab` starts three clusters
+//! with two Shoal replicas each and the lab's workloads, waits until every cluster
+//! imports them, runs the faults if asked (`--faults`: c1 dies and comes back, c0 is
+//! partitioned away and healed, c0 is rolled) with a live timeline, and then runs until
+//! interrupted, so its clusters can be read with kubectl.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +19,7 @@ use shoal_tests::k8s::{
     CLUSTERS_MAX, ControlPlanes, ControlPlanesConfig, NODES_PER_CLUSTER_MAX,
     STARTUP_TIMEOUT_DEFAULT,
 };
+use shoal_tests::lab::{Install, Lab};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How often the running processes are checked while up.
@@ -43,6 +50,13 @@ enum Commands {
         #[arg(long, default_value_t = STARTUP_TIMEOUT_DEFAULT.as_secs())]
         startup_timeout_s: u64,
     },
+    /// Three clusters with Shoal and the lab's workloads; `--faults` runs the
+    /// end-to-end test's faults with a live timeline.
+    Lab {
+        /// Run the faults (a dead cluster, a partition, a rolling restart).
+        #[arg(long)]
+        faults: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,12 +67,15 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Commands::Up {
-        clusters,
-        nodes,
-        dir,
-        startup_timeout_s,
-    } = Cli::parse().command;
+    let (clusters, nodes, dir, startup_timeout_s) = match Cli::parse().command {
+        Commands::Up {
+            clusters,
+            nodes,
+            dir,
+            startup_timeout_s,
+        } => (clusters, nodes, dir, startup_timeout_s),
+        Commands::Lab { faults } => return lab(faults),
+    };
     let config = ControlPlanesConfig {
         clusters: usize::from(clusters),
         nodes_per_cluster: usize::from(nodes),
@@ -76,6 +93,44 @@ fn main() -> anyhow::Result<()> {
     planes.stop();
     eprintln!("stopped");
     outcome
+}
+
+/// `shoal-clusters lab`: the lab, its faults if asked, then up until interrupted.
+fn lab(faults: bool) -> anyhow::Result<()> {
+    let mut lab = Lab::start(Install::shipped()).context("starting the lab")?;
+    lab.timeline.live = true;
+    eprint!("{}", lab.timeline.render());
+    let steps = |lab: &mut Lab| -> Result<(), String> {
+        lab.wait_converged(None, "every cluster imports rebel-base and fraud-detection")?;
+        if faults {
+            lab.kill_cluster(1)?;
+            lab.restart_cluster(1)?;
+            lab.partition(0, 2)?;
+            lab.heal(0)?;
+            lab.roll(0)?;
+        }
+        Ok(())
+    };
+    let outcome = steps(&mut lab);
+    println!("{}", lab.report());
+    if let Err(e) = outcome {
+        eprintln!("{}", lab.mesh.log_tails(20));
+        anyhow::bail!("the lab failed: {e}");
+    }
+    print_usage(lab.mesh.planes());
+    for node in &lab.mesh.nodes {
+        println!(
+            "  {}  http://{}/v1/status  log {}",
+            node.identity,
+            node.http,
+            node.log.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the signal runtime")?;
+    runtime.block_on(run_until_signal(lab.mesh.planes_mut()))
 }
 
 fn print_usage(planes: &ControlPlanes) {
