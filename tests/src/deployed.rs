@@ -3,13 +3,14 @@
 //! Per cluster `c<i>`, what a platform engineer does, and then what a kubelet would:
 //! 1. `kubectl apply -k deploy/overlays/c<i>` (rendered with `kubectl kustomize`,
 //!    applied server-side): the CRDs, the namespace, the RBAC, the ConfigMap, the
-//!    StatefulSet, its Services, the PodDisruptionBudget and the NetworkPolicy.
+//!    StatefulSet, its Services, the PodDisruptionBudget and the NetworkPolicy. Not
+//!    the cert-manager Issuer and Certificate: no cert-manager runs here (step 3).
 //! 2. The node's TOML in the ConfigMap is edited as a user edits it for their network,
 //!    and only there: `seeds` become the other clusters' replicas' addresses here
 //!    (loopback), `[chaos]` is enabled when asked, and the leader Lease timings are
 //!    the tests' shorter ones. Everything else is as shipped.
-//! 3. The Secrets cert-manager would write (`tls.crt`, `tls.key`, `ca.crt`) and the
-//!    ClusterSet certificates are created from `shoal certs`; a PersistentVolume per
+//! 3. The Secret cert-manager would write for the Certificate (`tls.crt`, `tls.key`,
+//!    `ca.crt`) and the ClusterSet certificates are created from `shoal certs`; a PersistentVolume per
 //!    replica lets the volumeClaimTemplate bind.
 //! 4. The StatefulSet controller creates the Pods, the scheduler places them on kwok's
 //!    nodes, kwok marks them Running; each Pod then gets a stand-in process
@@ -116,6 +117,30 @@ fn config_map(cluster: &Cluster) -> Result<(Value, String), MeshError> {
         "{}: no ConfigMap with a TOML file in {SHOAL_NAMESPACE}",
         cluster.context()
     )))
+}
+
+/// The withdrawal grace of the TOML `cluster`'s ConfigMap holds: `timing.
+/// withdraw_grace_ms`, else its preset's (`lan` 500 ms, `wan`, the default, 10 s).
+pub fn withdraw_grace(cluster: &Cluster) -> Result<Duration, MeshError> {
+    let (map, key) = config_map(cluster)?;
+    let doc: toml_edit::DocumentMut = map["data"][&key]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| setup(format!("the ConfigMap's TOML: {e}")))?;
+    let configured = doc
+        .get("timing")
+        .and_then(|t| t.get("withdraw_grace_ms"))
+        .and_then(toml_edit::Item::as_integer);
+    let ms = match (
+        configured,
+        doc.get("preset").and_then(toml_edit::Item::as_str),
+    ) {
+        (Some(ms), _) => u64::try_from(ms).map_err(setup)?,
+        (None, Some("lan")) => 500,
+        (None, _) => 10_000,
+    };
+    Ok(Duration::from_millis(ms))
 }
 
 /// The user's edit of the shipped TOML: seeds, chaos, leader timings.
@@ -369,6 +394,14 @@ fn install(
     let c = cluster.index();
     let overlay = config.deploy_dir.join(format!("overlays/c{c}"));
     let rendered = kubectl(cluster, &["kustomize", &overlay.display().to_string()])?;
+    // No cert-manager runs here: its objects are left out, and the harness writes the
+    // Secrets they would produce (below). `kubectl kustomize` separates documents
+    // with `---` lines.
+    let rendered: Vec<&str> = rendered
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("apiVersion: cert-manager.io/"))
+        .collect();
+    let rendered = rendered.join("\n---\n");
     pipe(
         cluster,
         &[

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::deployed::DeployedConfig;
+use crate::deployed::{DeployedConfig, withdraw_grace};
 use crate::k8s::{Cluster, wait_for};
 use crate::load::family_total;
 use crate::mesh::{Mesh, MeshConfig, MeshError, SHOAL_NAMESPACE, apply, sample_value};
@@ -32,11 +32,8 @@ pub const CLUSTERS: usize = 3;
 pub const REPLICAS: u16 = 2;
 /// The quorum lease the lab's partition fights over.
 pub const LEASE: &str = "payments-write-leader";
-/// The lan preset's SWIM suspicion (1.5 s) plus its withdrawal grace (0.5 s): how long
-/// after a cluster goes silent its endpoints may be withdrawn at the earliest.
-pub const GRACE: Duration = Duration::from_millis(2_000);
-/// The withdrawal target the run prints its figure against: the grace plus 5 s.
-pub const WITHDRAWAL_TARGET: Duration = Duration::from_millis(2_000 + 5_000);
+/// The withdrawal target is the nodes' withdrawal grace plus this.
+pub const WITHDRAWAL_MARGIN: Duration = Duration::from_secs(5);
 /// The deadline of a step that converges (an import, a takeover, a lease): far above
 /// the targets, for a loaded two-core machine.
 pub const STEP: Duration = Duration::from_secs(90);
@@ -173,6 +170,8 @@ pub struct Lab {
     pub figures: Figures,
     /// Pod IPs of each workload in each source cluster, by (workload index, cluster).
     pods: BTreeMap<(usize, usize), BTreeSet<String>>,
+    /// The nodes' withdrawal grace (their TOML's, or its preset's).
+    pub grace: Duration,
     /// Shoal installed from deploy/ with a stand-in per Pod ([`Mesh::start_deployed`]),
     /// rather than processes the harness configures itself.
     deployed: bool,
@@ -220,6 +219,12 @@ impl Lab {
             figures: Figures::default(),
             pods: BTreeMap::new(),
             deployed,
+            grace: Duration::ZERO,
+        };
+        lab.grace = match deployed {
+            true => withdraw_grace(lab.mesh.cluster(0))?,
+            // The harness's nodes use the lan preset.
+            false => Duration::from_millis(500),
         };
         for cluster in lab.mesh.planes().clusters() {
             apply(
@@ -543,10 +548,11 @@ impl Lab {
         out.push_str("figures (targets are printed, never asserted):\n");
         if let Some(w) = self.figures.withdrawal {
             out.push_str(&format!(
-                "  withdrawal of a dead cluster: {:.1} s (target <= grace {:.1} s + 5 s = {:.1} s)\n",
+                "  withdrawal of a dead cluster, from the kill: {:.1} s (target <= grace {:.1} s + {} s = {:.1} s)\n",
                 w.as_secs_f64(),
-                GRACE.as_secs_f64(),
-                WITHDRAWAL_TARGET.as_secs_f64()
+                self.grace.as_secs_f64(),
+                WITHDRAWAL_MARGIN.as_secs(),
+                (self.grace + WITHDRAWAL_MARGIN).as_secs_f64()
             ));
         }
         if let Some(n) = self.figures.roll_withdrawals {

@@ -123,7 +123,15 @@ pub fn plan(spec: &StandInSpec<'_>, namespace: &str, pod: &str) -> Result<Launch
         let target = PathBuf::from(mount["mountPath"].as_str().ok_or("no mountPath")?);
         mounts.push((host, target, mount["readOnly"] == true));
     }
-    mounts.sort_by_key(|(_, target, _)| target.components().count());
+    // Parents before children; and a mount that would hide a source directory (an
+    // emptyDir at /tmp, where the harness keeps the volumes) after every other one.
+    let shadows = |target: &PathBuf| mounts.iter().any(|(host, _, _)| host.starts_with(target));
+    let mut keyed: Vec<_> = mounts
+        .iter()
+        .map(|m| ((shadows(&m.1), m.1.components().count()), m.clone()))
+        .collect();
+    keyed.sort_by_key(|(key, _)| *key);
+    let mounts: Vec<_> = keyed.into_iter().map(|(_, m)| m).collect();
     let env = environment(spec, &pod, container)?;
     let mut argv: Vec<String> = strings(&container["command"]);
     argv.extend(strings(&container["args"]));
