@@ -369,6 +369,21 @@ impl Exposition {
                 }
             }
         }
+        // One series per lease with a holder, as kube-state-metrics spells a state: the
+        // `cluster` label is bounded by the ClusterSet's members.
+        let holder = "shoal_lease_holder";
+        if self.family(
+            holder,
+            Kind::Gauge,
+            "1 for the cluster holding the lease, as this node sees it.",
+        ) {
+            for l in &leases {
+                if let Some(cluster) = &l.holder {
+                    let labels = [("lease", l.name.as_str()), ("cluster", cluster.as_str())];
+                    self.sample(holder, &labels, Value::Int(1));
+                }
+            }
+        }
     }
 }
 
@@ -454,6 +469,41 @@ mod tests {
         let text = render_metrics(&snapshot);
         assert_eq!(text.matches("# TYPE shoal_a_b_total counter").count(), 1);
         assert_eq!(text.matches("\nshoal_a_b_total ").count(), 1);
+    }
+
+    #[test]
+    fn lease_holder_is_one_series_per_held_lease() {
+        let lease = |name: &str, holder: Option<&str>, token| LeaseView {
+            name: name.to_owned(),
+            holder: holder.map(str::to_owned),
+            token,
+            expires_in_ms: None,
+            write_ready: holder == Some("east"),
+            wanted: true,
+        };
+        let snapshot = MetricsSnapshot {
+            leases: vec![
+                lease("payments", Some("east"), Some(7)),
+                lease("idle", None, None),
+            ],
+            ..MetricsSnapshot::default()
+        };
+        let text = render_metrics(&snapshot);
+        let expected = "# TYPE shoal_lease_holder gauge\n\
+            shoal_lease_holder{lease=\"payments\",cluster=\"east\"} 1\n";
+        assert!(text.contains(expected), "{text}");
+        assert!(
+            !text.contains("shoal_lease_holder{lease=\"idle\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("shoal_lease_held{lease=\"idle\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shoal_lease_token{lease=\"payments\"} 7\n"),
+            "{text}"
+        );
     }
 
     #[test]
