@@ -7,10 +7,17 @@
 #   tests/k8s/build.sh --bin-dir     print the bin dir if everything is built, else exit 1
 #   tests/k8s/build.sh --regenerate  rewrite kubernetes/go.mod from k8s.io/kubernetes's
 #                                    own go.mod, then tidy every wrapper module
+#   tests/k8s/build.sh --conformance build the MCS conformance suite if the cache lacks
+#                                    it, then print the binary's path (last line)
+#   tests/k8s/build.sh --conformance-path
+#                                    print that path if it is built, else exit 1
 #
-# Each component has its own wrapper module (etcd/, kubernetes/, kwok/, coredns/), so one
-# module's dependency choices never change another's. The cache key of a component is
-# its version plus a hash of its go.mod, go.sum and build flags.
+# Each component has its own wrapper module (etcd/, kubernetes/, kwok/, coredns/,
+# mcs-conformance/), so one module's dependency choices never change another's. The
+# cache key of a component is its version plus a hash of its go.mod, go.sum and build
+# flags (and, for the conformance suite, of the suite's source kept in the repository).
+# The conformance suite is not a control-plane binary: it is built only when asked for,
+# into its own cache directory, and does not change the bin dir.
 #
 # Environment: SHOAL_K8S_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/shoal/k8s).
 set -euo pipefail
@@ -22,6 +29,9 @@ KUBERNETES_VERSION=v1.36.3
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 COREDNS_VERSION=v1.14.7
+# sigs.k8s.io/mcs-api/conformance, tag conformance/v0.5.0; its source is in
+# mcs-conformance/upstream (the module proxy does not serve it; see UPSTREAM there).
+MCS_CONFORMANCE_VERSION=v0.5.0
 
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 
@@ -59,8 +69,39 @@ ldflags_for() {
 component_dir() { # component version module-dir
     local key
     key=$(cat "$here/$3/go.mod" "$here/$3/go.sum" <(ldflags_for "$1") <(go env GOVERSION) \
-        | sha256sum | cut -c1-12)
+        <(sources_of "$1") | sha256sum | cut -c1-12)
     echo "$cache/$1-$2-$key"
+}
+
+# What besides go.mod and go.sum goes into a component's binary from this repository:
+# nothing for the control planes (their source comes from the module cache); the
+# wrapper and the vendored upstream source for the conformance suite.
+sources_of() {
+    [ "$1" = mcs-conformance ] || return 0
+    (cd "$here/mcs-conformance" && find . -type f ! -name '*.test' -print0 \
+        | LC_ALL=C sort -z | xargs -0 sha256sum)
+}
+
+conformance_path() {
+    echo "$(component_dir mcs-conformance "$MCS_CONFORMANCE_VERSION" mcs-conformance)/mcs-conformance.test"
+}
+
+# `go test -c` of the wrapper module, whose test imports the upstream suite.
+build_conformance() {
+    local bin out start=$SECONDS
+    bin=$(conformance_path)
+    out=$(dirname "$bin")
+    if [ ! -x "$bin" ]; then
+        echo "building mcs-conformance.test $MCS_CONFORMANCE_VERSION into $out" >&2
+        mkdir -p "$out.tmp"
+        (cd "$here/mcs-conformance" && go test -c -trimpath \
+            -ldflags "$(ldflags_for mcs-conformance)" -o "$out.tmp/mcs-conformance.test" .)
+        mkdir -p "$out"
+        mv "$out.tmp/mcs-conformance.test" "$bin"
+        rmdir "$out.tmp"
+        echo "built mcs-conformance.test in $((SECONDS - start)) s" >&2
+    fi
+    echo "$bin"
 }
 
 bin_dir() {
@@ -135,7 +176,7 @@ regenerate() {
     (cd "$here/etcd" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
     (cd "$here/kwok" && go get "sigs.k8s.io/kwok@$KWOK_VERSION")
     (cd "$here/coredns" && go get "github.com/coredns/coredns@$COREDNS_VERSION")
-    for mod in etcd kubernetes kwok coredns; do
+    for mod in etcd kubernetes kwok coredns mcs-conformance; do
         (cd "$here/$mod" && go mod tidy)
     done
 }
@@ -147,6 +188,16 @@ case ${1:-} in
             exit 1
         fi ;;
     --regenerate) regenerate ;;
+    --conformance)
+        mkdir -p "$cache"
+        exec 9>"$cache/.lock"
+        flock 9
+        build_conformance ;;
+    --conformance-path)
+        if [ -x "$(conformance_path)" ]; then conformance_path; else
+            echo "the MCS conformance suite is not built: run tests/k8s/build.sh --conformance" >&2
+            exit 1
+        fi ;;
     "")
         # One build at a time (tests may ask for it at once); the cache makes the
         # second a no-op.
@@ -154,5 +205,5 @@ case ${1:-} in
         exec 9>"$cache/.lock"
         flock 9
         build; link_bin_dir ;;
-    *) echo "usage: $0 [--bin-dir|--regenerate]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--bin-dir|--regenerate|--conformance|--conformance-path]" >&2; exit 2 ;;
 esac

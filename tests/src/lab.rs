@@ -17,12 +17,14 @@
 //! [`Timeline`]; targets are printed beside the figures, never asserted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::deployed::{DeployedConfig, withdraw_grace};
-use crate::k8s::{Cluster, wait_for};
+use crate::dns::RecordType;
+use crate::k8s::{Cluster, CoreDns, wait_for};
 use crate::load::family_total;
 use crate::mesh::{Mesh, MeshConfig, MeshError, SHOAL_NAMESPACE, apply, sample_value};
 
@@ -45,21 +47,26 @@ pub struct Workload {
     pub name: &'static str,
     pub port: u16,
     pub clusters: &'static [usize],
+    /// A headless Service (`clusterIP: None`): DNS answers with every endpoint.
+    pub headless: bool,
 }
 
-/// The lab's two services.
+/// The lab's two services: `rebel-base` headless (so DNS answers with the endpoints
+/// of every live source cluster), `fraud-detection` with a ClusterSet IP.
 pub const WORKLOADS: [Workload; 2] = [
     Workload {
         namespace: "default",
         name: "rebel-base",
         port: 80,
         clusters: &[0, 1],
+        headless: true,
     },
     Workload {
         namespace: "payments",
         name: "fraud-detection",
         port: 8443,
         clusters: &[2],
+        headless: false,
     },
 ];
 
@@ -86,6 +93,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: {ns}}}
 spec:
+  clusterIP: {cluster_ip}
   selector: {{app: {name}}}
   ports: [{{name: http, port: {port}, targetPort: http, protocol: TCP}}]
 ---
@@ -96,7 +104,13 @@ metadata: {{name: {name}, namespace: {ns}}}
             name = self.name,
             ns = self.namespace,
             port = self.port,
+            cluster_ip = if self.headless { "None" } else { "\"\"" },
         )
+    }
+
+    /// Its name in `clusterset.local`.
+    pub fn dns_name(&self) -> String {
+        format!("{}.{}.svc.clusterset.local.", self.name, self.namespace)
     }
 }
 
@@ -144,6 +158,9 @@ pub struct Figures {
     pub withdrawal: Option<Duration>,
     /// Withdrawals counted by the other clusters' replicas during the rolling restart.
     pub roll_withdrawals: Option<u64>,
+    /// The longest time CoreDNS took to answer what the imports say, after Shoal's
+    /// objects matched.
+    pub dns_lag: Option<Duration>,
 }
 
 /// How Shoal is installed in the lab's clusters.
@@ -172,6 +189,8 @@ pub struct Lab {
     pods: BTreeMap<(usize, usize), BTreeSet<String>>,
     /// The nodes' withdrawal grace (their TOML's, or its preset's).
     pub grace: Duration,
+    /// CoreDNS per cluster (unmodified, `deploy/coredns/`'s Corefile and RBAC).
+    pub dns: Vec<CoreDns>,
     /// Shoal installed from deploy/ with a stand-in per Pod ([`Mesh::start_deployed`]),
     /// rather than processes the harness configures itself.
     deployed: bool,
@@ -220,7 +239,15 @@ impl Lab {
             pods: BTreeMap::new(),
             deployed,
             grace: Duration::ZERO,
+            dns: Vec::new(),
         };
+        for cluster in lab.mesh.planes().clusters() {
+            let dns = CoreDns::start(cluster)
+                .map_err(|e| MeshError::Setup(format!("{}: CoreDNS: {e}", cluster.context())))?;
+            lab.dns.push(dns);
+        }
+        lab.timeline
+            .note("CoreDNS answering in every cluster (clusterset.local)");
         lab.grace = match deployed {
             true => withdraw_grace(lab.mesh.cluster(0))?,
             // The harness's nodes use the lan preset.
@@ -261,13 +288,42 @@ impl Lab {
         for c in (0..CLUSTERS).filter(|&c| Some(c) != down) {
             for (w, workload) in WORKLOADS.iter().enumerate() {
                 let expected = self.expected(w, down);
-                wait_for(&format!("c{c} imports {}", workload.name), STEP, || {
+                let import = wait_for(&format!("c{c} imports {}", workload.name), STEP, || {
                     imported(self.mesh.cluster(c), workload, &expected)
                 })
                 .map_err(|e| e.to_string())?;
+                let matched = crate::k8s::wait::now();
+                let want: BTreeSet<IpAddr> = match workload.headless {
+                    true => expected
+                        .values()
+                        .flatten()
+                        .filter_map(|ip| ip.parse().ok())
+                        .collect(),
+                    false => import["spec"]["ips"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|ip| ip.as_str()?.parse().ok())
+                        .collect(),
+                };
+                let name = workload.dns_name();
+                wait_for(&format!("c{c}'s CoreDNS answers {name}"), STEP, || {
+                    let answer = self.dns[c]
+                        .query(&name, RecordType::A)
+                        .map_err(|e| e.to_string())?;
+                    let got: BTreeSet<IpAddr> = answer.addresses.iter().copied().collect();
+                    match got == want {
+                        true => Ok(()),
+                        false => Err(format!("{:?}: {got:?}, want {want:?}", answer.rcode)),
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+                let lag = matched.elapsed();
+                let worst = self.figures.dns_lag.get_or_insert(lag);
+                *worst = (*worst).max(lag);
             }
         }
-        self.timeline.note(what);
+        self.timeline.note(format!("{what}; CoreDNS answers match"));
         Ok(())
     }
 
@@ -555,6 +611,12 @@ impl Lab {
                 (self.grace + WITHDRAWAL_MARGIN).as_secs_f64()
             ));
         }
+        if let Some(lag) = self.figures.dns_lag {
+            out.push_str(&format!(
+                "  CoreDNS answers matching the imports, after Shoal's objects did: at most {:.1} s (target <= 2 s)\n",
+                lag.as_secs_f64()
+            ));
+        }
         if let Some(n) = self.figures.roll_withdrawals {
             out.push_str(&format!(
                 "  withdrawals during the rolling restart: {n} (target 0)\n"
@@ -632,7 +694,7 @@ fn imported(
     cluster: &Cluster,
     workload: &Workload,
     expected: &BTreeMap<String, BTreeSet<String>>,
-) -> Result<(), String> {
+) -> Result<Value, String> {
     let import = cluster
         .kubectl_json(&[
             "get",
@@ -654,8 +716,13 @@ fn imported(
     if clusters != want {
         return Err(format!("status.clusters {clusters:?}, want {want:?}"));
     }
-    if import["spec"]["ips"].as_array().is_none_or(Vec::is_empty) {
-        return Err("no ClusterSet IP yet".into());
+    let ips = import["spec"]["ips"]
+        .as_array()
+        .is_some_and(|ips| !ips.is_empty());
+    match (workload.headless, ips, &import["spec"]["type"]) {
+        (true, false, t) if t == "Headless" => {}
+        (false, true, t) if t == "ClusterSetIP" => {}
+        (_, _, t) => return Err(format!("type {t}, ips {}", import["spec"]["ips"])),
     }
     let slices = slices(cluster, workload)?;
     for (source, ips) in expected {
@@ -664,7 +731,7 @@ fn imported(
             return Err(format!("from {source}: {have:?}, want {ips:?}"));
         }
     }
-    Ok(())
+    Ok(import)
 }
 
 fn lease_view(answer: &str) -> Result<Value, String> {

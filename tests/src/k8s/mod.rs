@@ -15,6 +15,8 @@
 //! - `run_dir`: the run directory's layout, written before anything starts.
 //! - `pki`, `kubeconfig`, `etcd`, `process`: certificates, kubeconfig files, the
 //!   shared etcd, and the child processes with their logs.
+//! - [`coredns`]: [`CoreDns`], unmodified CoreDNS for one cluster, configured and
+//!   authorised as `deploy/coredns/` ships it.
 //! - [`kubectl`] and [`wait`]: running kubectl, and waiting on a condition with a
 //!   deadline, for tests too.
 //!
@@ -29,6 +31,7 @@
 pub mod binaries;
 mod cluster;
 pub mod control_planes;
+pub mod coredns;
 mod error;
 mod etcd;
 mod kubeconfig;
@@ -45,6 +48,7 @@ pub use control_planes::{
     CLUSTERS_MAX, ControlPlanes, ControlPlanesConfig, NODES_PER_CLUSTER_MAX,
     STARTUP_TIMEOUT_DEFAULT,
 };
+pub use coredns::{CoreDns, CoreDnsError};
 pub use error::{KubectlError, StartError};
 pub use process::log_tail;
 pub use wait::{Timeout, wait_for};
