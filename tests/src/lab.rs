@@ -13,6 +13,8 @@
 //! - [`Lab::roll`]: the replicas of one cluster restarted one at a time; no peer
 //!   withdraws the cluster.
 //!
+//! After every step each live cluster's CoreDNS must answer what its imports say
+//! (`rebel-base` is headless: one A record per endpoint of every live source).
 //! Every step waits on conditions with a deadline and records what it measured in a
 //! [`Timeline`]; targets are printed beside the figures, never asserted.
 

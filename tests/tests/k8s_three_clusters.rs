@@ -1,6 +1,8 @@
-//! The seeds' lab on real control planes, end to end: three clusters, two Shoal
-//! replicas each with the Kubernetes backend and the deployed RBAC; `rebel-base` in
-//! c0 and c1, `payments/fraud-detection` in c2, imported everywhere. Then c1 dies
+//! The seeds' lab on real control planes, end to end: three clusters, each with Shoal
+//! installed from `deploy/overlays/c<i>` (its StatefulSet's two Pods run by stand-ins)
+//! and CoreDNS answering `clusterset.local`; `rebel-base` in c0 and c1,
+//! `payments/fraud-detection` in c2, imported everywhere, and CoreDNS's answers checked
+//! after every step. Then c1 dies
 //! (both replicas and its API server) and comes back, c0 is partitioned away while it
 //! holds `payments-write-leader` and the majority takes the lease over, and c0's
 //! replicas are restarted one at a time without any peer withdrawing c0. The timeline
