@@ -212,6 +212,18 @@ pub fn derive<'a>(
                 });
             }
         }
+        // A port of the union this export lacks is a conflict too (the MCS rule: the
+        // union is exposed, and every export that differs is in conflict).
+        for name in winners.keys() {
+            if !record.ports.iter().any(|p| p.name == *name) {
+                conflicts.push(Conflict {
+                    cluster: record.origin.clone(),
+                    kind: ConflictKind::Port {
+                        name: (*name).to_owned(),
+                    },
+                });
+            }
+        }
         for kind in property_conflicts(properties, &record.properties) {
             conflicts.push(Conflict {
                 cluster: record.origin.clone(),
@@ -461,7 +473,7 @@ fn plan_insertion(import: &ImportedService, record: &Arc<SignedRecord>) -> Optio
             conflicts_at,
         });
     }
-    let mut ports: Vec<ServicePort> = Vec::new();
+    let ports: Vec<ServicePort> = Vec::new();
     let mut conflicts: Vec<Conflict> = Vec::new();
     for port in &new.ports {
         let name = port.name.as_str();
@@ -488,8 +500,18 @@ fn plan_insertion(import: &ImportedService, record: &Arc<SignedRecord>) -> Optio
                     });
                 }
             }
-            Err(_) => ports.push(port.clone()),
+            // A port the import lacks puts every other export in conflict: derive it
+            // whole.
+            Err(_) => return None,
         }
+    }
+    // A port of the import this export lacks is a conflict on it: derive it whole.
+    if import
+        .ports
+        .iter()
+        .any(|p| !new.ports.iter().any(|n| n.name == p.name))
+    {
+        return None;
     }
     conflicts.extend(
         property_conflicts(&import.properties, &new.properties).map(|kind| Conflict {
@@ -566,6 +588,63 @@ mod tests {
         change(&mut record.properties);
         let key = ClusterKey::from_seed(record.origin.clone(), [1; 32]);
         Arc::new(key.sign_unchecked(record))
+    }
+
+    /// The MCS conformance suite's pair: c0 exports tcp/42 and udp/42, c1 tcp/42 and
+    /// sctp/142. The import is the union, and each export lacking a union port is in
+    /// conflict; the incremental path defers to the full derivation.
+    #[test]
+    fn a_port_one_export_lacks_is_in_the_union_and_a_conflict_on_it() {
+        let port = |name: &str, protocol, number| ServicePort {
+            name: name.into(),
+            protocol,
+            port: number,
+            target_port: number,
+            app_protocol: None,
+        };
+        let with_ports = |origin: &str, created, ports: Vec<ServicePort>| {
+            let mut record = record(origin, created, ServiceType::ClusterSetIp, 42)
+                .record
+                .clone();
+            record.ports = ports;
+            let key = ClusterKey::from_seed(record.origin.clone(), [1; 32]);
+            Arc::new(key.sign_unchecked(record))
+        };
+        let a = with_ports(
+            "c0",
+            10,
+            vec![
+                port("tcp", PortProtocol::Tcp, 42),
+                port("udp", PortProtocol::Udp, 42),
+            ],
+        );
+        let b = with_ports(
+            "c1",
+            20,
+            vec![
+                port("sctp", PortProtocol::Sctp, 142),
+                port("tcp", PortProtocol::Tcp, 42),
+            ],
+        );
+        let service = a.record.service.clone();
+        let import = derive(&service, [&a, &b]).unwrap();
+        let names: Vec<&str> = import.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["sctp", "tcp", "udp"]);
+        let conflicts: Vec<(&str, String)> = import
+            .conflicts
+            .iter()
+            .map(|c| (c.cluster.as_str(), c.kind.to_string()))
+            .collect();
+        assert_eq!(
+            conflicts,
+            [
+                ("c0", "port \"sctp\"".to_owned()),
+                ("c1", "port \"udp\"".to_owned())
+            ]
+        );
+        let only_a = derive(&service, [&a]).unwrap();
+        assert!(only_a.conflicts.is_empty());
+        assert!(plan_insertion(&only_a, &b).is_none());
     }
 
     #[test]
