@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::k8s::{Cluster, ControlPlanes, ControlPlanesConfig, log_tail, wait_for};
+use crate::k8s::{Cluster, ControlPlanes, ControlPlanesConfig, wait_for};
 use crate::mesh::{
     Mesh, MeshError, Node, SHOAL_NAMESPACE, kubectl, repo_root, run_shoal, setup, shoal_binary,
 };
@@ -331,15 +331,7 @@ impl Mesh {
             shoal,
             temp: Some(temp),
         };
-        for node in &mesh.nodes {
-            wait_for("shoal /readyz", POD_TIMEOUT, || node.ready()).map_err(|e| {
-                setup(format!(
-                    "{}: {e}\n{}",
-                    node.identity,
-                    log_tail(&node.log, 40)
-                ))
-            })?;
-        }
+        mesh.wait_ready(POD_TIMEOUT)?;
         Ok(mesh)
     }
 

@@ -536,8 +536,14 @@ impl Mesh {
             shoal,
             temp: Some(temp),
         };
-        for node in &mesh.nodes {
-            wait_for("shoal /readyz", NODE_READY_TIMEOUT, || node.ready()).map_err(|e| {
+        mesh.wait_ready(NODE_READY_TIMEOUT)?;
+        Ok(mesh)
+    }
+
+    /// Waits until every node answers `/readyz`; the failing node's log tail if not.
+    pub(crate) fn wait_ready(&self, timeout: Duration) -> Result<(), MeshError> {
+        for node in &self.nodes {
+            wait_for("shoal /readyz", timeout, || node.ready()).map_err(|e| {
                 setup(format!(
                     "{}: {e}\n{}",
                     node.identity,
@@ -545,7 +551,7 @@ impl Mesh {
                 ))
             })?;
         }
-        Ok(mesh)
+        Ok(())
     }
 
     /// The control planes. Panics for a standalone mesh, which has none.
