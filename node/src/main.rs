@@ -17,6 +17,7 @@ use shoal_node::runtime::backend::kubernetes::{self, KubeSettings, KubernetesBac
 use shoal_node::runtime::backend::{Backend, Standalone, StandaloneBackend};
 use shoal_node::runtime::certs::{self, ClusterIdentity};
 use shoal_node::runtime::config::{BackendConfig, RuntimeConfig};
+use shoal_node::runtime::dns::DnsServer;
 use shoal_node::runtime::driver::Driver;
 use shoal_node::runtime::http::{self, client};
 use shoal_node::runtime::preflight::{self, Prepared};
@@ -25,7 +26,7 @@ use shoal_node::runtime::{API_QUEUE_MAX, demo};
 use shoal_proto::{ClusterId, MemberId, Message};
 
 const USAGE: &str = "usage:
-  shoal demo [--dir DIR]                three clusters on loopback: convergence, withdrawal, lease, partition, heal
+  shoal demo [--dir DIR]                three clusters on loopback: DNS and HTTP traffic, affinity failover, withdrawal, lease, partition, heal
   shoal run --config FILE               run a node (FILE is TOML; SHOAL_* environment variables override it)
   shoal config check FILE               validate a config file and print what it means
   shoal certs init --dir DIR [--days N] create a ClusterSet CA (ca.crt, ca.key)
@@ -125,17 +126,29 @@ async fn run(file: &Path) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let dns = match config.dns {
+        Some(dns) => Some(
+            DnsServer::bind(dns.listen, dns.limits)
+                .await
+                .with_context(|| format!("dns.listen {}", dns.listen))?,
+        ),
+        None => None,
+    };
     tracing::info!(
         cluster = %config.cluster,
         replica = config.replica.0,
         quic = %transport.local_addr(),
         http = %config.http_listen,
         health = ?config.http_health_listen,
+        dns = ?dns.as_ref().map(DnsServer::local_addr),
         "shoal node starting"
     );
-    let listeners = http::Listeners {
-        api: http_listener,
-        health: health_listener,
+    let listeners = Listeners {
+        http: http::Listeners {
+            api: http_listener,
+            health: health_listener,
+        },
+        dns,
     };
     match config.backend.clone() {
         BackendConfig::Standalone {
@@ -178,17 +191,32 @@ async fn run(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs the driver with `backend` and the HTTP API until a signal or a fatal error.
+/// The bound sockets besides QUIC's: the HTTP listeners, and the DNS server's if
+/// `[dns]` enables it.
+struct Listeners {
+    http: http::Listeners,
+    dns: Option<DnsServer>,
+}
+
+/// Runs the driver with `backend`, the HTTP API and the DNS server until a signal or a
+/// fatal error.
 async fn serve<B: Backend + 'static>(
     config: RuntimeConfig,
     identity: Arc<ClusterIdentity>,
     transport: Transport,
     inbound: tokio::sync::mpsc::Receiver<shoal_node::runtime::transport::Inbound>,
     backend: B,
-    http_listeners: http::Listeners,
+    listeners: Listeners,
 ) -> anyhow::Result<ExitCode> {
     let http_limits = config.http_limits;
-    let driver = Driver::start(config, identity, transport, inbound, backend)?;
+    let http_listeners = listeners.http;
+    let mut driver = Driver::start(config, identity, transport, inbound, backend)?;
+    let mut dns = None;
+    if let Some(server) = listeners.dns {
+        let (running, feed) = server.start();
+        driver = driver.with_dns(feed);
+        dns = Some(running);
+    }
     let (api_tx, api_rx) = tokio::sync::mpsc::channel(API_QUEUE_MAX);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
@@ -205,6 +233,9 @@ async fn serve<B: Backend + 'static>(
     let result = driver.run(api_rx, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(dns) = dns {
+        dns.shutdown().await;
+    }
     result?;
     Ok(ExitCode::SUCCESS)
 }
@@ -351,11 +382,14 @@ async fn run_demo(args: &[&str]) -> anyhow::Result<ExitCode> {
             .await
             .context("the demo did not finish within 110 s")??;
     println!(
-        "\ndemo done in {:.1} s: converged in {} ms, eu-west withdrawn {} ms after it died, \
-         {} took the lease over from {} (token {}), the stale write was rejected. \
-         Files: {}",
+        "\ndemo done in {:.1} s: converged in {} ms, failed over to eu-west {} ms after \
+         us-east's last endpoint died (readiness detected at {} ms), eu-west withdrawn {} ms \
+         after it died, {} took the lease over from {} (token {}), the stale write was \
+         rejected. Files: {}",
         summary.total_ms as f64 / 1_000.0,
         summary.converged_ms,
+        summary.failover_ms,
+        summary.detection_ms,
         summary.withdrawal_ms,
         summary.majority_holder,
         summary.cut_off_cluster,

@@ -12,22 +12,6 @@ use shoal_proto::wire::Channel;
 use shoal_proto::{ExportRecord, Message, ServiceProperties, ServiceType, SignedRecord};
 use support::*;
 
-fn lone_node(publisher: bool) -> Node {
-    let mut config = Config::lan(member("east", 0), addr(1), 3);
-    config.publisher = publisher;
-    let mut node = Node::new(
-        config,
-        key("east"),
-        ring(&["east", "west", "south"]),
-        Time::from_millis(1),
-        7,
-        PersistedState::default(),
-    )
-    .unwrap();
-    node.take_commands();
-    node
-}
-
 fn record_from(origin: &str, version: u64, octet: u8) -> SignedRecord {
     let s = spec("web", 1_000, octet);
     key(origin).sign_unchecked(s.into_record(cluster(origin), version))
@@ -105,7 +89,7 @@ fn a_new_node_persists_its_generation_then_announces_to_its_seeds() {
 
 #[test]
 fn exporting_persists_durably_then_imports_its_own_service() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
         .unwrap();
     let commands = node.take_commands();
@@ -136,7 +120,7 @@ fn exporting_persists_durably_then_imports_its_own_service() {
 
 #[test]
 fn an_unchanged_export_emits_nothing_and_a_change_bumps_the_version() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
         .unwrap();
     node.take_commands();
@@ -154,7 +138,7 @@ fn an_unchanged_export_emits_nothing_and_a_change_bumps_the_version() {
 
 #[test]
 fn only_the_publisher_may_export() {
-    let mut node = lone_node(false);
+    let mut node = lone_east(false);
     assert_eq!(
         node.handle_export(Time::from_millis(5), spec("web", 1, 1)),
         Err(InputError::NotPublisher)
@@ -243,7 +227,7 @@ fn a_new_publisher_counts_on_from_its_predecessors_versions_durably() {
 
 #[test]
 fn a_replica_that_stops_publishing_refuses_exports() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
         .unwrap();
     node.take_commands();
@@ -267,7 +251,7 @@ fn a_replica_that_stops_publishing_refuses_exports() {
 
 #[test]
 fn unexport_publishes_a_tombstone_that_removes_the_import() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
         .unwrap();
     node.take_commands();
@@ -285,7 +269,7 @@ fn unexport_publishes_a_tombstone_that_removes_the_import() {
 
 #[test]
 fn a_pushed_record_is_verified_persisted_and_imported() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     let record = record_from("west", 3, 9);
     node.handle_packet(
         Time::from_millis(5),
@@ -308,7 +292,7 @@ fn a_pushed_record_is_verified_persisted_and_imported() {
 
 #[test]
 fn duplicates_and_older_versions_are_dropped_without_commands() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     let from = member("west", 0);
     node.handle_packet(
         Time::from_millis(5),
@@ -345,7 +329,7 @@ fn duplicates_and_older_versions_are_dropped_without_commands() {
 
 #[test]
 fn equivocation_is_rejected_and_alarmed() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     let from = member("west", 0);
     node.handle_packet(
         Time::from_millis(5),
@@ -378,7 +362,7 @@ fn equivocation_is_rejected_and_alarmed() {
 
 #[test]
 fn a_record_authored_for_another_origin_is_rejected_as_forged() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     // "south" signs a record claiming to come from "west": relaying is fine, authoring is not.
     let mut forged = record_from("west", 4, 9);
     forged.signature = key("south").sign_unchecked(forged.record.clone()).signature;
@@ -395,7 +379,7 @@ fn a_record_authored_for_another_origin_is_rejected_as_forged() {
 
 #[test]
 fn a_relayed_record_from_a_third_cluster_is_accepted() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     node.handle_packet(
         Time::from_millis(5),
         &member("south", 0),
@@ -407,7 +391,7 @@ fn a_relayed_record_from_a_third_cluster_is_accepted() {
 
 #[test]
 fn malformed_input_is_counted_and_dropped() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     let from = member("west", 0);
     // A push claiming 2^40 records inside a few bytes.
     let mut forged_len = vec![1u8, 0xfd];
@@ -431,7 +415,7 @@ fn malformed_input_is_counted_and_dropped() {
 fn a_swim_packet_claiming_another_sender_is_dropped() {
     // Node A's announce, delivered as if it came from someone else.
     let announce = west_announces_to_east();
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     node.handle_packet(
         Time::from_millis(5),
         &member("south", 0),
@@ -451,7 +435,7 @@ fn a_swim_packet_claiming_another_sender_is_dropped() {
 
 #[test]
 fn restart_reverifies_the_store_and_continues_versions_and_generations() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     node.handle_export(Time::from_millis(5), spec("web", 1_000, 1))
         .unwrap();
     let mut store = PersistedState::default();
@@ -538,7 +522,7 @@ fn config_validation_names_the_field() {
 fn a_pull_answer_larger_than_a_frame_is_split_without_loss() {
     use shoal_proto::codec::FRAME_BYTES_MAX;
     use shoal_proto::wire::OriginWant;
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     let from = member("west", 0);
     for (i, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
         let mut s = spec(name, 1_000, 1);
@@ -602,7 +586,7 @@ fn a_pull_answer_larger_than_a_frame_is_split_without_loss() {
 
 #[test]
 fn an_endpoint_change_patches_the_import_in_place() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     let from = member("west", 0);
     node.handle_export(Time::from_millis(4), spec("web", 500, 1))
         .unwrap();
@@ -786,7 +770,7 @@ fn random_properties(rng: &mut rand::rngs::ChaCha8Rng) -> ServiceProperties {
 
 #[test]
 fn a_digest_with_another_membership_hash_gets_the_member_list() {
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     let (root, records) = node.view_digest();
     let digest = Message::DigestRoot {
         root,
@@ -825,7 +809,7 @@ fn a_digest_with_another_membership_hash_gets_the_member_list() {
 #[test]
 fn a_member_list_leads_to_announces_to_unknown_trusted_members_only() {
     use shoal_proto::SwimIdentity;
-    let mut node = lone_node(true);
+    let mut node = lone_east(true);
     let west = SwimIdentity {
         member: member("west", 0),
         addr: addr(2),
@@ -912,8 +896,8 @@ fn a_shared_record_cache_verifies_once_and_never_trusts_altered_content() {
     use std::cell::RefCell;
     use std::rc::Rc;
     let cache = Rc::new(RefCell::new(WeakRecordCache::default()));
-    let mut a = lone_node(true);
-    let mut b = lone_node(true);
+    let mut a = lone_east(true);
+    let mut b = lone_east(true);
     a.set_record_cache(Box::new(Rc::clone(&cache)));
     b.set_record_cache(Box::new(Rc::clone(&cache)));
     let record = record_from("west", 3, 9);
@@ -940,7 +924,7 @@ fn a_shared_record_cache_verifies_once_and_never_trusts_altered_content() {
     );
     assert!(Arc::ptr_eq(ra, rb), "both views share one allocation");
     // Same signature, other content: not a hit, and verification rejects it.
-    let mut c = lone_node(true);
+    let mut c = lone_east(true);
     c.set_record_cache(Box::new(Rc::clone(&cache)));
     let mut altered = record;
     altered.record.version = 4;

@@ -10,14 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use shoal_node::core::{Conflict, ConflictKind, ImportChange, ImportedCluster, ImportedService};
+use shoal_node::core::{
+    Conflict, ConflictKind, ImportChange, ImportedCluster, ImportedService, TrafficReason,
+};
 use shoal_node::runtime::backend::{
     ExportChange, ServiceExport, ServiceImport, StandaloneBackend, StandaloneLimits, watch,
 };
 use shoal_proto::{
-    ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy,
-    IpAddress, IpFamily, NetworkMode, PortProtocol, ServiceKey, ServicePort, ServiceProperties,
-    ServiceType, SessionAffinity,
+    Affinity, ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord,
+    InternalTrafficPolicy, IpAddress, IpFamily, NetworkMode, PortProtocol, ServiceKey, ServicePort,
+    ServiceProperties, ServiceType, SessionAffinity,
 };
 
 fn cluster(name: &str) -> ClusterId {
@@ -244,6 +246,7 @@ fn source(origin: &str, port: u16, created_ms: u64, endpoints: Vec<Endpoint>) ->
     let signed = ClusterKey::from_seed(origin, [3; 32]).sign(record).unwrap();
     ImportedCluster {
         record: Arc::new(signed.into_inner()),
+        active: true,
     }
 }
 
@@ -257,6 +260,7 @@ fn import(sources: Vec<ImportedCluster>) -> Arc<ImportedService> {
         properties,
         sources,
         conflicts: Vec::new(),
+        traffic: TrafficReason::AllOrigins,
     })
 }
 
@@ -540,12 +544,16 @@ fn a_global_service_is_exported_without_a_service_export() {
     assert_eq!(backend.stats().invalid.get("unsupported_kind"), Some(&1));
 }
 
-/// A Service that sets every property, and a `v1beta1` ServiceExport with exported
-/// labels and annotations.
+/// A Service that sets every property (Cilium's affinity annotation among them), and a
+/// `v1beta1` ServiceExport with exported labels and annotations.
 const API: &str = r#"
 apiVersion: v1
 kind: Service
-metadata: {name: api, namespace: shop, labels: {internal: "yes"}}
+metadata:
+  name: api
+  namespace: shop
+  labels: {internal: "yes"}
+  annotations: {service.cilium.io/affinity: remote}
 spec:
   clusterIPs: ["fd00::10", "10.96.0.10"]
   ipFamilies: [IPv6, IPv4]
@@ -573,6 +581,7 @@ fn api_properties() -> ServiceProperties {
         traffic_distribution: Some("PreferClose".into()),
         exported_labels: [("tier".to_owned(), "backend".to_owned())].into(),
         exported_annotations: [("example.com/owner".to_owned(), "shop team".to_owned())].into(),
+        affinity: Affinity::Remote,
     }
 }
 
@@ -601,8 +610,13 @@ fn properties_travel_from_yaml_in_to_v1beta1_yaml_out() {
         service_type: ServiceType::ClusterSetIp,
         ports: record.record.ports.clone(),
         properties: record.record.properties.clone(),
-        sources: vec![ImportedCluster { record }],
+        sources: vec![ImportedCluster {
+            record,
+            active: true,
+        }],
         conflicts: Vec::new(),
+        // Affinity `remote`, and east is the only origin: its own endpoints serve.
+        traffic: TrafficReason::RemoteFailover,
     });
     let change = ImportChange {
         service: key("api"),
@@ -617,7 +631,11 @@ metadata:
   name: api
   namespace: shop
   labels: {multicluster.kubernetes.io/service-name: api, tier: backend}
-  annotations: {example.com/owner: shop team, shoal.dev/written-by: east}
+  annotations:
+    example.com/owner: shop team
+    shoal.dev/written-by: east
+    shoal.dev/traffic: remote-failover
+    shoal.dev/active-clusters: east
 spec:
   type: ClusterSetIP
   ports: [{name: http, protocol: TCP, port: 80}]

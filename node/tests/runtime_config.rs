@@ -730,3 +730,110 @@ fn http_limits_out_of_range_name_their_field() {
     let zero = "listen = \"127.0.0.1:0\"\nhealth_listen = \"127.0.0.1:0\"";
     assert!(load(&with_http(zero), &[]).is_ok());
 }
+
+#[test]
+fn dns_is_off_without_a_dns_section_and_on_with_one_in_standalone() {
+    use shoal_node::runtime::dns::{DnsLimits, RateLimit};
+    use std::time::Duration;
+
+    let c = load(VALID, &[]).unwrap();
+    assert_eq!(c.dns, None, "no [dns]: no DNS server");
+    assert!(c.summary().contains("dns         off"), "{}", c.summary());
+    let c = load(&format!("{VALID}\n[dns]\n"), &[]).unwrap();
+    let dns = c
+        .dns
+        .expect("an empty [dns] enables it with the standalone backend");
+    assert_eq!(dns.listen, "127.0.0.1:8053".parse().unwrap());
+    assert_eq!(dns.limits, DnsLimits::default());
+    let c = load(
+        &format!(
+            "{VALID}\n[dns]\nlisten = \"127.0.0.1:0\"\nqueries_per_second = 50\nburst = 10\n\
+             tcp_connections_max = 4\ntcp_idle_timeout_ms = 1000\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    let dns = c.dns.unwrap();
+    assert_eq!(dns.listen, "127.0.0.1:0".parse().unwrap());
+    assert_eq!(
+        dns.limits,
+        DnsLimits {
+            rate: RateLimit {
+                burst: 10,
+                interval: Duration::from_millis(20)
+            },
+            tcp_connections_max: 4,
+            tcp_idle_timeout: Duration::from_secs(1),
+        }
+    );
+    assert!(
+        c.summary().contains(
+            "dns         127.0.0.1:0 (UDP and TCP), 50 queries/s per client (burst 10), \
+             4 TCP connections, idle 1000 ms"
+        ),
+        "{}",
+        c.summary()
+    );
+    let c = load(&format!("{VALID}\n[dns]\nenabled = false\n"), &[]).unwrap();
+    assert_eq!(c.dns, None);
+}
+
+#[test]
+fn dns_is_set_by_the_environment_and_off_by_default_with_kubernetes() {
+    let c = load(VALID, &[("SHOAL_DNS_LISTEN", "127.0.0.1:5300")]).unwrap();
+    assert_eq!(c.dns.unwrap().listen, "127.0.0.1:5300".parse().unwrap());
+    let c = load(
+        &format!("{VALID}\n[dns]\n"),
+        &[("SHOAL_DNS_BURST", "7"), ("SHOAL_DNS_ENABLED", "true")],
+    )
+    .unwrap();
+    assert_eq!(c.dns.unwrap().limits.rate.burst, 7);
+    let kubernetes = format!("{}\n[dns]\n", with_backend("kind = \"kubernetes\""));
+    let c = load(&kubernetes, &[]).unwrap();
+    assert_eq!(c.dns, None, "CoreDNS serves clusterset.local in Kubernetes");
+    let c = load(&kubernetes, &[("SHOAL_DNS_ENABLED", "true")]).unwrap();
+    assert!(c.dns.is_some(), "unless asked for");
+    match load(VALID, &[("SHOAL_DNS_BURST", "many")]) {
+        Err(ConfigFileError::Env { var, key, .. }) => {
+            assert_eq!(
+                (var.as_str(), key.as_str()),
+                ("SHOAL_DNS_BURST", "dns.burst")
+            );
+        }
+        other => panic!("expected an env error, got {other:?}"),
+    }
+    match load(VALID, &[("SHOAL_DNS_LISTEN", "localhost")]) {
+        Err(ConfigFileError::Env { var, key, .. }) => {
+            assert_eq!(
+                (var.as_str(), key.as_str()),
+                ("SHOAL_DNS_LISTEN", "dns.listen")
+            );
+        }
+        other => panic!("expected an env error, got {other:?}"),
+    }
+}
+
+#[test]
+fn dns_fields_out_of_range_name_their_field() {
+    let reason = |dns: &str, field: &str| -> String {
+        match load(&format!("{VALID}\n[dns]\n{dns}\n"), &[]) {
+            Err(ConfigFileError::Field { field: f, reason }) if f == field => reason,
+            other => panic!("expected a field error naming {field}, got {other:?}"),
+        }
+    };
+    assert!(reason("listen = \"localhost:53\"", "dns.listen").contains("localhost:53"));
+    assert!(reason("listen = \"127.0.0.1:7101\"", "dns.listen").contains("http.listen"));
+    assert!(reason("listen = \"127.0.0.1:7100\"", "dns.listen").contains("is listen's address"));
+    assert!(reason("queries_per_second = 0", "dns.queries_per_second").contains("1..=1000000"));
+    assert!(reason("burst = 1000001", "dns.burst").contains("1..=1000000"));
+    assert!(reason("tcp_connections_max = 0", "dns.tcp_connections_max").contains("1..=16384"));
+    assert!(reason("tcp_idle_timeout_ms = 99", "dns.tcp_idle_timeout_ms").contains("100..=60000"));
+    assert!(
+        reason("enabled = false\nburst = 0", "dns.burst").contains("1..=1000000"),
+        "a disabled section is still checked"
+    );
+    assert_eq!(
+        bad_field(&format!("{VALID}\n[dns]\nport = 53\n")),
+        "dns.port"
+    );
+}

@@ -3,6 +3,8 @@
 #![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -94,33 +96,12 @@ async fn start() -> Running {
 async fn start_in(dir: tempfile::TempDir) -> Running {
     let ca = dir.path().join("ca");
     let set = dir.path().join("set");
-    let east = ClusterId::new("east").unwrap();
     let config = config::parse(&config_text(dir.path()), Vec::new()).unwrap();
     assert!(
         !config.core.publisher,
         "replica 1 does not publish by config"
     );
-    let identity = Arc::new(
-        ClusterIdentity::load(
-            &ca.join("ca.crt"),
-            &set.join("east.crt"),
-            &set.join("east.key"),
-            &set,
-        )
-        .unwrap(),
-    );
-    let (transport, inbound) = Transport::bind(TransportConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        local: MemberId {
-            cluster: east,
-            replica: ReplicaId(1),
-        },
-        identity: Arc::clone(&identity),
-        limits: config.transport_limits(),
-        chaos_enabled: false,
-    })
-    .await
-    .unwrap();
+    let (identity, transport, inbound) = support::east_transport(&config, &ca, &set, 1).await;
     let (backend, handle) = MemoryBackend::new();
     let driver = Driver::start(config, identity, transport, inbound, backend).unwrap();
     let (api, api_rx) = mpsc::channel(8);

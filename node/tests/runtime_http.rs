@@ -100,6 +100,9 @@ fn import_views() -> Vec<ImportView> {
             clusters: BTreeMap::from([("north".into(), 1)]),
             endpoints: 1,
             conflicts: vec!["west: type Headless differs from ClusterSetIP".into()],
+            affinity: "none".into(),
+            active: vec!["north".into()],
+            traffic: "all-origins".into(),
         },
         ImportView {
             namespace: "shop".into(),
@@ -109,6 +112,9 @@ fn import_views() -> Vec<ImportView> {
             clusters: BTreeMap::from([("east".into(), 2), ("north".into(), 4)]),
             endpoints: 6,
             conflicts: vec![],
+            affinity: "local".into(),
+            active: vec!["east".into()],
+            traffic: "local".into(),
         },
     ]
 }
@@ -186,6 +192,11 @@ fn metrics_snapshot() -> MetricsSnapshot {
             sum_seconds: 0.0135,
             count: 5,
         }],
+        dns: Some(shoal_node::runtime::api::DnsMetrics {
+            queries: BTreeMap::from([("answered".into(), 9), ("rate_limited".into(), 2)]),
+            zone_names: 14,
+            ..Default::default()
+        }),
     }
 }
 
@@ -648,6 +659,11 @@ async fn metrics_are_valid_prometheus_text() {
     );
     assert_eq!(value("shoal_publisher", &[]), 1.0);
     assert_eq!(value("shoal_leadership_changes_total", &[]), 3.0);
+    assert_eq!(
+        value("shoal_dns_queries_total", &[("outcome", "rate_limited")]),
+        2.0
+    );
+    assert_eq!(value("shoal_dns_zone_names", &[]), 14.0);
     assert!(text.contains("shoal_rejects_total{reason=\"bad \\\"frame\\\"\\nline\\\\\"} 2\n"));
     h.stop().await;
 }
@@ -857,9 +873,9 @@ SERVICE    VERSION  TYPE          PORTS                      READY/TOTAL
 shop/cart        7  ClusterSetIP  http/TCP/80,grpc/TCP/9090          2/3
 
 IMPORTS (2)
-SERVICE    TYPE          PORTS        CLUSTERS        ENDPOINTS  CONFLICTS
-shop/cart  ClusterSetIP  http/TCP/80  east=2,north=4          6  -
-shop/pay   Headless      -            north=1                 1  west: type Headless differs from ClusterSetIP
+SERVICE    TYPE          PORTS        CLUSTERS        ENDPOINTS  AFFINITY           ACTIVE  CONFLICTS
+shop/cart  ClusterSetIP  http/TCP/80  east=2,north=4          6  local: local       east    -
+shop/pay   Headless      -            north=1                 1  none: all-origins  north   west: type Headless differs from ClusterSetIP
 
 LEASES (2)
 NAME                   HOLDER  TOKEN  EXPIRES IN  WRITE-READY  WANTED

@@ -22,8 +22,8 @@ pub use ids::{
 };
 pub use lease::{FencingToken, Grant, LeaseMessage};
 pub use record::{
-    Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy, IpAddress, IpFamily,
-    NetworkMode, PortProtocol, RecordError, ServicePort, ServiceProperties, ServiceType,
+    Affinity, Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy, IpAddress,
+    IpFamily, NetworkMode, PortProtocol, RecordError, ServicePort, ServiceProperties, ServiceType,
     SessionAffinity,
 };
 pub use sign::{

@@ -187,6 +187,69 @@ pub enum InternalTrafficPolicy {
     Local,
 }
 
+/// Which origins of a service an importing cluster sends traffic to (Shoal's traffic
+/// policy; see DESIGN.md, "Traffic policy"). Set on an export with the annotation
+/// `shoal.dev/affinity`, or Cilium's `service.cilium.io/affinity`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+)]
+pub enum Affinity {
+    /// Every live origin.
+    #[default]
+    None,
+    /// The importing cluster's own endpoints while one is ready; the remote origins
+    /// only while none is (failover).
+    Local,
+    /// The remote origins while one has a ready endpoint; otherwise the local ones.
+    Remote,
+    /// The ready origin with the lowest round-trip time as the importing node
+    /// measures it, then the next one; a margin keeps it from flapping on jitter.
+    Nearest,
+}
+
+impl Affinity {
+    /// The annotation values, as Cilium spells them (`nearest` is Shoal's own).
+    pub const NAMES: [(&'static str, Affinity); 4] = [
+        ("none", Affinity::None),
+        ("local", Affinity::Local),
+        ("remote", Affinity::Remote),
+        ("nearest", Affinity::Nearest),
+    ];
+
+    /// Parses an annotation value; case matters, as in Cilium.
+    pub fn from_name(name: &str) -> Option<Affinity> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, affinity)| *affinity)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map_or("none", |(n, _)| n)
+    }
+}
+
+impl std::fmt::Display for Affinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The properties of an export that the MCS API merges across clusters, besides the
 /// type and the ports: under its conflict rule the oldest export defines each of them,
 /// and an export that differs from it in one is in conflict on that one.
@@ -205,6 +268,10 @@ pub struct ServiceProperties {
     pub exported_labels: BTreeMap<String, String>,
     /// The ServiceExport's `exportedAnnotations`: annotations for the ServiceImport.
     pub exported_annotations: BTreeMap<String, String>,
+    /// Shoal's traffic policy for the service, from its `shoal.dev/affinity` (or
+    /// `service.cilium.io/affinity`) annotation. Like the other properties, the oldest
+    /// export's stands.
+    pub affinity: Affinity,
 }
 
 /// One origin cluster's statement about one exported service.

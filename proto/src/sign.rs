@@ -16,7 +16,7 @@ use crate::codec::{self, RECORD_BYTES_MAX};
 use crate::ids::ClusterId;
 use crate::record::{ExportRecord, RecordError};
 
-const RECORD_DOMAIN: &[u8] = b"shoal/export-record/v4\0";
+const RECORD_DOMAIN: &[u8] = b"shoal/export-record/v5\0";
 
 /// A record and its origin's signature, as gossiped.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]

@@ -479,6 +479,7 @@ fn the_handcrafted_layout_is_a_record() {
         varint(1),
         string("note"),
         string("text"),
+        vec![2], // Affinity::Remote
         vec![0], // not a tombstone
     ]
     .concat();
@@ -490,6 +491,7 @@ fn the_handcrafted_layout_is_a_record() {
     assert_eq!(record.properties.exported_labels["app"], "web");
     assert_eq!(record.properties.exported_annotations["note"], "text");
     assert_eq!(record.properties.traffic_distribution, None);
+    assert_eq!(record.properties.affinity, shoal_proto::Affinity::Remote);
     let distribution = [
         properties_head(),
         varint(0),
@@ -497,6 +499,7 @@ fn the_handcrafted_layout_is_a_record() {
         string("PreferClose"),
         varint(0),
         varint(0),
+        vec![0], // Affinity::None
         vec![0],
     ]
     .concat();
@@ -529,6 +532,7 @@ fn the_handcrafted_layout_is_a_record() {
         vec![0, 0, 0, 0],
         varint(0),
         varint(0),
+        vec![0], // Affinity::None
         vec![0],
     ]
     .concat();

@@ -12,19 +12,19 @@ use common::{cluster, from_hex, key, ring, service, to_hex};
 use shoal_proto::codec::{RECORD_BYTES_MAX, RECORD_DECODE_BUDGET, decode_limited, encode_limited};
 use shoal_proto::sign;
 use shoal_proto::{
-    ClusterKey, Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy, IpAddress,
-    IpFamily, Message, NetworkMode, PortProtocol, ServicePort, ServiceProperties, ServiceType,
-    SessionAffinity, SignedRecord,
+    Affinity, ClusterKey, Endpoint, EndpointConditions, ExportRecord, InternalTrafficPolicy,
+    IpAddress, IpFamily, Message, NetworkMode, PortProtocol, ServicePort, ServiceProperties,
+    ServiceType, SessionAffinity, SignedRecord,
 };
 
 /// The public key for the seed `[7u8; 32]` (RFC 8032 key derivation).
 const PUBLIC_KEY_HEX: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
 /// The signature over `golden_record()` with that key. Cross-checked once with an
 /// independent ed25519 implementation (OpenSSL, through Python's `cryptography`):
-/// Ed25519(seed, b"shoal/export-record/v4\0" || canonical record bytes).
+/// Ed25519(seed, b"shoal/export-record/v5\0" || canonical record bytes).
 const SIGNATURE_HEX: &str = concat!(
-    "1215602552149f0eef433895bef022a47a4fad201f0b44c8b9e51dae7777aaaa",
-    "ed5bc512fcb44d44571586effa9e161484eec6c398f111d8263467c4ea76340d",
+    "4e6f9cfee06fd7916cb5201156149eb20dd8942b0fec937cda9e10dadb5b9ff1",
+    "39f3c769147ebc2e758dd7a512538b4e7a798b836559005e6306704a810ddb09",
 );
 /// `Message::Push { records: vec![signed golden_record()], relay: true }`.
 const PUSH_HEX: &str = concat!(
@@ -94,17 +94,19 @@ const PUSH_HEX: &str = concat!(
     "01",
     "116578616d706c652e636f6d2f6f776e6572",
     "087061796d656e7473",
+    // Affinity::Nearest
+    "03",
     // not a tombstone
     "00",
     // the signature: 64 bytes, no length prefix
-    "1215602552149f0eef433895bef022a47a4fad201f0b44c8b9e51dae7777aaaa",
-    "ed5bc512fcb44d44571586effa9e161484eec6c398f111d8263467c4ea76340d",
+    "4e6f9cfee06fd7916cb5201156149eb20dd8942b0fec937cda9e10dadb5b9ff1",
+    "39f3c769147ebc2e758dd7a512538b4e7a798b836559005e6306704a810ddb09",
     // relay: true
     "01",
 );
 /// `SignedRecord::digest_hash` of the signed golden record: anti-entropy compares these
 /// across nodes, so the hash function is part of the protocol too.
-const DIGEST_HASH: u64 = 0x83ff_7de2_0c52_3e7c;
+const DIGEST_HASH: u64 = 0x182b_3ac2_d0e6_0dd0;
 /// `Message::DigestRoot { root: 0x0123_4567_89ab_cdef, records: 300, members: 7 }`.
 const DIGEST_ROOT_HEX: &str = concat!(
     "02",                 // Message::DigestRoot
@@ -162,6 +164,7 @@ fn golden_record() -> ExportRecord {
             traffic_distribution: Some("PreferClose".to_owned()),
             exported_labels: [("tier".to_owned(), "backend".to_owned())].into(),
             exported_annotations: [("example.com/owner".to_owned(), "payments".to_owned())].into(),
+            affinity: Affinity::Nearest,
         },
         tombstone: false,
     }
@@ -242,7 +245,7 @@ fn the_signed_message_is_the_domain_tag_then_the_record() {
     // Verify with ed25519-dalek directly, bypassing shoal_proto::sign, so that the
     // domain tag and the exact signed bytes are pinned and not just self-consistent.
     let record = encode_limited::<_, RECORD_BYTES_MAX>(&golden_record()).expect("fits");
-    let mut message = b"shoal/export-record/v4\0".to_vec();
+    let mut message = b"shoal/export-record/v5\0".to_vec();
     message.extend_from_slice(&record);
     let public: [u8; 32] = from_hex(PUBLIC_KEY_HEX).try_into().expect("32 bytes");
     let signature: [u8; 64] = from_hex(SIGNATURE_HEX).try_into().expect("64 bytes");

@@ -118,9 +118,18 @@ fn service_properties() -> impl Strategy<Value = ServiceProperties> {
         prop::option::of(label()),
         prop::collection::btree_map(QUALIFIED_NAME, LABEL_VALUE, 0..4),
         prop::collection::btree_map(QUALIFIED_NAME, "\\PC{0,20}", 0..4),
+        prop::sample::select(shoal_proto::Affinity::NAMES.map(|(_, a)| a).to_vec()),
     )
         .prop_map(
-            |(ip_families, (session_affinity, timeout), policy, distribution, labels, notes)| {
+            |(
+                ip_families,
+                (session_affinity, timeout),
+                policy,
+                distribution,
+                labels,
+                notes,
+                traffic,
+            )| {
                 ServiceProperties {
                     ip_families,
                     session_affinity,
@@ -129,6 +138,7 @@ fn service_properties() -> impl Strategy<Value = ServiceProperties> {
                     traffic_distribution: distribution,
                     exported_labels: labels,
                     exported_annotations: notes,
+                    affinity: traffic,
                 }
             },
         )

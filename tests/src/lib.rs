@@ -13,12 +13,12 @@
 //! - [`pods`]: pod stand-ins: a local process started from a Pod the control plane
 //!   scheduled, with its volumes, environment and ServiceAccount token, as a kubelet
 //!   would.
-//! - [`dns`]: a small DNS client, to ask the tests' CoreDNS on loopback.
+//! - [`dns`]: a small DNS client (the node's own), to ask the tests' CoreDNS on loopback.
 //! - [`load`]: what the load tests share: exports by the thousand, and an observer of
 //!   a busy node's liveness as its peer sees it.
 
 pub mod deployed;
-pub mod dns;
+pub use shoal_node::runtime::dns::client as dns;
 pub mod k8s;
 pub mod lab;
 pub mod load;

@@ -436,3 +436,67 @@ fn a_valid_config_passes_both_and_junk_in_the_clusterset_dir_is_a_warning() {
         "run did not warn: {run:?}"
     );
 }
+
+#[test]
+fn run_serves_clusterset_local_with_a_dns_section_and_names_dns_listen_when_taken() {
+    use shoal_tests::dns::{RecordType, ResponseCode};
+
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let pki = Pki::new(work.path());
+    let with_dns = |name: &str, port: u16| {
+        let dir = work.path().join(name);
+        let file = write_config(&dir, &pki.valid());
+        let mut text = read(&file);
+        text.push_str(&format!("\n[dns]\nlisten = \"127.0.0.1:{port}\"\n"));
+        fs::write(&file, text).expect("write the config");
+        (dir, file)
+    };
+
+    // Served: the zone's SOA once the node has started (SERVFAIL until its first zone).
+    let port = free_port(true);
+    let (dir, file) = with_dns("dns", port);
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let answered = std::cell::RefCell::new(None);
+    let run = Process::spawn(
+        shoal(&["run", "--config", file.to_str().expect("UTF-8")]),
+        &dir,
+        "run",
+    );
+    let run = run.wait_until(|stdout, stderr| {
+        if !(stdout.contains(STARTED) || stderr.contains(STARTED)) {
+            return false;
+        }
+        let soa = shoal_tests::dns::query(server, "clusterset.local.", RecordType::SOA);
+        let nx = shoal_tests::dns::query(server, "web.shop.svc.clusterset.local.", RecordType::A);
+        match (soa, nx) {
+            (Ok(soa), Ok(nx)) if soa.rcode == ResponseCode::NoError => {
+                answered.replace(Some(nx.rcode));
+                true
+            }
+            _ => false,
+        }
+    });
+    assert_eq!(
+        answered.into_inner(),
+        Some(ResponseCode::NXDomain),
+        "no DNS answers from shoal run: {run:?}"
+    );
+
+    // Taken: run fails before it starts, naming the field.
+    let port = free_port(true);
+    let taken = UdpSocket::bind(("127.0.0.1", port)).expect("hold the port");
+    let (dir, file) = with_dns("dns-taken", port);
+    let run = Process::spawn(
+        shoal(&["run", "--config", file.to_str().expect("UTF-8")]),
+        &dir,
+        "run",
+    );
+    let run = run.wait_until(|_, _| false);
+    assert!(!run.status.success(), "{run:?}");
+    let line = run.error_line().unwrap_or_default();
+    assert!(
+        line.contains(&format!("dns.listen 127.0.0.1:{port}")),
+        "the error names dns.listen: {run:?}"
+    );
+    drop(taken);
+}

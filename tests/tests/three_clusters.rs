@@ -1,5 +1,6 @@
 //! Three real `shoal` processes on loopback, driven through their HTTP APIs by
-//! `shoal demo`: imports converge, a killed cluster's endpoints are withdrawn and come
+//! `shoal demo`: imports converge, real requests resolved through a node's DNS follow
+//! the affinity and fail over, a killed cluster's endpoints are withdrawn and come
 //! back with it, only the majority side of a partition holds the lease, a stale token
 //! is fenced, and the mesh converges after the heal. Every step has a deadline inside
 //! the demo; this test checks its exit status and what it measured.
@@ -43,6 +44,24 @@ fn three_clusters_converge_withdraw_fence_and_heal() {
         &std::fs::read_to_string(dir.join("summary.json")).expect("the demo writes summary.json"),
     )
     .expect("summary.json is JSON");
+
+    // Real requests through DNS: every phase's answers came from where the policy says.
+    assert_eq!(
+        summary["requests_local"],
+        serde_json::json!({"us-east": 20})
+    );
+    assert_eq!(
+        summary["requests_failover"],
+        serde_json::json!({"eu-west": 20})
+    );
+    assert_eq!(summary["requests_back"], serde_json::json!({"us-east": 20}));
+    let none = &summary["requests_none"];
+    assert!(
+        none["us-east"].as_u64() > Some(0) && none["eu-west"].as_u64() > Some(0),
+        "affinity none reaches both clusters: {none}"
+    );
+    // The client cannot reach eu-west before us-east's endpoints were written not ready.
+    assert!(summary["failover_ms"].as_u64() >= summary["detection_ms"].as_u64());
 
     assert_eq!(summary["withdrawn_cluster"], "eu-west");
     let withdrawal_ms = summary["withdrawal_ms"].as_u64().expect("a number");

@@ -59,6 +59,11 @@ pub struct Config {
     pub withdraw_grace_ms: u64,
     /// How often to run anti-entropy with one random member. Range: 100 ms to 10 min.
     pub anti_entropy_period_ms: u64,
+    /// Affinity `nearest`: how much lower another origin's smoothed round-trip time
+    /// must be than the current one's before traffic moves to it (it must also be
+    /// lower by an eighth of the current one's), so that jitter does not make the
+    /// choice flap. Range: 0 to 10 s.
+    pub nearest_margin_ms: u64,
     pub lease: LeaseConfig,
 }
 
@@ -208,6 +213,7 @@ impl Config {
             swim: SwimTiming::wan(),
             withdraw_grace_ms: 10_000,
             anti_entropy_period_ms: 2_000,
+            nearest_margin_ms: 10,
             lease: LeaseConfig::wan(Vec::new()),
         }
     }
@@ -220,6 +226,7 @@ impl Config {
             // Pushes carry changes, and a join or heal pushes and repairs at once; the
             // periodic round only backs them up, and costs a frame and its ACK.
             anti_entropy_period_ms: 5_000,
+            nearest_margin_ms: 2,
             lease: LeaseConfig::lan(Vec::new()),
             ..Self::wan(member, addr, members_expected)
         }
@@ -267,6 +274,7 @@ impl Config {
             100,
             600_000,
         )?;
+        out_of_range("nearest_margin_ms", self.nearest_margin_ms, 0, 10_000)?;
         if let Some(seed) = self.seeds.iter().find(|s| s.member == self.member) {
             return Err(ConfigError {
                 field: "seeds",

@@ -146,6 +146,8 @@ impl Node {
                     .schedule(probe_at, TimerKind::LastChance(cluster.clone()));
                 self.timers
                     .schedule(at, TimerKind::Withdraw(cluster.clone()));
+                // Its origins stop taking traffic (under every affinity but `none`).
+                self.mark_origin_dirty(&cluster);
                 self.commands
                     .push(Command::Notify(Event::ClusterDown(cluster)));
             }
@@ -154,12 +156,14 @@ impl Node {
                 was_withdrawn,
                 refuted,
             } => {
+                // Back from down: its origins may take traffic again (and after a
+                // withdrawal, they are imported again).
+                self.mark_origin_dirty(&cluster);
                 if was_withdrawn {
                     self.stats.restorations += 1;
                     if refuted {
                         self.stats.withdrawals_refuted += 1;
                     }
-                    self.mark_origin_dirty(&cluster);
                     self.commands
                         .push(Command::Notify(Event::ClusterRestored(cluster.clone())));
                 }

@@ -6,9 +6,10 @@
 //! An origin whose service type conflicts with the winner contributes nothing; an
 //! origin with a conflicting port contributes its endpoints, and the winner's port
 //! definition stands. The other properties (IP families, session affinity and its
-//! config, internal traffic policy, traffic distribution, exported labels and exported
-//! annotations) are the oldest export's; an export that differs in one still
-//! contributes its endpoints. Every disagreement is reported as a conflict.
+//! config, internal traffic policy, traffic distribution, exported labels, exported
+//! annotations and Shoal's affinity) are the oldest export's; an export that differs
+//! in one still contributes its endpoints. Every disagreement is reported as a
+//! conflict. Which origins take traffic is `traffic`'s choice, made on each import.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use shoal_proto::{
 
 use super::command::{Command, ImportChange};
 use super::node::Node;
+use super::traffic::TrafficReason;
 
 /// One service as imported into a cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,12 +36,19 @@ pub struct ImportedService {
     pub sources: Vec<ImportedCluster>,
     /// Exports that disagree with the oldest export, sorted by origin.
     pub conflicts: Vec<Conflict>,
+    /// Why the active sources are the ones they are (the oldest export's affinity,
+    /// applied to the sources' readiness and round trips).
+    pub traffic: TrafficReason,
 }
 
 /// One origin's contribution to an import.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportedCluster {
     pub record: Arc<SignedRecord>,
+    /// The origin takes traffic under the service's affinity: sinks write its
+    /// endpoints. An inactive origin is still listed (a ServiceImport's
+    /// `status.clusters` names every origin).
+    pub active: bool,
 }
 
 impl ImportedCluster {
@@ -80,6 +89,8 @@ pub enum ConflictKind {
     Labels,
     /// Other exported annotations than the oldest export's.
     Annotations,
+    /// Another traffic policy (`shoal.dev/affinity`) than the oldest export's.
+    Affinity,
 }
 
 impl std::fmt::Display for ConflictKind {
@@ -94,6 +105,7 @@ impl std::fmt::Display for ConflictKind {
             ConflictKind::TrafficDistribution => f.write_str("traffic distribution"),
             ConflictKind::Labels => f.write_str("exported labels"),
             ConflictKind::Annotations => f.write_str("exported annotations"),
+            ConflictKind::Affinity => f.write_str("affinity"),
         }
     }
 }
@@ -128,6 +140,7 @@ fn property_conflicts(
             a.exported_annotations != b.exported_annotations,
             ConflictKind::Annotations,
         ),
+        (a.affinity != b.affinity, ConflictKind::Affinity),
     ]
     .into_iter()
     .filter_map(|(differs, kind)| differs.then_some(kind))
@@ -242,9 +255,11 @@ pub fn derive<'a>(
         sources: same_type()
             .map(|r| ImportedCluster {
                 record: Arc::clone(r),
+                active: true,
             })
             .collect(),
         conflicts,
+        traffic: TrafficReason::AllOrigins,
     })
 }
 
@@ -308,12 +323,26 @@ impl Node {
     }
 
     pub(super) fn recompute_imports(&mut self) {
-        if self.dirty_imports.is_empty() && self.patched_imports.is_empty() {
+        let reselect = self.traffic.take_reselect();
+        if self.dirty_imports.is_empty() && self.patched_imports.is_empty() && reselect.is_empty() {
             return;
         }
         let mut changes = Vec::new();
-        for service in std::mem::take(&mut self.patched_imports) {
-            if !self.dirty_imports.contains(&service) {
+        let patched = std::mem::take(&mut self.patched_imports);
+        for service in &patched {
+            if !self.dirty_imports.contains(service) {
+                self.reselect_traffic(service);
+                let import = self.imports.get(service).cloned();
+                changes.push(ImportChange {
+                    service: service.clone(),
+                    import,
+                });
+            }
+        }
+        // A new round trip may move a `nearest` choice of an import nothing else touched.
+        for service in reselect {
+            let touched = self.dirty_imports.contains(&service) || patched.contains(&service);
+            if !touched && self.reselect_traffic(&service) {
                 let import = self.imports.get(&service).cloned();
                 changes.push(ImportChange { service, import });
             }
@@ -323,6 +352,8 @@ impl Node {
             if self.imports.get(&service) == derived.as_ref() {
                 continue;
             }
+            let affinity = derived.as_ref().map(|i| i.properties.affinity);
+            self.traffic.track(&service, affinity);
             match &derived {
                 Some(import) => self.imports.insert(service.clone(), Arc::clone(import)),
                 None => self.imports.remove(&service),
@@ -338,9 +369,13 @@ impl Node {
         }
     }
 
+    /// The import of `service` as it should be: derived from the live origins, with
+    /// its active origins chosen.
     pub(super) fn derive_import(&self, service: &ServiceKey) -> Option<ImportedService> {
         let live = self.clusters.imported(self.view.service_records(service));
-        derive(service, live)
+        let mut import = derive(service, live)?;
+        self.select_traffic(&mut import);
+        Some(import)
     }
 }
 
@@ -376,6 +411,7 @@ impl Edit {
     fn apply(self, import: &mut ImportedService, record: &Arc<SignedRecord>) {
         let source = ImportedCluster {
             record: Arc::clone(record),
+            active: true,
         };
         match self {
             Edit::Nothing => {}

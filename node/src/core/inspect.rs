@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use shoal_proto::{ClusterId, MemberId, ServiceKey, SignedRecord, SwimIdentity};
 
@@ -62,6 +63,12 @@ impl Node {
 
     pub fn liveness(&self, cluster: &ClusterId) -> Liveness {
         self.clusters.liveness(cluster)
+    }
+
+    /// The smoothed round trip to each remote cluster measured so far (SWIM's direct
+    /// probes), in cluster order: what affinity `nearest` ranks origins by.
+    pub fn round_trips(&self) -> impl Iterator<Item = (&ClusterId, Duration)> {
+        self.traffic.rtt.iter()
     }
 
     /// Members SWIM considers up, excluding this one.
@@ -153,6 +160,10 @@ impl Node {
                     source.cluster(),
                     import.service
                 );
+                return Err(fail(what));
+            }
+            if !import.sources.is_empty() && !import.sources.iter().any(|s| s.active) {
+                let what = format!("no origin of {} is active", import.service);
                 return Err(fail(what));
             }
         }

@@ -16,6 +16,8 @@
 //! - `anti_entropy`: digests and pulls that repair what a push missed.
 //! - `imports`: the MCS imports derived from the view and liveness, and how a step
 //!   keeps them current.
+//! - `traffic`: traffic policy: which origins of an import take traffic, per the
+//!   service's affinity, its origins' readiness and their round trips.
 //! - `failure`: liveness transitions, withdrawal after the grace period, re-admission.
 //! - `lease`: the quorum lease (PaxosLease voters and proposers, fencing tokens).
 //! - `publisher`: which replica publishes, as the local leader election decides:
@@ -45,6 +47,7 @@ mod records;
 mod stats;
 mod time;
 mod timers;
+mod traffic;
 
 pub use command::{Command, Durability, Event, ImportChange, PersistedState, StoreOp};
 pub use config::{Config, ConfigError, LEASE_VOTERS_MAX, LeaseConfig, Seed, SwimTiming};
@@ -56,3 +59,4 @@ pub use record_cache::{NoRecordCache, RecordCache, WeakRecordCache};
 pub use records::MergeOutcome;
 pub use stats::Stats;
 pub use time::Time;
+pub use traffic::TrafficReason;

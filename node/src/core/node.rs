@@ -25,6 +25,7 @@ use super::records::{MergeOutcome, View};
 use super::stats::Stats;
 use super::time::Time;
 use super::timers::{TimerKind, Timers};
+use super::traffic::Traffic;
 
 /// How often the time of last contact and a sample of peers are persisted, and how
 /// often an isolated node announces itself to its seeds and remembered peers.
@@ -127,6 +128,8 @@ pub struct Node {
     pub(super) dirty_imports: BTreeSet<ServiceKey>,
     /// Services whose import was patched in place during the step; to be emitted.
     pub(super) patched_imports: BTreeSet<ServiceKey>,
+    /// Round trips, and the imports a new one may move (traffic policy).
+    pub(super) traffic: Traffic,
     pub(super) timers: Timers,
     pub(super) persists: Vec<Command>,
     pub(super) commands: Vec<Command>,
@@ -217,6 +220,7 @@ impl Node {
             imports: BTreeMap::new(),
             dirty_imports: BTreeSet::new(),
             patched_imports: BTreeSet::new(),
+            traffic: Traffic::default(),
             timers: Timers::default(),
             persists: Vec::new(),
             commands: Vec::new(),
@@ -375,7 +379,12 @@ impl Node {
                 return;
             }
         };
-        self.probes.received(now, &header, &mut self.stats);
+        if let Some(round_trip) = self.probes.received(now, &header, &mut self.stats) {
+            let cluster = &header.src.0.member.cluster;
+            if *cluster != self.config.member.cluster {
+                self.traffic.observe_rtt(cluster, round_trip);
+            }
+        }
         let to_old_self =
             header.dst.0.member == self.config.member && header.dst.0.generation < self.generation;
         self.with_swim(now, |swim, out| swim.handle_data(packet, out));

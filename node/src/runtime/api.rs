@@ -127,6 +127,13 @@ pub struct ImportView {
     pub endpoints: u32,
     /// Clusters whose export conflicts with the oldest one, and why.
     pub conflicts: Vec<String>,
+    /// The traffic policy (`none`, `local`, `remote` or `nearest`).
+    pub affinity: String,
+    /// The clusters that take traffic under it, in cluster order.
+    pub active: Vec<String>,
+    /// Why those: `all-origins`, `local`, `local-failover`, `remote`,
+    /// `remote-failover`, `nearest (<cluster>)` or `none-ready`.
+    pub traffic: String,
 }
 
 /// The lease as this node sees it: the HTTP API's `/v1/leases/{name}` JSON.
@@ -180,6 +187,24 @@ pub struct MetricsSnapshot {
     /// peer (at most `SWIM_ACK_PEERS_MAX`, then pooled under cluster `*`).
     #[serde(default)]
     pub swim_ack: Vec<SwimAckMetrics>,
+    /// The standalone DNS server's counters; `None` when it is not running.
+    #[serde(default)]
+    pub dns: Option<DnsMetrics>,
+}
+
+/// The DNS server's counters, printed as `shoal_dns_*`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsMetrics {
+    /// Queries by outcome (`answered`, `nxdomain`, `rate_limited`, `malformed`, ...).
+    pub queries: BTreeMap<String, u64>,
+    pub answers_capped: u64,
+    pub clients_evicted: u64,
+    pub tcp_refused: u64,
+    pub tcp_timeouts: u64,
+    pub send_errors: u64,
+    pub zone_builds: u64,
+    pub zone_names: u64,
+    pub zone_hostnames_skipped: u64,
 }
 
 /// One peer's SWIM ack latency histogram, or the pool of the peers beyond the bound.

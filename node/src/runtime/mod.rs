@@ -10,6 +10,7 @@
 //!   backend (a directory of Kubernetes-shaped YAML).
 //! - `driver`: the loop that feeds the core and carries out its commands.
 //! - `http`: the HTTP API and Prometheus metrics.
+//! - `dns`: without Kubernetes, `clusterset.local` served from the imports.
 //!
 //! **Architecture invariant:** the runtime carries out the core's commands in order and
 //! never decides protocol questions itself.
@@ -19,6 +20,7 @@ pub mod backend;
 pub mod certs;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod driver;
 pub mod http;
 pub mod preflight;

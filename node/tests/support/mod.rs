@@ -85,6 +85,8 @@ pub struct Mesh {
     wakes: BTreeMap<MemberId, Time>,
     seq: u64,
     pub delay_us: u64,
+    /// One-way delays between two clusters (either order) that differ from `delay_us`.
+    pub cluster_delay_us: BTreeMap<(ClusterId, ClusterId), u64>,
     pub log: Vec<(MemberId, Command)>,
 }
 
@@ -100,6 +102,7 @@ impl Mesh {
             wakes: BTreeMap::new(),
             seq: 0,
             delay_us: 2_000,
+            cluster_delay_us: BTreeMap::new(),
             log: Vec::new(),
         };
         let trust = ring(names);
@@ -157,7 +160,7 @@ impl Mesh {
                     to, channel, bytes, ..
                 } => {
                     self.seq += 1;
-                    let at = Time::from_micros(self.now.as_micros() + self.delay_us);
+                    let at = Time::from_micros(self.now.as_micros() + self.delay(m, to));
                     self.in_flight.insert(
                         (at, self.seq),
                         (m.clone(), to.clone(), *channel, bytes.clone()),
@@ -170,6 +173,22 @@ impl Mesh {
             }
             self.log.push((m.clone(), command));
         }
+    }
+
+    /// Sets the one-way delay between clusters `a` and `b`, both ways.
+    pub fn set_cluster_delay_ms(&mut self, a: &str, b: &str, ms: u64) {
+        let (a, b) = (cluster(a), cluster(b));
+        let pair = if a < b { (a, b) } else { (b, a) };
+        self.cluster_delay_us.insert(pair, ms * 1_000);
+    }
+
+    fn delay(&self, from: &MemberId, to: &MemberId) -> u64 {
+        let (a, b) = (from.cluster.clone(), to.cluster.clone());
+        let pair = if a < b { (a, b) } else { (b, a) };
+        self.cluster_delay_us
+            .get(&pair)
+            .copied()
+            .unwrap_or(self.delay_us)
     }
 
     /// Stops a node (a crash): it loses nothing it persisted.
@@ -245,4 +264,60 @@ impl Mesh {
         let until = Time::from_micros(self.now.as_micros() + ms * 1_000);
         self.run_until(until);
     }
+}
+
+/// A lone `east` replica 0 (a publisher) in a ring of east, west and south, its start
+/// commands taken.
+pub fn lone_east(publisher: bool) -> Node {
+    let mut config = Config::lan(member("east", 0), addr(1), 3);
+    config.publisher = publisher;
+    let mut node = Node::new(
+        config,
+        key("east"),
+        ring(&["east", "west", "south"]),
+        Time::from_millis(1),
+        7,
+        PersistedState::default(),
+    )
+    .unwrap();
+    node.take_commands();
+    node
+}
+
+/// The runtime's identity and transport for `east` replica `replica`, from the
+/// certificates in `ca` and `set`, on a free loopback port.
+pub async fn east_transport(
+    config: &shoal_node::runtime::config::RuntimeConfig,
+    ca: &std::path::Path,
+    set: &std::path::Path,
+    replica: u16,
+) -> (
+    std::sync::Arc<shoal_node::runtime::certs::ClusterIdentity>,
+    shoal_node::runtime::transport::Transport,
+    tokio::sync::mpsc::Receiver<shoal_node::runtime::transport::Inbound>,
+) {
+    use shoal_node::runtime::certs::ClusterIdentity;
+    use shoal_node::runtime::transport::{Transport, TransportConfig};
+    let identity = std::sync::Arc::new(
+        ClusterIdentity::load(
+            &ca.join("ca.crt"),
+            &set.join("east.crt"),
+            &set.join("east.key"),
+            set,
+        )
+        .unwrap(),
+    );
+    let (transport, inbound) = Transport::bind(TransportConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        local: MemberId {
+            cluster: cluster("east"),
+            replica: ReplicaId(replica),
+        },
+        identity: std::sync::Arc::clone(&identity),
+        limits: config.transport_limits(),
+        chaos_enabled: false,
+    })
+    .await
+    .unwrap();
+    (identity, transport, inbound)
 }

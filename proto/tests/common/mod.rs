@@ -46,6 +46,7 @@ pub fn properties() -> ServiceProperties {
             "example.com/owner".to_owned(),
             "payments team".to_owned(),
         )]),
+        affinity: shoal_proto::Affinity::Local,
     }
 }
 

@@ -88,15 +88,16 @@ impl Probes {
     }
 
     /// A packet that came in (its sender already checked): an ack of a pending ping
-    /// adds its latency to the histogram.
+    /// adds its latency to the histogram, and is returned (the round trip to the
+    /// sender's cluster, for traffic policy).
     pub(in crate::core) fn received(
         &mut self,
         now: Time,
         header: &Header<SwimId>,
         stats: &mut Stats,
-    ) {
+    ) -> Option<Duration> {
         let Message::Ack(probe) = header.message else {
-            return;
+            return None;
         };
         self.expire(now, stats);
         let from = &header.src.0.member;
@@ -104,9 +105,10 @@ impl Probes {
             .pending
             .iter()
             .position(|p| p.probe == probe && p.member == *from);
-        if let Some(ping) = matching.and_then(|i| self.pending.remove(i)) {
-            stats.swim_ack.record(from, now.since(ping.sent));
-        }
+        let ping = matching.and_then(|i| self.pending.remove(i))?;
+        let latency = now.since(ping.sent);
+        stats.swim_ack.record(from, latency);
+        Some(latency)
     }
 
     /// foca scheduled `ChangeSuspectToDown` for `member` in `incarnation`: its probe of

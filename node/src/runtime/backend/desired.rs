@@ -24,15 +24,15 @@ use shoal_proto::record::{
     APP_PROTOCOL_BYTES_MAX, ENDPOINTS_PER_RECORD_MAX, LABEL_BYTES_MAX, PORTS_PER_RECORD_MAX,
 };
 use shoal_proto::{
-    ClusterId, Endpoint, EndpointConditions, IdError, InternalTrafficPolicy, IpAddress, IpFamily,
-    NetworkMode, PortProtocol, RecordError, ServiceKey, ServicePort, ServiceProperties,
+    Affinity, ClusterId, Endpoint, EndpointConditions, IdError, InternalTrafficPolicy, IpAddress,
+    IpFamily, NetworkMode, PortProtocol, RecordError, ServiceKey, ServicePort, ServiceProperties,
     ServiceType, SessionAffinity, SignedRecord,
 };
 
 use super::objects::{
     AddressFamily, ClientIpConfig, ClusterStatus, ENDPOINTS_PER_SLICE_MAX, LABEL_KUBE_SERVICE_NAME,
     LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER, MANAGER, MCS_API_VERSION,
-    REASON_ANNOTATIONS_CONFLICT, REASON_EXPORTED, REASON_FAILED,
+    REASON_AFFINITY_CONFLICT, REASON_ANNOTATIONS_CONFLICT, REASON_EXPORTED, REASON_FAILED,
     REASON_INTERNAL_TRAFFIC_POLICY_CONFLICT, REASON_INVALID_SERVICE_TYPE,
     REASON_IP_FAMILY_CONFLICT, REASON_LABELS_CONFLICT, REASON_NO_CONFLICTS, REASON_NO_SERVICE,
     REASON_PENDING, REASON_PORT_CONFLICT, REASON_SESSION_AFFINITY_CONFIG_CONFLICT,
@@ -44,6 +44,15 @@ use crate::core::{ConflictKind, ExportSpec, ImportedService};
 
 /// The annotation naming the cluster that wrote a derived object.
 pub const ANNOTATION_WRITTEN_BY: &str = "shoal.dev/written-by";
+/// On a ServiceImport whose affinity is not `none`: why its active origins are the
+/// ones they are (`local`, `local-failover`, `remote`, `remote-failover`, `nearest`,
+/// `none-ready`; see [`TrafficReason`](crate::core::TrafficReason)).
+pub const ANNOTATION_TRAFFIC: &str = "shoal.dev/traffic";
+/// Beside [`ANNOTATION_TRAFFIC`]: the active origins, comma-joined in cluster order,
+/// the first [`ACTIVE_NAMED_MAX`] by name and the rest counted.
+pub const ANNOTATION_ACTIVE_CLUSTERS: &str = "shoal.dev/active-clusters";
+/// Most active origins [`ANNOTATION_ACTIVE_CLUSTERS`] names.
+pub const ACTIVE_NAMED_MAX: usize = 32;
 /// The namespace of an object that names none (as `kubectl` assumes).
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The ClientIP session affinity timeout the API server gives a Service that sets
@@ -103,6 +112,13 @@ pub enum ExportInvalid {
     /// break a record bound, or are not valid Kubernetes metadata.
     #[error("{0}")]
     Properties(RecordError),
+    /// The affinity annotation holds a value that is not `none`, `local`, `remote` or
+    /// `nearest`.
+    #[error("annotation {annotation}: {value:?} is not none, local, remote or nearest")]
+    Affinity {
+        annotation: &'static str,
+        value: String,
+    },
 }
 
 /// How a bad property is reported: as a limit, as bad metadata, or as a bad Service.
@@ -128,8 +144,8 @@ impl ExportInvalid {
     /// `NoService` and `InvalidServiceType`; for what they do not cover Shoal adds
     /// `InvalidName`, `InvalidPort`, `InvalidAddress`, `InvalidServiceSpec` (a Service
     /// field the API server would refuse), `InvalidExportedMetadata` (an exported label
-    /// or annotation it would refuse) and `ExceedsLimits` (beyond what a record
-    /// carries).
+    /// or annotation it would refuse), `InvalidAffinity` (an affinity annotation Shoal
+    /// does not know) and `ExceedsLimits` (beyond what a record carries).
     pub fn reason(&self) -> &'static str {
         match self {
             ExportInvalid::NoService(_) => REASON_NO_SERVICE,
@@ -138,6 +154,7 @@ impl ExportInvalid {
             ExportInvalid::Port(_) => "InvalidPort",
             ExportInvalid::Address(_) => "InvalidAddress",
             ExportInvalid::ServiceSpec { .. } => "InvalidServiceSpec",
+            ExportInvalid::Affinity { .. } => "InvalidAffinity",
             ExportInvalid::Properties(e) => match property_fault(e) {
                 PropertyFault::Limit => "ExceedsLimits",
                 PropertyFault::Metadata => "InvalidExportedMetadata",
@@ -160,6 +177,7 @@ impl ExportInvalid {
             ExportInvalid::TooLong { .. } => "too_long",
             ExportInvalid::Address(_) => "invalid_address",
             ExportInvalid::ServiceSpec { .. } => "invalid_service_spec",
+            ExportInvalid::Affinity { .. } => "invalid_affinity",
             ExportInvalid::Properties(e) => match property_fault(e) {
                 PropertyFault::Limit => "properties_exceed_limits",
                 PropertyFault::Metadata => "invalid_exported_metadata",
@@ -226,7 +244,7 @@ pub fn export_spec(
         _ => ServiceType::ClusterSetIp,
     };
     let ports = export_ports(spec.ports.as_deref().unwrap_or_default())?;
-    let properties = export_properties(spec, export)?;
+    let properties = export_properties(service, export)?;
     let ports = match network {
         NetworkMode::Flat => with_slice_target_ports(ports, &key, slices),
         NetworkMode::Island => ports
@@ -259,9 +277,11 @@ pub fn export_spec(
 }
 
 fn export_properties(
-    spec: &ServiceSpec,
+    service: &Service,
     export: &ServiceExport,
 ) -> Result<ServiceProperties, ExportInvalid> {
+    let empty = ServiceSpec::default();
+    let spec = service.spec.as_ref().unwrap_or(&empty);
     let (session_affinity, client_ip_timeout_seconds) = session_affinity(spec)?;
     let exported = export.spec.clone().unwrap_or_default();
     let properties = ServiceProperties {
@@ -272,9 +292,32 @@ fn export_properties(
         traffic_distribution: spec.traffic_distribution.clone(),
         exported_labels: exported.exported_labels,
         exported_annotations: exported.exported_annotations,
+        affinity: affinity(&export.metadata, &service.metadata)?,
     };
     properties.validate().map_err(ExportInvalid::Properties)?;
     Ok(properties)
+}
+
+/// The annotations that set a service's affinity, the first found winning: Shoal's
+/// own, then Cilium's (so that a Service annotated for Cluster Mesh keeps its policy).
+pub const AFFINITY_ANNOTATIONS: [&str; 2] = ["shoal.dev/affinity", "service.cilium.io/affinity"];
+
+/// The service's affinity: from the ServiceExport's annotations, else the Service's,
+/// each by [`AFFINITY_ANNOTATIONS`] order; `none` when neither sets one.
+fn affinity(export: &ObjectMeta, service: &ObjectMeta) -> Result<Affinity, ExportInvalid> {
+    let found = [export, service].into_iter().find_map(|meta| {
+        let annotations = meta.annotations.as_ref()?;
+        AFFINITY_ANNOTATIONS
+            .iter()
+            .find_map(|key| annotations.get(*key).map(|value| (*key, value)))
+    });
+    let Some((annotation, value)) = found else {
+        return Ok(Affinity::None);
+    };
+    Affinity::from_name(value).ok_or_else(|| ExportInvalid::Affinity {
+        annotation,
+        value: value.clone(),
+    })
 }
 
 fn spec_error(field: &'static str, problem: String) -> ExportInvalid {
@@ -528,9 +571,12 @@ fn check_endpoints(endpoints: &[Endpoint]) -> Result<(), ExportInvalid> {
 /// (`spec.ips` stays empty: the standalone backend has no IP allocator; the Kubernetes
 /// backend fills it from the derived Service's cluster IP), a derived Service (for
 /// both types: `clusterIP: None` when headless, so that the slices always have a
-/// Service), and per source cluster its endpoints in slices of at most
-/// [`ENDPOINTS_PER_SLICE_MAX`], one slice family per IP family. The local cluster's own
-/// endpoints are included, as the MCS API asks.
+/// Service), and per active source cluster (under the service's affinity) its
+/// endpoints in slices of at most [`ENDPOINTS_PER_SLICE_MAX`], one slice family per IP
+/// family. The local cluster's own endpoints are included, as the MCS API asks. The
+/// ServiceImport's `status.clusters` lists every source, active or not; with an
+/// affinity other than `none`, [`ANNOTATION_TRAFFIC`] and
+/// [`ANNOTATION_ACTIVE_CLUSTERS`] say which take traffic and why.
 ///
 /// The ServiceImport's spec carries the import's properties (the oldest export's):
 /// `ipFamilies`, `sessionAffinity` (always, `None` included, as a Service reads back
@@ -545,6 +591,7 @@ pub fn desired_import(local: &ClusterId, import: &ImportedService) -> DesiredImp
     let mut slices: Vec<EndpointSlice> = import
         .sources
         .iter()
+        .filter(|source| source.active)
         .flat_map(|source| source_slices(local, service, &derived, &source.record))
         .collect();
     slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -605,6 +652,17 @@ fn service_import(local: &ClusterId, import: &ImportedService) -> ServiceImport 
     let mut metadata = meta(local, &import.service, import.service.name.to_string());
     with_exported(&mut metadata.labels, &properties.exported_labels);
     with_exported(&mut metadata.annotations, &properties.exported_annotations);
+    if properties.affinity != Affinity::None {
+        let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
+        annotations.insert(
+            ANNOTATION_TRAFFIC.to_owned(),
+            import.traffic.name().to_owned(),
+        );
+        annotations.insert(
+            ANNOTATION_ACTIVE_CLUSTERS.to_owned(),
+            active_clusters(import),
+        );
+    }
     ServiceImport {
         api_version: MCS_API_VERSION.to_owned(),
         kind: "ServiceImport".to_owned(),
@@ -629,6 +687,27 @@ fn service_import(local: &ClusterId, import: &ImportedService) -> ServiceImport 
         },
         status: Some(ServiceImportStatus { clusters }),
     }
+}
+
+/// The value of [`ANNOTATION_ACTIVE_CLUSTERS`]: `a,b,c`, or `a,…,z,+12` past
+/// [`ACTIVE_NAMED_MAX`].
+fn active_clusters(import: &ImportedService) -> String {
+    let active: Vec<&str> = import
+        .sources
+        .iter()
+        .filter(|s| s.active)
+        .map(|s| s.cluster().as_str())
+        .collect();
+    let mut value = active
+        .iter()
+        .take(ACTIVE_NAMED_MAX)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",");
+    if active.len() > ACTIVE_NAMED_MAX {
+        value.push_str(&format!(",+{}", active.len() - ACTIVE_NAMED_MAX));
+    }
+    value
 }
 
 /// Adds the exported labels (or annotations) under Shoal's own: an exported key that
@@ -800,7 +879,7 @@ pub const CONDITION_CONFLICT: &str = "Conflict";
 
 /// The `Conflict=True` reasons, in the order mcs-api v1beta1 declares them: a
 /// condition with several lists them in this order.
-const CONFLICT_REASONS: [&str; 9] = [
+const CONFLICT_REASONS: [&str; 10] = [
     REASON_PORT_CONFLICT,
     REASON_TYPE_CONFLICT,
     REASON_SESSION_AFFINITY_CONFLICT,
@@ -810,6 +889,7 @@ const CONFLICT_REASONS: [&str; 9] = [
     REASON_INTERNAL_TRAFFIC_POLICY_CONFLICT,
     REASON_TRAFFIC_DISTRIBUTION_CONFLICT,
     REASON_IP_FAMILY_CONFLICT,
+    REASON_AFFINITY_CONFLICT,
 ];
 
 /// Most conflicts a `Conflict` message names one by one; the rest are counted, so the
@@ -828,6 +908,7 @@ pub fn conflict_reason(kind: &ConflictKind) -> &'static str {
         ConflictKind::InternalTrafficPolicy => REASON_INTERNAL_TRAFFIC_POLICY_CONFLICT,
         ConflictKind::TrafficDistribution => REASON_TRAFFIC_DISTRIBUTION_CONFLICT,
         ConflictKind::IpFamily => REASON_IP_FAMILY_CONFLICT,
+        ConflictKind::Affinity => REASON_AFFINITY_CONFLICT,
     }
 }
 
@@ -845,7 +926,7 @@ pub fn conflict_reason(kind: &ConflictKind) -> &'static str {
 ///   order (`PortConflict`, `TypeConflict`, `SessionAffinityConflict`,
 ///   `SessionAffinityConfigConflict`, `LabelsConflict`, `AnnotationsConflict`,
 ///   `InternalTrafficPolicyConflict`, `TrafficDistributionConflict`,
-///   `IPFamilyConflict`); the message says which clusters, on what, and whether this
+///   `IPFamilyConflict`, and Shoal's `AffinityConflict`); the message says which clusters, on what, and whether this
 ///   one's definition stands. `False`/`NoConflicts` otherwise, and `Unknown`/`Pending`
 ///   while there is no import or the export is invalid.
 ///

@@ -184,6 +184,8 @@ pub const REASON_ANNOTATIONS_CONFLICT: &str = "AnnotationsConflict";
 pub const REASON_INTERNAL_TRAFFIC_POLICY_CONFLICT: &str = "InternalTrafficPolicyConflict";
 pub const REASON_TRAFFIC_DISTRIBUTION_CONFLICT: &str = "TrafficDistributionConflict";
 pub const REASON_IP_FAMILY_CONFLICT: &str = "IPFamilyConflict";
+/// Shoal's own: the exports disagree on the `shoal.dev/affinity` traffic policy.
+pub const REASON_AFFINITY_CONFLICT: &str = "AffinityConflict";
 
 /// The IP family of a derived EndpointSlice (its `addressType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

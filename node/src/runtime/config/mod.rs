@@ -94,6 +94,7 @@
 //! announce_down_period_ms = 2000
 //! withdraw_grace_ms = 500
 //! anti_entropy_period_ms = 5000
+//! nearest_margin_ms = 2           # affinity `nearest`: how much lower another RTT must be
 //!
 //! [chaos]
 //! enabled = false                # fault injection through the API (`shoal chaos`)
@@ -111,6 +112,21 @@
 //!
 //! [log]
 //! filter = "info"                # a tracing filter; the default
+//!
+//! [dns]                          # absent: no DNS server. Present (even empty, or made
+//!                                # by a SHOAL_DNS_* variable): clusterset.local served
+//!                                # from the imports (see `runtime::dns`)
+//! enabled = true                 # default: true with the standalone backend, false
+//!                                # with the Kubernetes one (CoreDNS serves it there)
+//! listen = "127.0.0.1:8053"      # UDP and TCP; the default. Not the QUIC `listen`,
+//!                                # nor an HTTP listener's address
+//! queries_per_second = 100       # per client (an IPv4 address or an IPv6 /64), UDP
+//!                                # and TCP together; 1..=1000000. Beyond it a UDP
+//!                                # query is dropped, a TCP one refused
+//! burst = 200                    # queries a client may send at once; 1..=1000000
+//! tcp_connections_max = 64       # TCP connections at once (8 per client); 1..=16384
+//! tcp_idle_timeout_ms = 5000     # a TCP connection silent this long is closed;
+//!                                # 100..=60000
 //! ```
 //!
 //! Relative paths (`data_dir`, `tls.*`, `backend.dir`, `backend.kubeconfig`), from the
@@ -155,6 +171,7 @@ use std::path::{Path, PathBuf};
 use shoal_proto::{ClusterId, NetworkMode, ReplicaId};
 
 pub use super::backend::StandaloneLimits;
+use super::dns::DnsConfig;
 use super::http::ServerLimits;
 use super::transport::TransportLimits;
 use crate::core::Config;
@@ -268,6 +285,8 @@ pub struct RuntimeConfig {
     pub chaos_enabled: bool,
     pub transport: TransportLimits,
     pub log: String,
+    /// The standalone DNS server; `None`: not served (no `[dns]`, or not enabled).
+    pub dns: Option<DnsConfig>,
 }
 
 impl RuntimeConfig {
@@ -316,7 +335,8 @@ impl RuntimeConfig {
              seeds       {}\n\
              timing      probe {} ms, suspect {} ms, withdraw grace {} ms, anti-entropy {} ms\n\
              lease       voters [{}], lease {} ms, renew {} ms, drift {} ppm\n\
-             chaos       {}",
+             chaos       {}\n\
+             dns         {}",
             self.cluster,
             self.replica,
             self.clusterset,
@@ -343,6 +363,24 @@ impl RuntimeConfig {
             c.lease.renew_ms,
             c.lease.drift_ppm,
             if self.chaos_enabled { "enabled" } else { "off" },
+            self.dns_summary(),
+        )
+    }
+
+    fn dns_summary(&self) -> String {
+        let Some(dns) = &self.dns else {
+            return "off".to_owned();
+        };
+        let l = &dns.limits;
+        let per_second =
+            std::time::Duration::from_secs(1).as_nanos() / l.rate.interval.as_nanos().max(1);
+        format!(
+            "{} (UDP and TCP), {per_second} queries/s per client (burst {}), \
+             {} TCP connections, idle {} ms",
+            dns.listen,
+            l.rate.burst,
+            l.tcp_connections_max,
+            l.tcp_idle_timeout.as_millis(),
         )
     }
 

@@ -7,10 +7,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_proto::{ClusterId, MemberId, NetAddr, ReplicaId};
 
+use super::super::dns::{self, DnsLimits};
 use super::super::http::ServerLimits;
 use super::super::transport::TransportLimits;
 use crate::core::Config;
@@ -51,6 +53,9 @@ pub(super) struct FileSchema {
     pub transport: TransportSection,
     #[serde(default)]
     pub log: LogSection,
+    /// Absent: no DNS server. Present (even empty, or made by a `SHOAL_DNS_*`
+    /// variable): one, by default only with the standalone backend.
+    pub dns: Option<DnsSection>,
 }
 
 /// The key of [`FileSchema::preset`], read before the layers are merged because it
@@ -205,6 +210,8 @@ pub(super) struct TimingSection {
     pub announce_down_period_ms: u64,
     pub withdraw_grace_ms: u64,
     pub anti_entropy_period_ms: u64,
+    /// Affinity `nearest`: how much lower another origin's round trip must be.
+    pub nearest_margin_ms: u64,
 }
 
 impl TimingSection {
@@ -218,6 +225,7 @@ impl TimingSection {
         core.swim.announce_down_period_ms = self.announce_down_period_ms;
         core.withdraw_grace_ms = self.withdraw_grace_ms;
         core.anti_entropy_period_ms = self.anti_entropy_period_ms;
+        core.nearest_margin_ms = self.nearest_margin_ms;
     }
 }
 
@@ -243,6 +251,7 @@ impl PresetLayer {
                 announce_down_period_ms: swim.announce_down_period_ms,
                 withdraw_grace_ms: preset.withdraw_grace_ms,
                 anti_entropy_period_ms: preset.anti_entropy_period_ms,
+                nearest_margin_ms: preset.nearest_margin_ms,
             },
             lease: LeaseSection {
                 voters: Vec::new(),
@@ -306,6 +315,36 @@ impl TransportSection {
             connections_max: self.connections_max,
             peer_bytes_per_s_max: self.peer_bytes_per_s_max,
             ..TransportLimits::default()
+        }
+    }
+}
+
+/// `[dns]`: the standalone DNS server for `clusterset.local`; every key but `enabled`
+/// defaults to [`DnsLimits::default`] and [`dns::LISTEN_DEFAULT`].
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "the [dns] table", default, deny_unknown_fields)]
+pub(super) struct DnsSection {
+    /// Default: true with the standalone backend, false with the Kubernetes one
+    /// (CoreDNS answers `clusterset.local` there).
+    pub enabled: Option<bool>,
+    pub listen: String,
+    pub queries_per_second: u64,
+    pub burst: u64,
+    pub tcp_connections_max: u64,
+    pub tcp_idle_timeout_ms: u64,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        let d = DnsLimits::default();
+        let per_second = Duration::from_secs(1).as_nanos() / d.rate.interval.as_nanos().max(1);
+        Self {
+            enabled: None,
+            listen: dns::LISTEN_DEFAULT.to_owned(),
+            queries_per_second: u64::try_from(per_second).unwrap_or(u64::MAX),
+            burst: u64::from(d.rate.burst),
+            tcp_connections_max: u64::try_from(d.tcp_connections_max).unwrap_or(u64::MAX),
+            tcp_idle_timeout_ms: u64::try_from(d.tcp_idle_timeout.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }

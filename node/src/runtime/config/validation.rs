@@ -10,10 +10,11 @@ use std::time::Duration;
 use shoal_proto::{ClusterId, MemberId, NetAddr, NetworkMode, ReplicaId};
 
 use super::super::backend::standalone::WATCH_POLL_MS_MIN;
+use super::super::dns::{DnsConfig, DnsLimits, RateLimit};
 use super::super::http::ServerLimits;
 use super::schema::{
-    BackendSection, FileSchema, HttpSection, KubernetesSection, LeaseSection, Network, SeedSection,
-    StandaloneSection, TlsSection,
+    BackendSection, DnsSection, FileSchema, HttpSection, KubernetesSection, LeaseSection, Network,
+    SeedSection, StandaloneSection, TlsSection,
 };
 use super::{
     BackendConfig, ConfigFileError, POD_NAME_VAR, RuntimeConfig, StandaloneLimits, TlsPaths,
@@ -38,6 +39,12 @@ const HTTP_HEADER_READ_TIMEOUT_MS: RangeInclusive<u64> = 100..=60_000;
 const HTTP_IDLE_TIMEOUT_MS_MIN: u64 = 100;
 /// Most `http.connections_max`: each is a file descriptor and a task.
 const HTTP_CONNECTIONS_MAX: u64 = 16_384;
+/// Range of `dns.queries_per_second` and of `dns.burst`, per client.
+const DNS_QUERIES: RangeInclusive<u64> = 1..=1_000_000;
+/// Most `dns.tcp_connections_max`: each is a file descriptor and a task.
+const DNS_TCP_CONNECTIONS_MAX: u64 = 16_384;
+/// Range of `dns.tcp_idle_timeout_ms`.
+const DNS_TCP_IDLE_TIMEOUT_MS: RangeInclusive<u64> = 100..=60_000;
 
 fn field(field: impl Into<String>, reason: impl Into<String>) -> ConfigFileError {
     ConfigFileError::Field {
@@ -66,6 +73,12 @@ pub(super) fn build(
     let backend = backend(&file.backend, base, &member, pod_name)?;
     let publisher = publisher(file.publisher, &backend, replica)?;
     let core = core_config(&file, member, advertise, publisher)?;
+    let dns = dns(
+        file.dns.as_ref(),
+        &backend,
+        &file,
+        (http_listen, http_health_listen),
+    )?;
     let transport = file.transport.limits();
     transport
         .validate()
@@ -90,7 +103,71 @@ pub(super) fn build(
         chaos_enabled: file.chaos.enabled,
         transport,
         log: file.log.filter,
+        dns,
     })
+}
+
+/// `[dns]`: `None` when absent or not enabled (by default, with the Kubernetes
+/// backend). Its keys are checked either way.
+fn dns(
+    section: Option<&DnsSection>,
+    backend: &BackendConfig,
+    file: &FileSchema,
+    (http, health): (SocketAddr, Option<SocketAddr>),
+) -> Result<Option<DnsConfig>, ConfigFileError> {
+    let Some(s) = section else {
+        return Ok(None);
+    };
+    let listen = socket_addr("dns.listen", &s.listen)?;
+    // DNS serves UDP and TCP: its address must be free of the QUIC socket (UDP) and
+    // of the HTTP listeners (TCP).
+    let quic = socket_addr("listen", &file.listen)?;
+    let taken = [
+        ("listen", Some(quic)),
+        ("http.listen", Some(http)),
+        ("http.health_listen", health),
+    ];
+    if listen.port() != 0
+        && let Some((owner, _)) = taken.iter().find(|(_, addr)| *addr == Some(listen))
+    {
+        return Err(field(
+            "dns.listen",
+            format!("{listen} is {owner}'s address: the DNS server needs its own port"),
+        ));
+    }
+    in_range(
+        "dns.queries_per_second",
+        s.queries_per_second,
+        DNS_QUERIES,
+        "",
+    )?;
+    in_range("dns.burst", s.burst, DNS_QUERIES, "")?;
+    in_range(
+        "dns.tcp_connections_max",
+        s.tcp_connections_max,
+        1..=DNS_TCP_CONNECTIONS_MAX,
+        "",
+    )?;
+    in_range(
+        "dns.tcp_idle_timeout_ms",
+        s.tcp_idle_timeout_ms,
+        DNS_TCP_IDLE_TIMEOUT_MS,
+        "",
+    )?;
+    let standalone = matches!(backend, BackendConfig::Standalone { .. });
+    if !s.enabled.unwrap_or(standalone) {
+        return Ok(None);
+    }
+    let count = |n: u64| u32::try_from(n).expect("checked to be at most 1000000");
+    Ok(Some(DnsConfig {
+        listen,
+        limits: DnsLimits {
+            rate: RateLimit::per_second(count(s.queries_per_second), count(s.burst)),
+            tcp_connections_max: usize::try_from(s.tcp_connections_max)
+                .expect("checked to be at most 16384"),
+            tcp_idle_timeout: Duration::from_millis(s.tcp_idle_timeout_ms),
+        },
+    }))
 }
 
 fn socket_addr(name: &str, text: &str) -> Result<SocketAddr, ConfigFileError> {
@@ -469,7 +546,9 @@ fn file_field(core_field: &str) -> String {
         return format!("timing.{rest}");
     }
     match core_field {
-        "withdraw_grace_ms" | "anti_entropy_period_ms" => format!("timing.{core_field}"),
+        "withdraw_grace_ms" | "anti_entropy_period_ms" | "nearest_margin_ms" => {
+            format!("timing.{core_field}")
+        }
         other => other.to_owned(),
     }
 }

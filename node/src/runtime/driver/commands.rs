@@ -70,6 +70,7 @@ impl<B: Backend> Driver<B> {
                 changes: &import_changes,
                 settled,
             });
+            self.publish_dns();
         }
         self.note_contact();
         self.mirror_leases();

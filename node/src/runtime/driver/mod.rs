@@ -30,6 +30,7 @@ use super::api::ApiRequest;
 use super::backend::{Backend, BackendEvent, ExportChange, ImportsUpdate};
 use super::certs::ClusterIdentity;
 use super::config::RuntimeConfig;
+use super::dns::ImportsFeed;
 use super::store::Store;
 use super::transport::{Inbound, Transport};
 use crate::core::{ExportSpec, Node, PersistedState, Time};
@@ -104,6 +105,8 @@ pub struct Driver<B> {
     /// thousands of exports at once never holds up SWIM, timers or the API.
     unfed: BTreeMap<ServiceKey, ExportChange>,
     stats: DriverStats,
+    /// The standalone DNS server's feed: every new version of the imports goes there.
+    dns: Option<ImportsFeed>,
 }
 
 /// Most export changes fed to the core in one turn of the driver's loop. Each costs a
@@ -189,6 +192,7 @@ impl<B: Backend> Driver<B> {
             wanted: BTreeSet::new(),
             unfed: BTreeMap::new(),
             stats: DriverStats::default(),
+            dns: None,
         };
         driver.drop_unverified(&stored)?;
         for seed in &driver.config.core.seeds {
@@ -196,6 +200,20 @@ impl<B: Backend> Driver<B> {
         }
         driver.carry_out()?;
         Ok(driver)
+    }
+
+    /// Hands every version of the imports to the DNS server behind `feed` too, from
+    /// the first one [`Self::run`] writes.
+    pub fn with_dns(mut self, feed: ImportsFeed) -> Self {
+        self.dns = Some(feed);
+        self
+    }
+
+    /// Gives the DNS server the current imports (a copy of the map, never a wait).
+    fn publish_dns(&self) {
+        if let Some(dns) = &self.dns {
+            dns.publish(self.node.imports());
+        }
     }
 
     /// Deletes from the store what the core dropped at start (it failed verification).
@@ -435,6 +453,7 @@ impl<B: Backend> Driver<B> {
             changes: &[],
             settled,
         });
+        self.publish_dns();
     }
 
     /// Whether the imports may be trusted to be complete: the view came from the

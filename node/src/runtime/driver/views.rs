@@ -250,6 +250,7 @@ impl<B: Backend> Driver<B> {
             publisher: self.node.is_publisher(),
             leadership_changes: self.stats.leadership_changes,
             swim_ack: swim_ack_metrics(core),
+            dns: self.dns.as_ref().map(|dns| dns.metrics()),
         }
     }
 }
@@ -363,5 +364,13 @@ fn import_view(import: &ImportedService) -> ImportView {
                 other => format!("{}: {other}", c.cluster),
             })
             .collect(),
+        affinity: import.properties.affinity.name().to_owned(),
+        active: import
+            .sources
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| s.cluster().to_string())
+            .collect(),
+        traffic: import.traffic.to_string(),
     }
 }

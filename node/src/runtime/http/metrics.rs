@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 
-use crate::runtime::api::{LeaseView, MetricsSnapshot, PeerMetrics, SwimAckMetrics};
+use crate::runtime::api::{DnsMetrics, LeaseView, MetricsSnapshot, PeerMetrics, SwimAckMetrics};
 
 /// The `Content-Type` of [`render_metrics`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -152,6 +152,71 @@ impl Exposition {
         self.write_swim_ack(s);
         self.write_leases(&s.leases);
         self.write_backend(s);
+        if let Some(dns) = &s.dns {
+            self.write_dns(dns);
+        }
+    }
+
+    /// The DNS server's families, `shoal_dns_*`, when it runs.
+    fn write_dns(&mut self, d: &DnsMetrics) {
+        let name = "shoal_dns_queries_total";
+        if self.family(name, Kind::Counter, "DNS queries, by outcome.") {
+            for (outcome, n) in &d.queries {
+                self.sample(name, &[("outcome", outcome)], Value::Int(*n));
+            }
+        }
+        for (name, kind, help, value) in [
+            (
+                "shoal_dns_answers_capped_total",
+                Kind::Counter,
+                "DNS answers that left records out (more than the bound per answer).",
+                d.answers_capped,
+            ),
+            (
+                "shoal_dns_clients_evicted_total",
+                Kind::Counter,
+                "Clients the DNS rate table forgot to make room.",
+                d.clients_evicted,
+            ),
+            (
+                "shoal_dns_tcp_connections_refused_total",
+                Kind::Counter,
+                "DNS TCP connections closed at once: all slots, or the client's, in use.",
+                d.tcp_refused,
+            ),
+            (
+                "shoal_dns_tcp_timeouts_total",
+                Kind::Counter,
+                "DNS TCP connections closed on the idle timeout.",
+                d.tcp_timeouts,
+            ),
+            (
+                "shoal_dns_send_errors_total",
+                Kind::Counter,
+                "DNS answers that could not be sent.",
+                d.send_errors,
+            ),
+            (
+                "shoal_dns_zone_builds_total",
+                Kind::Counter,
+                "DNS zones built from the imports.",
+                d.zone_builds,
+            ),
+            (
+                "shoal_dns_zone_names",
+                Kind::Gauge,
+                "Names in the DNS zone.",
+                d.zone_names,
+            ),
+            (
+                "shoal_dns_zone_hostnames_skipped",
+                Kind::Gauge,
+                "Endpoint hostnames in the imports that are no DNS label, not served.",
+                d.zone_hostnames_skipped,
+            ),
+        ] {
+            self.single(name, kind, help, Value::Int(value));
+        }
     }
 
     /// The backend's counters, `shoal_backend_<name>_total{label}`, and leadership.

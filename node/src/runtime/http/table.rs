@@ -141,6 +141,8 @@ fn import_table(imports: &[ImportView]) -> Table {
             list(&i.ports, ","),
             list(&clusters, ","),
             i.endpoints.to_string(),
+            format!("{}: {}", i.affinity, i.traffic),
+            list(&i.active, ","),
             list(&i.conflicts, "; "),
         ]
     });
@@ -152,6 +154,8 @@ fn import_table(imports: &[ImportView]) -> Table {
             ("PORTS", Align::Left),
             ("CLUSTERS", Align::Left),
             ("ENDPOINTS", Align::Right),
+            ("AFFINITY", Align::Left),
+            ("ACTIVE", Align::Left),
             ("CONFLICTS", Align::Left),
         ],
         rows.collect(),

@@ -1,5 +1,5 @@
 //! rustls and quinn configuration: mutual TLS 1.3 against the ClusterSet CA, ALPN
-//! `shoal/2`, no early data, and the QUIC limits; and reading the cluster a peer's
+//! `shoal/3`, no early data, and the QUIC limits; and reading the cluster a peer's
 //! certificate names.
 //!
 //! **Membership at the handshake.** A certificate signed by the ClusterSet CA is not
@@ -31,7 +31,7 @@ use crate::runtime::certs::{ClusterIdentity, cluster_of};
 /// The one application protocol spoken. Version 2: SWIM identities carry their
 /// renewals since the process started; a `shoal/1` node is refused at the handshake
 /// rather than misread.
-pub const ALPN: &[u8] = b"shoal/2";
+pub const ALPN: &[u8] = b"shoal/3";
 /// QUIC's first packet size. Loopback and most networks carry 1,400 bytes, enough for a
 /// 1,200-byte core datagram with its header; MTU discovery may raise it.
 pub const INITIAL_MTU: u16 = 1_400;

@@ -6,7 +6,7 @@ use shoal_proto::{ClusterKey, ExportRecord};
 use super::super::objects::ServiceExportSpec;
 
 use super::*;
-use crate::core::{Conflict, ImportedCluster};
+use crate::core::{Conflict, ImportedCluster, TrafficReason};
 
 fn cluster(name: &str) -> ClusterId {
     ClusterId::new(name).unwrap()
@@ -70,6 +70,7 @@ fn source_with_port(
     let signed = ClusterKey::from_seed(origin, [7; 32]).sign_unchecked(record);
     ImportedCluster {
         record: Arc::new(signed),
+        active: true,
     }
 }
 
@@ -81,6 +82,7 @@ fn import(ty: ServiceType, sources: Vec<ImportedCluster>) -> ImportedService {
         properties: ServiceProperties::default(),
         sources,
         conflicts: Vec::new(),
+        traffic: TrafficReason::AllOrigins,
     }
 }
 
@@ -642,6 +644,7 @@ fn properties() -> ServiceProperties {
             ("example.com/owner".to_owned(), "shop team".to_owned()),
             (ANNOTATION_WRITTEN_BY.to_owned(), "spoofed".to_owned()),
         ]),
+        affinity: Affinity::Local,
     }
 }
 
@@ -659,6 +662,7 @@ fn the_service_import_carries_the_oldest_exports_properties_exactly() {
         vec![source("east", ServiceType::ClusterSetIp, 80, Vec::new())],
     );
     imported.properties = properties();
+    imported.traffic = TrafficReason::LocalFailover;
     let desired = desired_import(&cluster("west"), &imported);
     let expected = ServiceImport {
         api_version: "multicluster.x-k8s.io/v1beta1".into(),
@@ -672,6 +676,8 @@ fn the_service_import_carries_the_oldest_exports_properties_exactly() {
             ])),
             annotations: Some(strings(&[
                 ("example.com/owner", "shop team"),
+                ("shoal.dev/active-clusters", "east"),
+                ("shoal.dev/traffic", "local-failover"),
                 ("shoal.dev/written-by", "west"),
             ])),
             ..ObjectMeta::default()
@@ -833,6 +839,7 @@ fn an_export_reads_the_services_properties_and_the_exported_metadata() {
             traffic_distribution: Some("PreferClose".into()),
             exported_labels: strings(&[("tier", "backend")]),
             exported_annotations: strings(&[("example.com/owner", "shop team")]),
+            affinity: Affinity::None,
         }
     );
 }
@@ -1062,4 +1069,117 @@ fn conflict_reasons_are_the_mcs_ones_in_their_order_on_every_export() {
     assert_eq!(c.reason, "AnnotationsConflict");
     assert!(c.message.contains(", and 84 more;"), "{}", c.message);
     assert!(c.message.len() < 1_000);
+}
+
+// ----- traffic policy: the affinity annotation -----
+
+fn annotated(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+    Some(strings(pairs))
+}
+
+#[test]
+fn the_affinity_comes_from_the_export_then_the_service_shoals_annotation_first() {
+    let read = |export: &[(&str, &str)], service: &[(&str, &str)]| {
+        let mut kube = kube_service(None, vec![kube_port("http", 80)]);
+        kube.metadata.annotations = annotated(service);
+        let mut exported = kube_export(None);
+        exported.metadata.annotations = annotated(export);
+        export_spec(&kube, &exported, &[], NetworkMode::Flat, 1).map(|s| s.properties.affinity)
+    };
+    assert_eq!(read(&[], &[]).unwrap(), Affinity::None);
+    let cilium = [("service.cilium.io/affinity", "remote")];
+    assert_eq!(read(&[], &cilium).unwrap(), Affinity::Remote);
+    let both = [
+        ("service.cilium.io/affinity", "remote"),
+        ("shoal.dev/affinity", "nearest"),
+    ];
+    assert_eq!(read(&[], &both).unwrap(), Affinity::Nearest);
+    // The ServiceExport's annotation beats the Service's.
+    let local = [("shoal.dev/affinity", "local")];
+    assert_eq!(read(&local, &both).unwrap(), Affinity::Local);
+}
+
+#[test]
+fn an_unknown_affinity_makes_the_export_invalid_with_its_own_reason() {
+    let mut kube = kube_service(None, vec![kube_port("http", 80)]);
+    kube.metadata.annotations = annotated(&[("shoal.dev/affinity", "Local")]);
+    let error = export_spec(&kube, &kube_export(None), &[], NetworkMode::Flat, 1).unwrap_err();
+    assert_eq!(
+        error,
+        ExportInvalid::Affinity {
+            annotation: "shoal.dev/affinity",
+            value: "Local".into(),
+        }
+    );
+    assert_eq!(error.reason(), "InvalidAffinity");
+    assert_eq!(error.metric_label(), "invalid_affinity");
+    assert_eq!(
+        error.to_string(),
+        "annotation shoal.dev/affinity: \"Local\" is not none, local, remote or nearest"
+    );
+}
+
+#[test]
+fn only_active_origins_get_slices_and_the_import_says_which_and_why() {
+    let mut sources = vec![
+        source(
+            "east",
+            ServiceType::ClusterSetIp,
+            80,
+            vec![endpoint(v4(1), true)],
+        ),
+        source(
+            "west",
+            ServiceType::ClusterSetIp,
+            80,
+            vec![endpoint(v4(2), true)],
+        ),
+    ];
+    sources[1].active = false;
+    let mut imported = import(ServiceType::ClusterSetIp, sources);
+    imported.properties.affinity = Affinity::Local;
+    imported.traffic = TrafficReason::Local;
+    let desired = desired_import(&cluster("east"), &imported);
+    let slices: Vec<_> = desired
+        .slices
+        .iter()
+        .map(|s| s.metadata.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(slices, ["web-east-0"]);
+    let status = desired.service_import.status.as_ref().unwrap();
+    let listed: Vec<_> = status.clusters.iter().map(|c| c.cluster.as_str()).collect();
+    assert_eq!(listed, ["east", "west"], "every origin stays listed");
+    let annotations = desired
+        .service_import
+        .metadata
+        .annotations
+        .as_ref()
+        .unwrap();
+    assert_eq!(annotations[ANNOTATION_TRAFFIC], "local");
+    assert_eq!(annotations[ANNOTATION_ACTIVE_CLUSTERS], "east");
+
+    // Affinity `none` (the default) adds no annotation.
+    imported.properties.affinity = Affinity::None;
+    let desired = desired_import(&cluster("east"), &imported);
+    let annotations = desired.service_import.metadata.annotations.unwrap();
+    assert!(!annotations.contains_key(ANNOTATION_TRAFFIC));
+}
+
+#[test]
+fn the_active_clusters_annotation_names_a_bounded_number() {
+    let sources: Vec<_> = (0..ACTIVE_NAMED_MAX + 3)
+        .map(|i| {
+            source(
+                &format!("c{i:03}"),
+                ServiceType::ClusterSetIp,
+                80,
+                Vec::new(),
+            )
+        })
+        .collect();
+    let mut imported = import(ServiceType::ClusterSetIp, sources);
+    imported.properties.affinity = Affinity::Remote;
+    let value = active_clusters(&imported);
+    assert!(value.starts_with("c000,c001,"), "{value}");
+    assert!(value.ends_with(",c031,+3"), "{value}");
 }

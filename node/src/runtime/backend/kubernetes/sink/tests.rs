@@ -7,7 +7,7 @@ use shoal_proto::{
 };
 
 use super::*;
-use crate::core::ImportedCluster;
+use crate::core::{ImportedCluster, TrafficReason};
 use crate::runtime::backend::kubernetes::source::{ExportObject, LocalExport};
 
 fn local() -> ClusterId {
@@ -59,8 +59,10 @@ fn import(endpoints: u32) -> Arc<ImportedService> {
         properties: ServiceProperties::default(),
         sources: vec![ImportedCluster {
             record: Arc::new(signed),
+            active: true,
         }],
         conflicts: Vec::new(),
+        traffic: TrafficReason::AllOrigins,
     })
 }
 

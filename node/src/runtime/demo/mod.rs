@@ -1,13 +1,21 @@
 //! `shoal demo`: three clusters as three `shoal` processes on loopback, driven through
-//! their HTTP APIs, with a timeline printed as it goes.
+//! their HTTP APIs, with real traffic: a client resolves `rebel-base` through its node's
+//! DNS server and sends HTTP requests to the endpoints, real servers on loopback. A
+//! timeline is printed as it goes.
 //!
 //! Every step waits for a condition with a deadline and fails the demo (exit 1) if it
 //! does not happen: the demo is also the three-process test's scenario. It writes
 //! `summary.json` with what it measured.
+//!
+//! - `app`: the `rebel-base` HTTP servers, and the kubelet the demo stands in for.
+//! - `client`: the DNS-resolving HTTP client.
+
+mod app;
+mod client;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,23 +24,46 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use shoal_proto::ClusterId;
 
+use self::app::{Kubelet, Server};
+use self::client::{Client, tally};
 use super::api::{ChaosOp, Direction, ImportView, LeaseView};
 use super::certs;
-use super::http::client;
+use super::dns::client::ResponseCode;
+use super::http::client as http;
 
 /// The demo's clusters, in order. The first two export `default/rebel-base`, the third
 /// `payments/fraud-detection`.
 pub const CLUSTERS: [&str; 3] = ["us-east", "eu-west", "ap-southeast"];
+/// Requests the client sends in each phase.
+const REQUESTS: usize = 20;
 /// The lease the demo fences writes with.
 pub const LEASE: &str = "payments-write-leader";
 /// Longest wait for any one step.
 const STEP_DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
+/// How often the client retries while it waits for a failover: the failover time is
+/// measured to within this.
+const FAILOVER_POLL: Duration = Duration::from_millis(10);
 
 /// What the demo measured, written to `summary.json`.
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
     pub converged_ms: u64,
+    /// Which cluster answered the client's requests in us-east, per phase: affinity
+    /// `none`, `local`, the local endpoints dead, and back.
+    pub requests_none: BTreeMap<String, u32>,
+    pub requests_local: BTreeMap<String, u32>,
+    pub requests_failover: BTreeMap<String, u32>,
+    pub requests_back: BTreeMap<String, u32>,
+    /// From killing us-east's last endpoint to the stand-in kubelet writing it not
+    /// ready (readiness detection).
+    pub detection_ms: u64,
+    /// From killing us-east's last endpoint to the first answer from eu-west.
+    pub failover_ms: u64,
+    /// From restarting us-east's endpoints to the first answer from us-east again.
+    pub failback_ms: u64,
+    /// From killing eu-west to its name leaving us-east's DNS (NXDOMAIN).
+    pub dns_withdrawn_ms: u64,
     pub withdrawn_cluster: String,
     pub withdrawal_ms: u64,
     pub restored_ms: u64,
@@ -47,15 +78,19 @@ pub struct Summary {
     pub total_ms: u64,
 }
 
-/// One cluster's process and addresses.
-#[derive(Debug)]
+/// One cluster's process and addresses, and its `rebel-base` endpoints if it runs any.
 struct Cluster {
     name: &'static str,
     quic: SocketAddr,
     api: SocketAddr,
+    dns: SocketAddr,
     config: PathBuf,
     dir: PathBuf,
     child: Option<Child>,
+    /// Where its `rebel-base` endpoints listen (none in ap-southeast).
+    endpoints: Vec<SocketAddr>,
+    servers: Vec<Server>,
+    kubelet: Option<Kubelet>,
 }
 
 /// A data store fenced by the lease: it rejects a write with a lower token than the
@@ -97,6 +132,31 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(socket.local_addr()?.port())
 }
 
+/// A loopback port free for UDP and TCP both (a DNS server listens on both).
+fn free_dns_port() -> anyhow::Result<u16> {
+    for _ in 0..32 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").context("no free loopback port")?;
+        let port = udp.local_addr()?.port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no loopback port free for both UDP and TCP")
+}
+
+/// Where a cluster's `rebel-base` endpoints listen: two loopback addresses of its own
+/// (`127.0.10.x` in us-east, `127.0.20.x` in eu-west), on the application's port.
+fn endpoints_of(name: &str, port: u16) -> Vec<SocketAddr> {
+    let net = match name {
+        "us-east" => 10,
+        "eu-west" => 20,
+        _ => return Vec::new(),
+    };
+    (1..=2)
+        .map(|host| SocketAddr::from(([127, 0, net, host], port)))
+        .collect()
+}
+
 /// Runs the demo in `dir` (created; must be empty or absent). Returns the summary.
 pub async fn run(dir: &Path, shoal: &Path) -> anyhow::Result<Summary> {
     let timeline = Timeline {
@@ -124,6 +184,7 @@ fn prepare(dir: &Path) -> anyhow::Result<Vec<Cluster>> {
     let certs_dir = dir.join("certs");
     std::fs::create_dir_all(&certs_dir)?;
     certs::init_ca(&certs_dir, 30)?;
+    let app_port = free_port()?;
     let mut clusters = Vec::new();
     for name in CLUSTERS {
         let cluster = ClusterId::new(name)?;
@@ -134,21 +195,52 @@ fn prepare(dir: &Path) -> anyhow::Result<Vec<Cluster>> {
             name,
             quic: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             api: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            dns: SocketAddr::from(([127, 0, 0, 1], free_dns_port()?)),
             config: cdir.join("shoal.toml"),
             dir: cdir,
             child: None,
+            endpoints: endpoints_of(name, app_port),
+            servers: Vec::new(),
+            kubelet: None,
         });
     }
     for c in &clusters {
         std::fs::write(&c.config, config_text(c, &clusters))?;
-        let exports = match c.name {
-            "us-east" => rebel_base(10),
-            "eu-west" => rebel_base(20),
-            _ => fraud_detection(),
-        };
-        std::fs::write(c.dir.join("standalone/in/exports.yaml"), exports)?;
+        write_exports(c, None)?;
     }
     Ok(clusters)
+}
+
+/// Writes the cluster's Services and ServiceExports into `in/`; `affinity` annotates
+/// the ServiceExport of `rebel-base`.
+fn write_exports(c: &Cluster, affinity: Option<&str>) -> anyhow::Result<()> {
+    let exports = match c.endpoints.first() {
+        Some(endpoint) => rebel_base(day_of(c.name), endpoint.port(), affinity),
+        None => fraud_detection(),
+    };
+    std::fs::write(c.dir.join("standalone/in/exports.yaml"), exports)?;
+    Ok(())
+}
+
+/// The day of January its ServiceExport was created: us-east's is the oldest.
+fn day_of(name: &str) -> u8 {
+    match name {
+        "us-east" => 1,
+        _ => 2,
+    }
+}
+
+/// Starts the cluster's `rebel-base` servers and its stand-in kubelet.
+async fn start_app(c: &mut Cluster) -> anyhow::Result<()> {
+    c.servers.clear();
+    for endpoint in c.endpoints.clone() {
+        c.servers.push(Server::start(endpoint, c.name).await?);
+    }
+    if c.kubelet.is_none() && !c.endpoints.is_empty() {
+        let in_dir = c.dir.join("standalone/in");
+        c.kubelet = Some(Kubelet::start(in_dir, "rebel-base", c.endpoints.clone())?);
+    }
+    Ok(())
 }
 
 fn config_text(c: &Cluster, all: &[Cluster]) -> String {
@@ -179,6 +271,9 @@ clusterset_dir = "../certs"
 [http]
 listen = "{api}"
 
+[dns]
+listen = "{dns}"
+
 [backend]
 kind = "standalone"
 dir = "standalone"
@@ -195,11 +290,15 @@ filter = "info"
         name = c.name,
         quic = c.quic,
         api = c.api,
+        dns = c.dns,
         voters = voters.join(", "),
     )
 }
 
-fn rebel_base(octet: u8) -> String {
+fn rebel_base(day: u8, target_port: u16, affinity: Option<&str>) -> String {
+    let annotations = affinity.map_or_else(String::new, |a| {
+        format!("\n  annotations:\n    shoal.dev/affinity: {a}")
+    });
     format!(
         r#"apiVersion: v1
 kind: Service
@@ -208,10 +307,11 @@ metadata:
   namespace: default
 spec:
   type: ClusterIP
-  clusterIP: 10.96.0.{octet}
+  clusterIP: 10.96.0.{day}
   ports:
   - name: http
     port: 80
+    targetPort: {target_port}
     protocol: TCP
 ---
 apiVersion: multicluster.x-k8s.io/v1beta1
@@ -219,29 +319,8 @@ kind: ServiceExport
 metadata:
   name: rebel-base
   namespace: default
-  creationTimestamp: "2026-01-0{day}T00:00:00Z"
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: rebel-base-abc12
-  namespace: default
-  labels:
-    kubernetes.io/service-name: rebel-base
-addressType: IPv4
-ports:
-- name: http
-  port: 80
-  protocol: TCP
-endpoints:
-- addresses: ["10.{octet}.1.1"]
-  conditions: {{ready: true, serving: true, terminating: false}}
-  zone: zone-a
-- addresses: ["10.{octet}.1.2"]
-  conditions: {{ready: true, serving: true, terminating: false}}
-  zone: zone-b
-"#,
-        day = octet / 10,
+  creationTimestamp: "2026-01-0{day}T00:00:00Z"{annotations}
+"#
     )
 }
 
@@ -327,7 +406,7 @@ where
 }
 
 async fn imports(api: SocketAddr) -> Option<Vec<ImportView>> {
-    client::get(api, "/v1/imports").await.ok()?.json().ok()
+    http::get(api, "/v1/imports").await.ok()?.json().ok()
 }
 
 /// Source clusters of one import, as `api` sees it.
@@ -340,7 +419,7 @@ async fn sources(api: SocketAddr, namespace: &str, name: &str) -> Option<Vec<Str
 }
 
 async fn lease(api: SocketAddr) -> Option<LeaseView> {
-    client::get(api, &format!("/v1/leases/{LEASE}"))
+    http::get(api, &format!("/v1/leases/{LEASE}"))
         .await
         .ok()?
         .json()
@@ -369,36 +448,177 @@ async fn scenario(
     dir: &Path,
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
+    start_all(timeline, clusters, shoal, &mut summary).await?;
+    traffic(timeline, clusters, &mut summary).await?;
+    let (first, first_token) = acquire_lease(timeline, clusters).await?;
+    summary.first_holder = first.clone();
+    summary.first_token = first_token;
+    let mut store = FencedStore::default();
+    store.write(first_token, &format!("written by {first}"));
+    withdrawal(timeline, clusters, shoal, &mut summary).await?;
+    fence_and_heal(timeline, clusters, &first, store, &mut summary).await?;
+    show_yaml(timeline, dir)?;
+    Ok(summary)
+}
+
+/// Starts the application, then the three nodes; waits for the imports to converge.
+async fn start_all(
+    timeline: &Timeline,
+    clusters: &mut [Cluster],
+    shoal: &Path,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let started = Instant::now();
+    for c in clusters.iter_mut().filter(|c| !c.endpoints.is_empty()) {
+        start_app(c).await?;
+        let endpoints: Vec<String> = c.endpoints.iter().map(ToString::to_string).collect();
+        timeline.say(format!(
+            "{}: rebel-base endpoints (HTTP servers answering with the cluster's name) on {}; \
+             the demo plays the kubelet: it probes /healthz every {} ms and writes each endpoint's \
+             ready condition into in/endpoints.yaml",
+            c.name,
+            endpoints.join(", "),
+            app::PROBE_PERIOD.as_millis()
+        ));
+    }
     for c in clusters.iter_mut() {
         spawn(c, shoal)?;
         timeline.say(format!(
-            "started {} (QUIC {}, API http://{})",
-            c.name, c.quic, c.api
+            "started {} (QUIC {}, API http://{}, DNS {})",
+            c.name, c.quic, c.api, c.dns
         ));
     }
     for c in clusters.iter() {
         let api = c.api;
         wait_for(&format!("{} to be ready", c.name), || async move {
-            let r = client::get(api, "/readyz").await.ok()?;
+            let r = http::get(api, "/readyz").await.ok()?;
             (r.status == 200).then_some(())
         })
         .await?;
     }
     timeline.say("all three ready; us-east and eu-west export default/rebel-base, ap-southeast exports payments/fraud-detection");
-
     let apis: Vec<SocketAddr> = clusters.iter().map(|c| c.api).collect();
-    let both = ["eu-west", "us-east"];
-    wait_for("imports to converge", || converged(&apis, &both)).await?;
+    wait_for("imports to converge", || converged(&apis, &BOTH)).await?;
     summary.converged_ms = timeline.ms(started);
     timeline.say(format!(
         "imports converged in {} ms: every cluster imports rebel-base from eu-west and us-east, fraud-detection from ap-southeast",
         summary.converged_ms
     ));
+    Ok(())
+}
 
-    // The lease: everyone asks; one holds.
-    for c in clusters.iter() {
-        client::post_json(c.api, &format!("/v1/leases/{LEASE}"), &())
+/// The clusters that export rebel-base, in cluster order.
+const BOTH: [&str; 2] = ["eu-west", "us-east"];
+
+/// A client in us-east sends requests under affinity `none`, then `local`; us-east's
+/// endpoints die and come back.
+async fn traffic(
+    timeline: &Timeline,
+    clusters: &mut [Cluster],
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let (east_ips, west_ips) = (ips(&clusters[0]), ips(&clusters[1]));
+    let mut client = Client::new(clusters[0].dns, clusters[0].endpoints[0].port());
+    let all: Vec<IpAddr> = west_ips.iter().chain(&east_ips).copied().collect();
+    wait_for("us-east's DNS to answer with all four endpoints", || {
+        resolves_to(&client, client::REBEL_BASE, &all)
+    })
+    .await?;
+    summary.requests_none = client.requests(REQUESTS).await;
+    timeline.say(format!(
+        "affinity none: {REQUESTS} requests from us-east to {} → {}",
+        client::REBEL_BASE,
+        tally(&summary.requests_none)
+    ));
+    expect_only(&summary.requests_none, &BOTH, "affinity none")?;
+
+    for c in clusters.iter().filter(|c| !c.endpoints.is_empty()) {
+        write_exports(c, Some("local"))?;
+    }
+    timeline.say("annotated both ServiceExports of rebel-base with shoal.dev/affinity: local");
+    let east_api = clusters[0].api;
+    wait_for("us-east to keep rebel-base local", || {
+        traffic_is(east_api, "local")
+    })
+    .await?;
+    wait_for("us-east's DNS to answer with its own endpoints", || {
+        resolves_to(&client, client::REBEL_BASE, &east_ips)
+    })
+    .await?;
+    summary.requests_local = client.requests(REQUESTS).await;
+    timeline.say(format!(
+        "affinity local: {REQUESTS} requests from us-east → {}",
+        tally(&summary.requests_local)
+    ));
+    expect_only(&summary.requests_local, &["us-east"], "affinity local")?;
+    let south = Client::new(clusters[2].dns, 0);
+    wait_for(
+        "ap-southeast's DNS to answer with all four endpoints",
+        || resolves_to(&south, client::REBEL_BASE, &all),
+    )
+    .await?;
+    timeline.say(
+        "ap-southeast has no rebel-base endpoint of its own: under local it fails over to both remote clusters (all four addresses in its DNS)",
+    );
+    failover(timeline, clusters, &mut client, summary).await
+}
+
+/// us-east's endpoints die: its kubelet marks them not ready, and the client's
+/// requests fail over to eu-west; restarted, they take the traffic back.
+async fn failover(
+    timeline: &Timeline,
+    clusters: &mut [Cluster],
+    client: &mut Client,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let killed = Instant::now();
+    for server in &mut clusters[0].servers {
+        server.kill();
+    }
+    timeline.say("killed both of us-east's rebel-base endpoints");
+    first_answer_from(client, "eu-west").await?;
+    summary.failover_ms = timeline.ms(killed);
+    let kubelet = clusters[0]
+        .kubelet
+        .as_ref()
+        .context("us-east runs the demo's kubelet")?;
+    let readiness = kubelet.readiness.borrow().clone();
+    if readiness.ready.iter().any(|r| *r) {
+        bail!("eu-west answered while us-east's endpoints were still ready: {readiness:?}");
+    }
+    summary.detection_ms = ms_between(killed, readiness.written);
+    timeline.say(format!(
+        "failover: the first answer from eu-west came {} ms after the last local endpoint died \
+         (the demo's kubelet wrote them not ready after {} ms; Shoal and DNS took the other {} ms)",
+        summary.failover_ms,
+        summary.detection_ms,
+        summary.failover_ms.saturating_sub(summary.detection_ms)
+    ));
+    summary.requests_failover = client.requests(REQUESTS).await;
+    timeline.say(format!(
+        "local endpoints dead: {REQUESTS} requests from us-east → {}",
+        tally(&summary.requests_failover)
+    ));
+    expect_only(&summary.requests_failover, &["eu-west"], "failover")?;
+
+    let restarted = Instant::now();
+    start_app(&mut clusters[0]).await?;
+    timeline.say("restarted us-east's rebel-base endpoints");
+    first_answer_from(client, "us-east").await?;
+    summary.failback_ms = timeline.ms(restarted);
+    summary.requests_back = client.requests(REQUESTS).await;
+    timeline.say(format!(
+        "back to local {} ms after the restart: {REQUESTS} requests from us-east → {}",
+        summary.failback_ms,
+        tally(&summary.requests_back)
+    ));
+    expect_only(&summary.requests_back, &["us-east"], "failback")
+}
+
+async fn acquire_lease(timeline: &Timeline, clusters: &[Cluster]) -> anyhow::Result<(String, u64)> {
+    let apis: Vec<SocketAddr> = clusters.iter().map(|c| c.api).collect();
+    for c in clusters {
+        http::post_json(c.api, &format!("/v1/leases/{LEASE}"), &())
             .await
             .with_context(|| format!("acquire on {}", c.name))?;
     }
@@ -406,16 +626,24 @@ async fn scenario(
     timeline.say(format!(
         "{first} holds {LEASE} with fencing token {first_token}"
     ));
-    let mut store = FencedStore::default();
-    store.write(first_token, &format!("written by {first}"));
-    summary.first_holder = first.clone();
-    summary.first_token = first_token;
+    Ok((first, first_token))
+}
 
-    // Kill eu-west: its endpoints leave the others' imports after the grace period.
+/// Kills eu-west, process and endpoints: withdrawn from the imports and from DNS;
+/// then restarts it.
+async fn withdrawal(
+    timeline: &Timeline,
+    clusters: &mut [Cluster],
+    shoal: &Path,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let killed = 1;
+    let apis: Vec<SocketAddr> = clusters.iter().map(|c| c.api).collect();
     let killed_at = Instant::now();
     stop(&mut clusters[killed]);
-    timeline.say("killed eu-west (SIGKILL)");
+    clusters[killed].servers.clear();
+    clusters[killed].kubelet = None;
+    timeline.say("killed eu-west: its node (SIGKILL) and its rebel-base endpoints");
     let others = [apis[0], apis[2]];
     wait_for("eu-west's endpoints to be withdrawn", || {
         converged(&others, &["us-east"])
@@ -427,16 +655,48 @@ async fn scenario(
         "eu-west's endpoints withdrawn everywhere {} ms after it died",
         summary.withdrawal_ms
     ));
+    let east = Client::new(clusters[0].dns, 0);
+    let by_name = "eu-west.rebel-base.default.svc.clusterset.local.";
+    wait_for("eu-west to leave us-east's DNS", || async {
+        let resolved = east.resolve(by_name).await.ok()?;
+        (resolved.rcode == ResponseCode::NXDomain).then_some(())
+    })
+    .await?;
+    summary.dns_withdrawn_ms = timeline.ms(killed_at);
+    let south = Client::new(clusters[2].dns, 0);
+    let east_ips = ips(&clusters[0]);
+    wait_for(
+        "ap-southeast's DNS to answer with us-east's endpoints only",
+        || resolves_to(&south, client::REBEL_BASE, &east_ips),
+    )
+    .await?;
+    timeline.say(format!(
+        "DNS: {by_name} is NXDOMAIN at us-east ({} ms after the kill); ap-southeast resolves rebel-base to us-east's endpoints only",
+        summary.dns_withdrawn_ms
+    ));
     let restarted = Instant::now();
+    start_app(&mut clusters[killed]).await?;
     spawn(&mut clusters[killed], shoal)?;
-    wait_for("eu-west to come back", || converged(&apis, &both)).await?;
+    wait_for("eu-west to come back", || converged(&apis, &BOTH)).await?;
     summary.restored_ms = timeline.ms(restarted);
     timeline.say(format!(
         "restarted eu-west from its store; imports whole again in {} ms",
         summary.restored_ms
     ));
+    Ok(())
+}
 
-    // Cut the holder's cluster off: only the majority side may hold the lease.
+/// Cuts the lease holder's cluster off: only the majority side may hold the lease, and
+/// the fenced store refuses the stale token. Then heals.
+async fn fence_and_heal(
+    timeline: &Timeline,
+    clusters: &[Cluster],
+    first: &str,
+    mut store: FencedStore,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let apis: Vec<SocketAddr> = clusters.iter().map(|c| c.api).collect();
+    let both = BOTH;
     let (holder_name, holder_token) = wait_for("a lease holder", || holder(&apis)).await?;
     if holder_name != first {
         timeline.say(format!(
@@ -500,8 +760,7 @@ async fn scenario(
         "converged {} ms after the heal: one lease holder, imports equal everywhere",
         summary.healed_ms
     ));
-    show_yaml(timeline, dir)?;
-    Ok(summary)
+    Ok(())
 }
 
 /// The one cluster among `apis` that reports write_ready, with its token.
@@ -547,7 +806,7 @@ async fn partition(clusters: &[Cluster], cut: usize, on: bool) -> anyhow::Result
                     cluster: peer.to_owned(),
                 }
             };
-            let r = client::post_json(c.api, "/v1/chaos", &op).await?;
+            let r = http::post_json(c.api, "/v1/chaos", &op).await?;
             if r.status != 200 {
                 bail!("chaos on {} answered {}", c.name, r.status);
             }
@@ -580,6 +839,63 @@ fn show_yaml(timeline: &Timeline, dir: &Path) -> anyhow::Result<()> {
     {
         println!("--- # {name}");
         print!("{}", std::fs::read_to_string(path)?);
+    }
+    Ok(())
+}
+
+fn ips(c: &Cluster) -> Vec<IpAddr> {
+    c.endpoints.iter().map(SocketAddr::ip).collect()
+}
+
+fn ms_between(earlier: Instant, later: Instant) -> u64 {
+    u64::try_from(later.saturating_duration_since(earlier).as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `name` resolves at the client's DNS server to exactly `expected` (in any order).
+async fn resolves_to(client: &Client, name: &str, expected: &[IpAddr]) -> Option<()> {
+    let mut got = client.resolve(name).await.ok()?.addresses;
+    got.sort_unstable();
+    let mut expected = expected.to_vec();
+    expected.sort_unstable();
+    (got == expected).then_some(())
+}
+
+/// The import of rebel-base at `api` gives `reason` for its active origins.
+async fn traffic_is(api: SocketAddr, reason: &str) -> Option<()> {
+    let imports = imports(api).await?;
+    let import = imports
+        .iter()
+        .find(|i| i.namespace == "default" && i.name == "rebel-base")?;
+    (import.traffic == reason).then_some(())
+}
+
+/// Sends requests until `cluster` answers, within the step deadline.
+async fn first_answer_from(client: &mut Client, cluster: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STEP_DEADLINE;
+    loop {
+        if client.request().await.is_ok_and(|who| who == cluster) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {STEP_DEADLINE:?} waiting for an answer from {cluster}");
+        }
+        tokio::time::sleep(FAILOVER_POLL).await;
+    }
+}
+
+/// Every answer came from one of `clusters`, and each of them answered.
+fn expect_only(
+    answers: &BTreeMap<String, u32>,
+    clusters: &[&str],
+    phase: &str,
+) -> anyhow::Result<()> {
+    let answered: Vec<&str> = answers.keys().map(String::as_str).collect();
+    if answered != clusters {
+        bail!(
+            "{phase}: expected answers from {} only, got {}",
+            clusters.join(" and "),
+            tally(answers)
+        );
     }
     Ok(())
 }
