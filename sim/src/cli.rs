@@ -23,9 +23,9 @@ pub const USAGE: &str = "usage:
   shoal-sim sweep --seeds K --scenario NAME|all|lease [--clusters N] [--replicas R] [--services S]
                   [--endpoints E] [--duration-s D] [--start-seed S] [--threads T]
   shoal-sim bench [--skip-large]
-scenarios: steady churn partition-heal oneway lossy crash-restart byzantine chaos
+scenarios: steady churn partition-heal oneway lossy crash-restart byzantine chaos affinity
            lease-partition lease-pause lease-ring lease-restart lease-drift lease-drift-beyond
-(sweep: --scenario all cycles the first eight, --scenario lease the five safe lease ones)";
+(sweep: --scenario all cycles the first nine, --scenario lease the five safe lease ones)";
 
 /// Options that take no value.
 const SWITCHES: [&str; 4] = ["json", "skip-large", "help", "progress"];

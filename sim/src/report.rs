@@ -29,6 +29,39 @@ pub struct LeaseReport {
     pub tokens_monotonic: bool,
 }
 
+/// Traffic-policy figures of one run (the `affinity` scenario), with the bounds the
+/// checks held the nodes to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AffinityReport {
+    /// How long a node may take to act on an origin's endpoints turning not ready (or
+    /// ready): two push hops of the largest round trip, plus three anti-entropy
+    /// periods.
+    pub ready_bound_ms: u64,
+    /// How long a node may take to move traffic off a dead cluster: SWIM's detection
+    /// bound (the withdrawal's, without the grace period). A node started after the
+    /// death is held to the withdrawal's own deadline, grace + this after its start.
+    pub down_bound_ms: u64,
+    /// `nearest` moves only to an origin lower by this much (and by an eighth).
+    pub nearest_margin_ms: u64,
+    /// One round of SWIM probes (every other member once), which paces how fast the
+    /// smoothed round trips follow a latency change.
+    pub probe_round_ms: u64,
+    /// Importers that moved off an origin whose endpoints went not ready, while
+    /// another was ready, and how long that took.
+    pub failovers: usize,
+    pub failover_ms: Percentiles,
+    /// The same for an origin whose cluster died.
+    pub down_failovers: usize,
+    pub down_failover_ms: Percentiles,
+    /// `local` importers back on their own origin once it was ready again.
+    pub returns: usize,
+    pub return_ms: Percentiles,
+    /// `nearest` imports that moved off an origin still ready (a round trip changed).
+    pub nearest_moves: u64,
+    /// `nearest` choices judged against true round trips.
+    pub nearest_checks: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: Option<f64>,
@@ -164,6 +197,9 @@ pub struct RunReport {
     /// The quorum lease, in lease scenarios.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseReport>,
+    /// Traffic policy, in the `affinity` scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<AffinityReport>,
     pub wall_ms: u64,
     /// Peak resident memory of this process (VmHWM), when the OS tells.
     pub peak_rss_mib: Option<f64>,
@@ -226,6 +262,24 @@ impl RunReport {
             self.wall_ms,
             self.trace_hash
         );
+        if let Some(a) = &self.affinity {
+            out += &format!(
+                "  affinity: {} failovers (ms p50/max {}/{}, bound {}), {} after deaths ({}/{}, bound {}), {} returns to local ({}/{}), {} nearest moves, {} nearest checks\n",
+                a.failovers,
+                ms(a.failover_ms.p50),
+                ms(a.failover_ms.max),
+                a.ready_bound_ms,
+                a.down_failovers,
+                ms(a.down_failover_ms.p50),
+                ms(a.down_failover_ms.max),
+                a.down_bound_ms,
+                a.returns,
+                ms(a.return_ms.p50),
+                ms(a.return_ms.max),
+                a.nearest_moves,
+                a.nearest_checks
+            );
+        }
         for detail in &self.violation_details {
             out += &format!("  violation: {detail}\n");
         }

@@ -77,6 +77,20 @@ pub enum Action {
     LoseDisk {
         node: usize,
     },
+    /// Every endpoint of `cluster`'s affinity service `service` (an index into
+    /// `workload::AFFINITY_SERVICES`) turns ready, or not ready.
+    SetReady {
+        cluster: usize,
+        service: usize,
+        ready: bool,
+    },
+    /// Links between regions `a` and `b` now take `extra_one_way_us` more one way than
+    /// the region model says. Not a fault: healing keeps it.
+    SetLatency {
+        a: usize,
+        b: usize,
+        extra_one_way_us: u64,
+    },
     Heal,
 }
 
@@ -90,11 +104,20 @@ pub struct Plan {
     /// Links from the start, and again after healing.
     pub base_links: LinkParams,
     pub roles: Roles,
+    /// The `affinity` scenario's services, when the run has them.
+    pub affinity: Option<AffinityPlan>,
     pub change_mean_us: u64,
     pub exports_at_us: u64,
     pub faults_from_us: u64,
     pub heal_at_us: u64,
     pub end_us: u64,
+}
+
+/// Who exports the `affinity` scenario's services.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AffinityPlan {
+    /// [service of `workload::AFFINITY_SERVICES`][cluster]: the cluster exports it.
+    pub exporters: Vec<Vec<bool>>,
 }
 
 struct Builder<'a> {
@@ -158,6 +181,7 @@ pub fn plan(spec: &RunSpec, topo: &Topology, rng: &mut ChaCha8Rng) -> Plan {
             start_spread_us: START_SPREAD_US,
             base_links: LinkParams::BACKGROUND,
             roles: Roles::default(),
+            affinity: None,
             change_mean_us: CHANGE_MEAN_US,
             exports_at_us,
             faults_from_us: (exports_at_us + 5 * S).min(heal_at_us),
@@ -176,6 +200,7 @@ pub fn plan(spec: &RunSpec, topo: &Topology, rng: &mut ChaCha8Rng) -> Plan {
         Scenario::CrashRestart => crash_restart(&mut b, rng),
         Scenario::Byzantine => byzantine(&mut b, rng),
         Scenario::Chaos => chaos(&mut b, rng),
+        Scenario::Affinity => affinity(&mut b, rng),
         Scenario::LeasePartition => lease_partition(&mut b, rng),
         Scenario::LeasePause => lease_pause(&mut b),
         Scenario::LeaseRing => lease_ring(&mut b),
@@ -384,6 +409,221 @@ fn chaos_episode(b: &mut Builder<'_>, rng: &mut ChaCha8Rng, start: u64, end: u64
             b.outage(node, start, end - start);
         }
     }
+}
+
+// ----- affinity: traffic policy under readiness changes, deaths and latency changes -----
+
+/// One way, what the `affinity` scenario's latency changes add to a link...
+const AFFINITY_EXTRA_ONE_WAY_US: u64 = 40_000;
+/// ...up to this much one way in all: with jitter, a round trip then stays well under
+/// the WAN probe timeout (400 ms), so a slower link never looks like a dead one.
+const AFFINITY_ONE_WAY_MAX_US: u64 = 150_000;
+
+/// The services `local`, `remote` and `nearest` (`workload::AFFINITY_SERVICES`), the
+/// first two exported by every cluster, `nearest` by about half of them (so that the
+/// others choose among remote origins by round trip). In the safety phase, at fixed
+/// offsets, with the clusters drawn from the seed:
+/// - +0 s: the `nearest` exporter nearest to most other clusters gets slower links to
+///   every region (`AFFINITY_EXTRA_ONE_WAY_US`): importers move to the next nearest;
+/// - +5 s to +20 s: one cluster's `local` endpoints are not ready: its importers fail
+///   over to the remote origins, then return;
+/// - +8 s: a `nearest` exporter is killed for good: traffic leaves it within SWIM's
+///   detection bound;
+/// - +25 s to +40 s: `remote` endpoints are not ready everywhere but in one cluster:
+///   every importer sends to that one, and that cluster's importers to their own;
+/// - +30 s to +45 s: the origin of `nearest` most importers use is not ready;
+/// - +42 s to +72 s: all replicas of a cluster that does not export `nearest` are down
+///   (not at +40 s, when that cluster publishes its `remote` endpoints ready again: a
+///   record published at the instant of a crash never leaves its cluster);
+/// - +45 s: one link between a cluster and its nearest `nearest` exporter gets slower;
+/// - +50 s to +60 s: one cluster's endpoints of all three services are not ready.
+///
+/// Steps that do not fit in the safety phase are left out; each ends before healing.
+fn affinity(b: &mut Builder<'_>, rng: &mut ChaCha8Rng) {
+    b.plan.base_links = LinkParams::BACKGROUND_IN_ORDER;
+    let clusters = b.topo.clusters.len();
+    let mut order: Vec<usize> = (0..clusters).collect();
+    order.shuffle(rng);
+    let exporting = clusters
+        .div_ceil(2)
+        .max(2)
+        .min(clusters.saturating_sub(1))
+        .max(1);
+    let mut nearest_exporters = vec![false; clusters];
+    for c in &order[..exporting] {
+        nearest_exporters[*c] = true;
+    }
+    b.plan.affinity = Some(AffinityPlan {
+        exporters: vec![
+            vec![true; clusters],
+            vec![true; clusters],
+            nearest_exporters.clone(),
+        ],
+    });
+    let roles = AffinityRoles::draw(b.topo, &order, &nearest_exporters);
+    let (from, to) = b.safety_span();
+    let span = |b: &mut Builder<'_>, start_s: u64, end_s: u64, cluster: usize, service: usize| {
+        let (start, end) = (from + start_s * S, (from + end_s * S).min(to - 1));
+        if start < end {
+            let ready = |ready| Action::SetReady {
+                cluster,
+                service,
+                ready,
+            };
+            b.at(start, ready(false));
+            b.at(end, ready(true));
+        }
+    };
+    if let Some(slow) = roles.slow {
+        let region = b.topo.clusters[slow].region;
+        for r in other_regions(b.topo, region) {
+            affinity_latency(b, from, region, r);
+        }
+    }
+    span(b, 5, 20, roles.local, 0);
+    if let Some(killed) = roles.killed
+        && from + 8 * S < to
+    {
+        b.at(from + 8 * S, Action::KillCluster { cluster: killed });
+    }
+    for c in (0..clusters).filter(|c| *c != roles.remote_survivor) {
+        span(b, 25, 40, c, 1);
+    }
+    if let Some(nearest) = roles.nearest {
+        span(b, 30, 45, nearest, 2);
+    }
+    if let Some(down) = roles.outage
+        && from + 42 * S < to
+    {
+        for node in b.topo.nodes_of(down) {
+            b.outage(node, from + 42 * S, 30 * S);
+        }
+    }
+    if let Some((a, c)) = roles.slow_pair
+        && from + 45 * S < to
+    {
+        let (ra, rc) = (b.topo.clusters[a].region, b.topo.clusters[c].region);
+        affinity_latency(b, from + 45 * S, ra, rc);
+    }
+    for service in 0..3 {
+        span(b, 50, 60, roles.all_unready, service);
+    }
+}
+
+/// The clusters each step of the `affinity` scenario acts on.
+struct AffinityRoles {
+    /// Killed for good (a `nearest` exporter), with 3 clusters or more.
+    killed: Option<usize>,
+    /// The `nearest` exporter that gets slower links.
+    slow: Option<usize>,
+    /// Its `local` endpoints go not ready for a while.
+    local: usize,
+    /// The only cluster whose `remote` endpoints stay ready for a while.
+    remote_survivor: usize,
+    /// Its `nearest` endpoints go not ready for a while.
+    nearest: Option<usize>,
+    /// All its replicas go down for a while (a cluster not exporting `nearest`), with
+    /// 4 clusters or more.
+    outage: Option<usize>,
+    /// (importer, exporter) whose link gets slower later.
+    slow_pair: Option<(usize, usize)>,
+    /// Its endpoints of every affinity service go not ready for a while.
+    all_unready: usize,
+}
+
+impl AffinityRoles {
+    fn draw(topo: &Topology, order: &[usize], exporters: &[bool]) -> Self {
+        let clusters = order.len();
+        let killed = (clusters >= 3).then(|| order[0]);
+        let outage = (clusters >= 4).then(|| order[clusters - 1]);
+        let pick = |i: usize| order[i.min(clusters - 1)];
+        let candidates: Vec<usize> = (0..clusters)
+            .filter(|c| exporters[*c] && Some(*c) != killed)
+            .collect();
+        let importers: Vec<usize> = (0..clusters).filter(|c| !exporters[*c]).collect();
+        let one_way = |a: usize, c: usize, slow: Option<usize>| {
+            let (ra, rc) = (topo.clusters[a].region, topo.clusters[c].region);
+            let base = crate::network::regions::one_way_us(ra, rc);
+            let slower = slow.is_some_and(|s| s == a || s == c) && ra != rc;
+            if slower {
+                extra_one_way(base) + base
+            } else {
+                base
+            }
+        };
+        let nearest_of = |importer: usize, slow: Option<usize>| {
+            candidates
+                .iter()
+                .copied()
+                .min_by_key(|c| (one_way(importer, *c, slow), *c))
+        };
+        // The exporter nearest to the most importers (ties: the lower index).
+        let most_used = |slow: Option<usize>| {
+            let mut uses = vec![0usize; clusters];
+            for i in &importers {
+                if let Some(c) = nearest_of(*i, slow) {
+                    uses[c] += 1;
+                }
+            }
+            candidates
+                .iter()
+                .copied()
+                .max_by_key(|c| (uses[*c], std::cmp::Reverse(*c)))
+        };
+        let slow = most_used(None);
+        let nearest = most_used(slow);
+        // Later, one importer's link to its nearest exporter other than the slow one.
+        let pair_importer = importers.iter().copied().find(|i| Some(*i) != outage);
+        let slow_pair = pair_importer.and_then(|i| {
+            let others = candidates.iter().copied().filter(|c| Some(*c) != slow);
+            others
+                .min_by_key(|c| (one_way(i, *c, slow), *c))
+                .map(|c| (i, c))
+        });
+        Self {
+            killed,
+            slow,
+            local: pick(1),
+            remote_survivor: pick(1),
+            nearest,
+            outage,
+            slow_pair,
+            all_unready: pick(2),
+        }
+    }
+}
+
+/// The extra one-way latency a link of base latency `base_us` gets: the scenario's
+/// extra, capped so that the link stays under [`AFFINITY_ONE_WAY_MAX_US`].
+fn extra_one_way(base_us: u64) -> u64 {
+    AFFINITY_EXTRA_ONE_WAY_US.min(AFFINITY_ONE_WAY_MAX_US.saturating_sub(base_us))
+}
+
+/// At `at_us`, links between regions `a` and `b` get the scenario's extra latency.
+fn affinity_latency(b: &mut Builder<'_>, at_us: u64, a: usize, c: usize) {
+    let base = crate::network::regions::one_way_us(a, c);
+    let extra_one_way_us = extra_one_way(base);
+    b.at(
+        at_us,
+        Action::SetLatency {
+            a,
+            b: c,
+            extra_one_way_us,
+        },
+    );
+}
+
+/// The regions of the clusters other than `region`, each once.
+fn other_regions(topo: &Topology, region: usize) -> Vec<usize> {
+    let mut regions: Vec<usize> = topo
+        .clusters
+        .iter()
+        .map(|c| c.region)
+        .filter(|r| *r != region)
+        .collect();
+    regions.sort_unstable();
+    regions.dedup();
+    regions
 }
 
 // ----- lease scenarios: the clusters of `lease::competitors` keep asking for the lease -----

@@ -29,6 +29,7 @@ pub enum Scenario {
     CrashRestart,
     Byzantine,
     Chaos,
+    Affinity,
     LeasePartition,
     LeasePause,
     LeaseRing,
@@ -39,7 +40,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order `sweep --scenario all` cycles through them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Steady,
         Scenario::Churn,
         Scenario::PartitionHeal,
@@ -48,6 +49,7 @@ impl Scenario {
         Scenario::CrashRestart,
         Scenario::Byzantine,
         Scenario::Chaos,
+        Scenario::Affinity,
     ];
 
     /// The lease scenarios that must keep lease safety (`sweep --scenario lease`).
@@ -82,6 +84,7 @@ impl Scenario {
             Scenario::CrashRestart => "crash-restart",
             Scenario::Byzantine => "byzantine",
             Scenario::Chaos => "chaos",
+            Scenario::Affinity => "affinity",
             Scenario::LeasePartition => "lease-partition",
             Scenario::LeasePause => "lease-pause",
             Scenario::LeaseRing => "lease-ring",
@@ -95,7 +98,7 @@ impl Scenario {
     pub fn default_duration_s(self) -> u64 {
         match self {
             Scenario::Steady => 90,
-            Scenario::Chaos => 150,
+            Scenario::Chaos | Scenario::Affinity => 150,
             _ => 120,
         }
     }
@@ -110,7 +113,7 @@ impl fmt::Display for Scenario {
 /// An unknown scenario name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario {0:?}; known: steady, churn, partition-heal, oneway, lossy, crash-restart, byzantine, chaos, lease-partition, lease-pause, lease-ring, lease-restart, lease-drift, lease-drift-beyond"
+    "unknown scenario {0:?}; known: steady, churn, partition-heal, oneway, lossy, crash-restart, byzantine, chaos, affinity, lease-partition, lease-pause, lease-ring, lease-restart, lease-drift, lease-drift-beyond"
 )]
 pub struct UnknownScenario(pub String);
 

@@ -9,13 +9,19 @@
 //! random times (exponential gaps) a cluster changes one export: an endpoint is
 //! replaced, changes readiness, or is added or removed; now and then a service is
 //! unexported, and exported again later.
+//!
+//! The `affinity` scenario adds one service per traffic policy (`local`, `remote`,
+//! `nearest`), exported by the clusters its plan names. Random changes never touch
+//! them: only the scenario's actions do, turning all of a cluster's endpoints of one
+//! such service not ready and ready again ([`Workload::set_ready`]).
 
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 use shoal_node::core::ExportSpec;
 use shoal_proto::{
-    Endpoint, EndpointConditions, InternalTrafficPolicy, IpAddress, IpFamily, NetworkMode,
-    PortProtocol, ServiceKey, ServicePort, ServiceProperties, ServiceType, SessionAffinity,
+    Affinity, Endpoint, EndpointConditions, InternalTrafficPolicy, IpAddress, IpFamily,
+    NetworkMode, PortProtocol, ServiceKey, ServicePort, ServiceProperties, ServiceType,
+    SessionAffinity,
 };
 
 use crate::spec::RunSpec;
@@ -30,6 +36,13 @@ const UNEXPORT_SHARE: f64 = 0.05;
 const PORT_CONFLICT_SHARE: f64 = 0.1;
 /// Share of clusters whose first service declares conflicting properties.
 const PROPERTY_CONFLICT_SHARE: f64 = 0.1;
+
+/// The `affinity` scenario's services: one per traffic policy other than `none`.
+pub const AFFINITY_SERVICES: [(&str, Affinity); 3] = [
+    ("affinity-local", Affinity::Local),
+    ("affinity-remote", Affinity::Remote),
+    ("affinity-nearest", Affinity::Nearest),
+];
 
 /// One change a publisher must feed its core.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +64,11 @@ pub struct Workload {
     clusters: Vec<Vec<Entry>>,
     endpoints: usize,
     next_octet: Vec<u32>,
+    /// [cluster]: how many of its entries (the first ones) change at random; the rest
+    /// are the affinity services.
+    random_entries: Vec<usize>,
+    /// [cluster][affinity service]: its entry, if the cluster exports it.
+    affinity_entries: Vec<Vec<Option<usize>>>,
     /// Mean time between two changes of one cluster's exports, in microseconds.
     pub change_mean_us: u64,
 }
@@ -68,6 +86,8 @@ impl Workload {
             clusters: Vec::with_capacity(spec.clusters),
             endpoints: spec.endpoints,
             next_octet: vec![0; spec.clusters],
+            random_entries: Vec::with_capacity(spec.clusters),
+            affinity_entries: vec![Vec::new(); spec.clusters],
             change_mean_us,
         };
         for c in 0..spec.clusters {
@@ -90,10 +110,73 @@ impl Workload {
                         exported: true,
                     }
                 })
-                .collect();
+                .collect::<Vec<Entry>>();
+            workload.random_entries.push(entries.len());
             workload.clusters.push(entries);
         }
         workload
+    }
+
+    /// Adds the [`AFFINITY_SERVICES`]: `exporters[k][c]` says whether cluster `c`
+    /// exports service `k`, with every endpoint ready. Random changes leave them alone.
+    pub fn add_affinity_services(&mut self, exporters: &[Vec<bool>]) {
+        for (k, (name, affinity)) in AFFINITY_SERVICES.iter().enumerate() {
+            let s = self.services.len();
+            self.services.push(service(name));
+            for c in 0..self.clusters.len() {
+                let exports = exporters.get(k).and_then(|e| e.get(c)).copied();
+                let slot = self.affinity_entries[c].len();
+                self.affinity_entries[c].push(None);
+                if exports != Some(true) {
+                    continue;
+                }
+                let mut spec = self.fresh_spec(c, s, 80, EXPORT_EPOCH_MS + c as u64);
+                spec.properties.affinity = *affinity;
+                self.affinity_entries[c][slot] = Some(self.clusters[c].len());
+                self.clusters[c].push(Entry {
+                    spec,
+                    exported: true,
+                });
+            }
+        }
+    }
+
+    /// The index (in [`Workload::services`]) of affinity service `k`, if added.
+    pub fn affinity_service(&self, k: usize) -> Option<usize> {
+        let first = self.services.len().checked_sub(AFFINITY_SERVICES.len())?;
+        let added = self.affinity_entries.first().is_some_and(|e| e.len() > k);
+        added.then_some(first + k)
+    }
+
+    /// Whether `cluster` exports affinity service `k`, and whether it has a ready
+    /// endpoint: (exported, ready).
+    pub fn affinity_state(&self, cluster: usize, k: usize) -> (bool, bool) {
+        let Some(i) = self.affinity_entry(cluster, k) else {
+            return (false, false);
+        };
+        let entry = &self.clusters[cluster][i];
+        let ready = entry.spec.endpoints.iter().any(|e| e.conditions.ready);
+        (entry.exported, entry.exported && ready)
+    }
+
+    /// Every endpoint of `cluster`'s affinity service `k` becomes ready (or not
+    /// ready): the export to feed, if the cluster exports it.
+    pub fn set_ready(&mut self, cluster: usize, k: usize, ready: bool) -> Option<Change> {
+        let i = self.affinity_entry(cluster, k)?;
+        let entry = &mut self.clusters[cluster][i];
+        for e in &mut entry.spec.endpoints {
+            e.conditions.ready = ready;
+            e.conditions.serving = ready;
+        }
+        Some(Change::Export(entry.spec.clone()))
+    }
+
+    fn affinity_entry(&self, cluster: usize, k: usize) -> Option<usize> {
+        self.affinity_entries
+            .get(cluster)?
+            .get(k)
+            .copied()
+            .flatten()
     }
 
     /// Every service name any cluster may export.
@@ -114,7 +197,7 @@ impl Workload {
 
     /// Changes one of `cluster`'s exports at random and returns the change.
     pub fn mutate(&mut self, rng: &mut ChaCha8Rng, cluster: usize) -> Change {
-        let i = rng.random_range(0..self.clusters[cluster].len());
+        let i = rng.random_range(0..self.random_entries[cluster]);
         let toggle = rng.random_bool(UNEXPORT_SHARE);
         let entry = &mut self.clusters[cluster][i];
         if toggle && entry.exported {

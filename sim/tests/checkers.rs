@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use shoal_node::core::{Command, Config, Durability, ExportSpec, Node, PersistedState, Time};
+use shoal_proto::Affinity;
 use shoal_proto::wire::Channel;
 use shoal_proto::{
     ClusterId, ClusterKey, Endpoint, EndpointConditions, ExportRecord, IpAddress, KeyRing,
@@ -12,6 +13,9 @@ use shoal_proto::{
     ServiceProperties, ServiceType, SignedRecord,
 };
 use shoal_sim::disk::Disk;
+use shoal_sim::invariants::affinity::{
+    AffinityBounds, AffinityCheck, ImportState, Importer, OriginState, RttTruth,
+};
 use shoal_sim::invariants::authenticity::Authenticity;
 use shoal_sim::invariants::convergence::{Convergence, LiveState};
 use shoal_sim::invariants::determinism::check_same_trace;
@@ -175,6 +179,223 @@ fn withdrawal_catches_a_dead_cluster_still_imported() {
     w.died(1, 0, vec![0]);
     assert!(w.check_import(14_000_000, 0, 1, 0).is_ok());
     assert!(w.check_import(16_000_000, 0, 1, 0).is_err());
+}
+
+const S: u64 = 1_000_000;
+
+/// Three clusters, one node each, one service with `affinity`, every origin exported
+/// and ready from t = 0. Ready bound 5 s, down bound 20 s.
+fn affinity_check() -> AffinityCheck {
+    let bounds = AffinityBounds {
+        ready_us: 5 * S,
+        down_us: 20 * S,
+        grace_us: 10 * S,
+        margin_us: 10_000,
+        probe_round_us: 2 * S,
+    };
+    let mut check = AffinityCheck::new(bounds, 3, vec![0, 1, 2], vec!["web".into()]);
+    for c in 0..3 {
+        check.set_origin(0, c, 0, true, true);
+    }
+    check
+}
+
+/// An import of `affinity` whose origins 0, 1, 2 are active as `active` says, each
+/// record with a ready endpoint.
+fn import_state(affinity: Affinity, active: [bool; 3]) -> ImportState {
+    ImportState {
+        affinity,
+        origins: (0..3)
+            .map(|c| OriginState {
+                cluster: c,
+                active: active[c],
+                ready: true,
+            })
+            .collect(),
+    }
+}
+
+fn importer<'a>(node: usize, up: &'a dyn Fn(usize) -> bool) -> Importer<'a> {
+    Importer {
+        node,
+        cluster: node,
+        since_us: 0,
+        up,
+    }
+}
+
+#[test]
+fn affinity_catches_an_import_without_traffic_or_off_its_policy() {
+    let mut check = affinity_check();
+    let all_up = |_: usize| true;
+    let node0 = importer(0, &all_up);
+    check.applied(
+        S,
+        0,
+        0,
+        Some(import_state(Affinity::Remote, [false, true, true])),
+    );
+    assert!(check.check_view(&node0, 0).is_ok());
+    check.applied(S, 0, 0, Some(import_state(Affinity::Remote, [false; 3])));
+    assert!(
+        check.check_view(&node0, 0).is_err(),
+        "no active origin while all are ready"
+    );
+    check.applied(
+        S,
+        0,
+        0,
+        Some(import_state(Affinity::Local, [true, true, false])),
+    );
+    assert!(
+        check.check_view(&node0, 0).is_err(),
+        "a remote one beside a ready local one"
+    );
+    check.applied(
+        S,
+        0,
+        0,
+        Some(import_state(Affinity::Nearest, [false, true, true])),
+    );
+    assert!(
+        check.check_view(&node0, 0).is_err(),
+        "nearest takes one origin"
+    );
+    // In node 0's view cluster 1 is down: its origin must not take traffic.
+    let one_down = |c: usize| c != 1;
+    check.applied(
+        S,
+        0,
+        0,
+        Some(import_state(Affinity::Nearest, [false, true, false])),
+    );
+    assert!(check.check_view(&importer(0, &one_down), 0).is_err());
+    assert!(check.check_view(&node0, 0).is_ok());
+}
+
+#[test]
+fn affinity_catches_traffic_kept_on_an_origin_no_longer_ready() {
+    let mut check = affinity_check();
+    let all_up = |_: usize| true;
+    let node0 = importer(0, &all_up);
+    check.applied(
+        S,
+        0,
+        0,
+        Some(import_state(Affinity::Remote, [false, true, true])),
+    );
+    // Cluster 1's endpoints turn not ready at 10 s; node 0 never moves.
+    check.set_origin(10 * S, 1, 0, true, false);
+    assert!(
+        check.check_truth(15 * S - 1, &node0, 0).is_empty(),
+        "within the bound"
+    );
+    let found = check.check_truth(15 * S, &node0, 0);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("c0001"), "{found:?}");
+    assert!(
+        check.check_truth(16 * S, &node0, 0).is_empty(),
+        "reported once"
+    );
+    // Had cluster 0's node been cut off from cluster 2 (down in its view), no origin
+    // would be surely ready: not judged.
+    let only_own = |c: usize| c == 0;
+    let mut fresh = affinity_check();
+    fresh.applied(
+        S,
+        0,
+        0,
+        Some(import_state(Affinity::Remote, [false, true, true])),
+    );
+    fresh.set_origin(10 * S, 1, 0, true, false);
+    fresh.set_origin(10 * S, 0, 0, true, false);
+    assert!(
+        fresh
+            .check_truth(30 * S, &importer(0, &only_own), 0)
+            .is_empty()
+    );
+    // Moving off is timed as a failover.
+    check.applied(
+        17 * S,
+        0,
+        0,
+        Some(import_state(Affinity::Remote, [false, false, true])),
+    );
+    assert_eq!(check.failover_ms, [7_000.0]);
+}
+
+#[test]
+fn affinity_catches_a_dead_cluster_kept_and_a_local_import_that_never_returns() {
+    let mut check = affinity_check();
+    let all_up = |_: usize| true;
+    check.applied(
+        S,
+        0,
+        0,
+        Some(import_state(Affinity::Local, [false, true, true])),
+    );
+    // Node 0's own endpoints were not ready; they are again at 2 s.
+    check.set_origin(0, 0, 0, true, false);
+    check.set_origin(2 * S, 0, 0, true, true);
+    let node0 = importer(0, &all_up);
+    assert!(check.check_truth(7 * S - 1, &node0, 0).is_empty());
+    assert_eq!(
+        check.check_truth(7 * S, &node0, 0).len(),
+        1,
+        "still on the remotes"
+    );
+    // Node 1 sends `nearest` traffic to cluster 2, killed at 10 s.
+    check.applied(
+        S,
+        1,
+        0,
+        Some(import_state(Affinity::Nearest, [false, false, true])),
+    );
+    check.cluster_died(10 * S, 2);
+    let node1 = importer(1, &all_up);
+    assert!(
+        check.check_truth(30 * S - 1, &node1, 0).is_empty(),
+        "within SWIM's bound"
+    );
+    assert_eq!(check.check_truth(30 * S, &node1, 0).len(), 1);
+}
+
+#[test]
+fn affinity_catches_nearest_sending_to_a_far_origin() {
+    let mut check = affinity_check();
+    let all_up = |_: usize| true;
+    let node0 = importer(0, &all_up);
+    // Cluster 1 is 40 ms away, cluster 2 is 200 ms away; node 0 does not export.
+    check.set_origin(0, 0, 0, false, false);
+    let rtt = |c: usize| {
+        let ms = [0, 40, 200][c] * 1_000;
+        RttTruth {
+            min_us: ms,
+            max_us: ms * 11 / 10,
+            lag_us: 0,
+            measured: true,
+        }
+    };
+    let mut state = import_state(Affinity::Nearest, [false, false, true]);
+    state.origins.remove(0);
+    check.applied(S, 0, 0, Some(state.clone()));
+    assert!(check.check_nearest(10 * S, &node0, 0, &rtt).is_err());
+    // Within the margin of the nearest: kept.
+    let close = |c: usize| RttTruth {
+        min_us: [0, 40_000, 48_000][c],
+        ..rtt(c)
+    };
+    assert!(check.check_nearest(10 * S, &node0, 0, &close).is_ok());
+    // Not measured yet: not judged.
+    let unmeasured = |c: usize| RttTruth {
+        measured: c != 1,
+        ..rtt(c)
+    };
+    let mut other = affinity_check();
+    other.set_origin(0, 0, 0, false, false);
+    other.applied(S, 0, 0, Some(state));
+    assert!(other.check_nearest(10 * S, &node0, 0, &unmeasured).is_ok());
+    assert_eq!(other.nearest_checks, 0);
 }
 
 #[test]

@@ -11,7 +11,12 @@ fn trace(seed: u64, scenario: Scenario) -> String {
 
 #[test]
 fn the_same_seed_gives_the_same_trace() {
-    for scenario in [Scenario::Chaos, Scenario::Byzantine, Scenario::CrashRestart] {
+    for scenario in [
+        Scenario::Chaos,
+        Scenario::Byzantine,
+        Scenario::CrashRestart,
+        Scenario::Affinity,
+    ] {
         let (a, b) = (trace(7, scenario), trace(7, scenario));
         assert!(check_same_trace(&a, &b).is_ok(), "{scenario}: {a} then {b}");
     }

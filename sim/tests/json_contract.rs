@@ -92,6 +92,57 @@ fn nothing_killed_means_null_withdrawal_figures() {
 }
 
 #[test]
+fn the_affinity_scenario_reports_its_bounds_and_failovers() {
+    let (v, ok) = run_json(&[
+        "run",
+        "--clusters",
+        "4",
+        "--seed",
+        "2",
+        "--scenario",
+        "affinity",
+        "--json",
+    ]);
+    assert!(ok, "{v}");
+    let a = &v["affinity"];
+    for field in [
+        "ready_bound_ms",
+        "down_bound_ms",
+        "nearest_margin_ms",
+        "probe_round_ms",
+        "failovers",
+        "down_failovers",
+        "returns",
+        "nearest_moves",
+        "nearest_checks",
+    ] {
+        assert!(a[field].is_u64(), "affinity.{field}: {a}");
+    }
+    assert!(a["ready_bound_ms"].as_u64() > Some(0) && a["down_bound_ms"].as_u64() > Some(0));
+    for p in ["p50", "p99", "max"] {
+        for figure in ["failover_ms", "down_failover_ms", "return_ms"] {
+            assert!(a[figure][p].is_number(), "affinity.{figure}.{p}: {a}");
+        }
+    }
+    let (steady, _) = run_json(&[
+        "run",
+        "--clusters",
+        "3",
+        "--seed",
+        "1",
+        "--scenario",
+        "steady",
+        "--duration-s",
+        "30",
+        "--json",
+    ]);
+    assert!(
+        steady.get("affinity").is_none(),
+        "only where the scenario has it"
+    );
+}
+
+#[test]
 fn a_bad_command_line_is_a_usage_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_shoal-sim"))
         .args([

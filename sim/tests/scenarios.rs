@@ -75,6 +75,36 @@ fn chaos() {
     }
 }
 
+/// Traffic policy: endpoints going not ready and coming back, a cluster killed, one
+/// down for a while, and slower links. No violation, and the moves happened, each
+/// within its bound (the checker enforces the bounds; this shows they were exercised).
+#[test]
+fn affinity_fails_over_returns_and_follows_round_trips() {
+    for seed in [1, 2, 3] {
+        let spec = RunSpec::new(5, seed, Scenario::Affinity);
+        let report = run(&spec, RunOptions::default()).report;
+        assert!(
+            report.passed(),
+            "affinity seed {seed} failed: {:?}, converged {} ({:?})\nreplay: {}",
+            report.violation_details,
+            report.converged,
+            report.convergence_error,
+            spec.replay_command()
+        );
+        let a = report
+            .affinity
+            .expect("the affinity scenario reports its figures");
+        let within = |max: Option<f64>, bound_ms: u64| max.is_some_and(|m| m <= bound_ms as f64);
+        assert!(a.failovers > 0, "{a:?}");
+        assert!(within(a.failover_ms.max, a.ready_bound_ms), "{a:?}");
+        assert!(a.down_failovers > 0, "{a:?}");
+        assert!(within(a.down_failover_ms.max, a.down_bound_ms), "{a:?}");
+        assert!(a.returns > 0, "{a:?}");
+        assert!(within(a.return_ms.max, a.ready_bound_ms), "{a:?}");
+        assert!(a.nearest_moves > 0 && a.nearest_checks > 0, "{a:?}");
+    }
+}
+
 #[test]
 fn byzantine_members_are_caught_not_believed() {
     let mut spec = RunSpec::new(6, 4, Scenario::Byzantine);

@@ -7,6 +7,9 @@
 //! - `convergence` (1): after healing, every live view equals the union of the latest
 //!   records, within a bound.
 //! - `determinism` (7): the trace hash, and the comparison of two runs.
+//! - `affinity` (traffic policy): an import never lacks traffic while an origin is
+//!   ready; traffic leaves an origin that stopped being ready, and returns to the
+//!   preferred ones, within a bound; `nearest` follows true round trips.
 //! - `lease_safety` (5): at most one lease holder at any true instant, tokens that
 //!   strictly grow, no stale write accepted. Lease liveness (6), a holder within 3
 //!   lease durations of healing, is one check in `world::lease`.
@@ -15,6 +18,7 @@
 //! node's own `check_invariants()` runs after every event it handles, and
 //! `check_invariants_deep()` on a sample (see `world`).
 
+pub mod affinity;
 pub mod authenticity;
 pub mod convergence;
 pub mod determinism;

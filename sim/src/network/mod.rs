@@ -1,5 +1,6 @@
-//! The simulated network: latency from a region model, jitter, loss, duplication,
-//! reordering, and the faults in `faults`.
+//! The simulated network: latency from a region model (plus the latency changes a
+//! scenario makes between regions), jitter, loss, duplication, reordering, and the
+//! faults in `faults`.
 //!
 //! - `regions`: nine real regions and the latency model between them.
 //! - `faults`: partitions (symmetric and one-way), isolated nodes, clogged links.
@@ -19,7 +20,7 @@ use rand::rngs::ChaCha8Rng;
 use shoal_proto::wire::Channel;
 
 use faults::Faults;
-use regions::{INTRA_REGION_ONE_WAY_US, LatencyTable};
+use regions::{INTRA_REGION_ONE_WAY_US, LatencyTable, REGIONS};
 
 /// Transmissions of one stream frame before the connection is declared dead.
 const STREAM_ATTEMPTS_MAX: u32 = 10;
@@ -54,6 +55,14 @@ impl LinkParams {
         duplicate: 0.002,
         reorder: 0.01,
         jitter: 0.1,
+    };
+    /// The background loss and duplication, without reordering: every round trip then
+    /// lies within the link's latency and jitter, as the `affinity` scenario's check of
+    /// affinity `nearest` needs (a reordered ack would count as a round trip of up to
+    /// three times the link's).
+    pub const BACKGROUND_IN_ORDER: LinkParams = LinkParams {
+        reorder: 0.0,
+        ..LinkParams::BACKGROUND
     };
     /// The `lossy` scenario: 20% loss with duplication and reordering.
     pub const LOSSY: LinkParams = LinkParams {
@@ -91,6 +100,9 @@ pub enum Fate {
 #[derive(Clone, Debug)]
 pub struct Network {
     latency: LatencyTable,
+    /// [region][region]: one-way latency added to the model's (a latency change; zero
+    /// unless a scenario sets it). Symmetric.
+    extra_one_way_us: [[u64; REGIONS.len()]; REGIONS.len()],
     node_region: Vec<usize>,
     pub params: LinkParams,
     pub faults: Faults,
@@ -100,6 +112,7 @@ impl Network {
     pub fn new(node_region: Vec<usize>, params: LinkParams) -> Self {
         Self {
             latency: LatencyTable::default(),
+            extra_one_way_us: [[0; REGIONS.len()]; REGIONS.len()],
             node_region,
             params,
             faults: Faults::default(),
@@ -112,8 +125,49 @@ impl Network {
 
     /// The base one-way latency between two nodes, without jitter.
     pub fn base_one_way_us(&self, from: usize, to: usize) -> u64 {
-        self.latency
-            .one_way_us(self.node_region[from], self.node_region[to])
+        let (a, b) = (self.node_region[from], self.node_region[to]);
+        self.latency.one_way_us(a, b) + self.extra_one_way_us[a][b]
+    }
+
+    /// From now on, links between regions `a` and `b` (both ways) take `extra_us` more
+    /// one way than the model says. Returns the previous extra.
+    pub fn set_extra_one_way_us(&mut self, a: usize, b: usize, extra_us: u64) -> u64 {
+        let before = self.extra_one_way_us[a][b];
+        self.extra_one_way_us[a][b] = extra_us;
+        self.extra_one_way_us[b][a] = extra_us;
+        before
+    }
+
+    /// The extra one-way latency between regions `a` and `b`.
+    pub fn extra_one_way_us(&self, a: usize, b: usize) -> u64 {
+        self.extra_one_way_us[a][b]
+    }
+
+    /// The shortest and the longest round trip a datagram and its answer can take
+    /// between two nodes now: twice the base latency, plus at most the jitter each way
+    /// (and the reordering delay each way, when links reorder).
+    pub fn round_trip_range_us(&self, a: usize, b: usize) -> (u64, u64) {
+        let spread = |from, to| {
+            let base = self.base_one_way_us(from, to);
+            let jitter = self.spread_us(from, to, base);
+            let reorder = if self.params.reorder > 0.0 {
+                2 * base
+            } else {
+                0
+            };
+            base + jitter + reorder
+        };
+        let min = self.base_one_way_us(a, b) + self.base_one_way_us(b, a);
+        (min, spread(a, b) + spread(b, a))
+    }
+
+    /// The most jitter adds to one message between two nodes.
+    fn spread_us(&self, from: usize, to: usize, base: u64) -> u64 {
+        if self.node_region[from] == self.node_region[to] {
+            INTRA_REGION_ONE_WAY_US
+        } else {
+            (base as f64 * self.params.jitter) as u64
+        }
     }
 
     /// Decides the fate of one message sent now from `from` to `to`.
@@ -172,11 +226,7 @@ impl Network {
     /// One-way latency with jitter, plus a reordering delay now and then.
     fn sample_delay(&self, rng: &mut ChaCha8Rng, from: usize, to: usize) -> u64 {
         let base = self.base_one_way_us(from, to);
-        let spread = if self.node_region[from] == self.node_region[to] {
-            INTRA_REGION_ONE_WAY_US
-        } else {
-            (base as f64 * self.params.jitter) as u64
-        };
+        let spread = self.spread_us(from, to, base);
         let mut delay = base + rng.random_range(0..=spread);
         if self.params.reorder > 0.0 && rng.random_bool(self.params.reorder) {
             delay += rng.random_range(0..=2 * base);

@@ -49,6 +49,16 @@ impl World {
                     self.nodes[node].disk.wipe();
                 }
             }
+            Action::SetReady {
+                cluster,
+                service,
+                ready,
+            } => self.set_ready(cluster, service, ready),
+            Action::SetLatency {
+                a,
+                b,
+                extra_one_way_us,
+            } => self.set_latency(a, b, extra_one_way_us),
             Action::Heal => self.heal(),
         }
     }
@@ -98,7 +108,9 @@ impl World {
         let cluster = self.topo.cluster_of(n);
         let member = self.topo.members[n].to_string();
         self.timeline.node_down(cluster, n, member, self.now);
-        if self.topo.nodes_of(cluster).all(|m| !self.alive(m)) {
+        let cluster_dead = self.topo.nodes_of(cluster).all(|m| !self.alive(m));
+        self.affinity_crashed(n, cluster_dead);
+        if cluster_dead {
             let importers = (0..self.topo.nodes())
                 .filter(|m| self.alive(*m) && self.tracker.imports(*m, cluster))
                 .collect();
@@ -149,6 +161,7 @@ impl World {
         self.workload_on = self.phase == Phase::Safety;
         for cluster in 0..self.topo.clusters.len() {
             let publisher = self.topo.publisher_of(cluster);
+            self.sync_affinity_truth(cluster);
             for change in self.workload.current(cluster) {
                 self.feed(publisher, change);
             }

@@ -7,8 +7,8 @@ use shoal_node::core::Stats;
 use super::{Phase, World};
 use crate::plot::Timeline;
 use crate::report::{
-    ByzantineReport, CoreReport, FaultReport, NetworkReport, Percentiles, RunReport, add_stats,
-    round3,
+    AffinityReport, ByzantineReport, CoreReport, FaultReport, NetworkReport, Percentiles,
+    RunReport, add_stats, round3,
 };
 
 impl World {
@@ -58,6 +58,7 @@ impl World {
                 takeover_target_ms: round3(self.takeover_target_us() / 1_000.0),
                 tokens_monotonic: l.safety.tokens_monotonic,
             }),
+            affinity: self.affinity_report(),
             events: self.events,
             replay: self.spec.replay_command(),
             network: self.network_report(),
@@ -99,6 +100,25 @@ impl World {
                 .collect(),
             ..RunReport::default()
         }
+    }
+
+    fn affinity_report(&self) -> Option<AffinityReport> {
+        let check = &self.affinity.as_ref()?.check;
+        let bounds = check.bounds();
+        Some(AffinityReport {
+            ready_bound_ms: bounds.ready_us / 1_000,
+            down_bound_ms: bounds.down_us / 1_000,
+            nearest_margin_ms: bounds.margin_us / 1_000,
+            probe_round_ms: bounds.probe_round_us / 1_000,
+            failovers: check.failover_ms.len(),
+            failover_ms: Percentiles::of(&check.failover_ms),
+            down_failovers: check.down_failover_ms.len(),
+            down_failover_ms: Percentiles::of(&check.down_failover_ms),
+            returns: check.return_ms.len(),
+            return_ms: Percentiles::of(&check.return_ms),
+            nearest_moves: check.nearest_moves,
+            nearest_checks: check.nearest_checks,
+        })
     }
 
     fn byzantine_report(&self, stats: &Stats) -> ByzantineReport {

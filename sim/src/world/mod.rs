@@ -8,6 +8,7 @@
 //!   and the byzantine injections.
 //! - `observe`: what the checkers see after each event: records entering views,
 //!   import changes, ground-truth reachability, periodic deep checks, convergence.
+//! - `affinity`: the `affinity` scenario's ground truth and when its checks run.
 //! - `timeline`: the log that `--plot` draws.
 //!
 //! **Architecture invariant:** nothing here iterates a hash map, reads a clock or
@@ -15,6 +16,7 @@
 //! seed. The same spec therefore gives the same trace, bit for bit.
 
 mod actions;
+mod affinity;
 mod finish;
 mod lease;
 mod node_io;
@@ -97,6 +99,8 @@ enum Event {
     LeaseTick,
     StoreWrite { token: u64 },
     LeaseLiveness,
+    AffinityCheck,
+    AffinityTick,
     End,
 }
 
@@ -120,6 +124,8 @@ impl Event {
             Event::LeaseTick => (13, 0, 0),
             Event::StoreWrite { token } => (14, 0, *token),
             Event::LeaseLiveness => (15, 0, 0),
+            Event::AffinityCheck => (16, 0, 0),
+            Event::AffinityTick => (17, 0, 0),
         }
     }
 }
@@ -173,6 +179,8 @@ pub struct World {
     killed: Vec<bool>,
     workload: Workload,
     lease: Option<lease::LeaseWorld>,
+    /// The `affinity` scenario's checks, when the run has its services.
+    affinity: Option<Box<affinity::AffinityWorld>>,
     workload_on: bool,
     byzantine: Byzantine,
     phase: Phase,
@@ -203,7 +211,10 @@ impl World {
         let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
         let topo = Topology::build(spec, &mut rng);
         let plan = scenario::plan(spec, &topo, &mut rng);
-        let workload = Workload::new(spec, plan.change_mean_us, &mut rng);
+        let mut workload = Workload::new(spec, plan.change_mean_us, &mut rng);
+        if let Some(affinity) = &plan.affinity {
+            workload.add_affinity_services(&affinity.exporters);
+        }
         let keys = KeySpace::new(topo.clusters.iter().map(|c| &c.id), workload.services());
         let net = Network::new(topo.node_regions(), plan.base_links);
         let nodes = (0..topo.nodes())
@@ -253,6 +264,7 @@ impl World {
             nodes,
             workload,
             lease: None,
+            affinity: None,
             workload_on: false,
             phase: Phase::Safety,
             violations: Violations::default(),
@@ -268,6 +280,9 @@ impl World {
         };
         if world.spec.scenario.is_lease() {
             world.set_up_lease();
+        }
+        if world.plan.affinity.is_some() {
+            world.set_up_affinity();
         }
         world.schedule_start();
         world
@@ -351,6 +366,8 @@ impl World {
             Event::LeaseTick => self.lease_tick(),
             Event::StoreWrite { token } => self.store_write(token),
             Event::LeaseLiveness => self.check_lease_liveness(),
+            Event::AffinityCheck => self.check_affinity_all(),
+            Event::AffinityTick => self.affinity_tick(),
             Event::End => return false,
         }
         self.check_lease();

@@ -52,12 +52,14 @@ impl World {
         }
         if self.withdrawal.dead_since(cluster).is_some() {
             self.withdrawal.revived(cluster);
+            self.affinity_revived(cluster);
         }
         self.timeline.node_up(n, self.now);
         self.with_node(n, |_, _| {});
         self.node_came_up(n);
         self.request_lease(n);
         if self.topo.is_publisher(n) && self.workload_started() {
+            self.sync_affinity_truth(cluster);
             for change in self.workload.current(cluster) {
                 self.feed(n, change);
             }
@@ -78,6 +80,7 @@ impl World {
         let commands = core.take_commands();
         self.carry_out(n, commands);
         self.check_core(n);
+        self.check_affinity(n);
     }
 
     /// Feeds one workload change to a publisher.
@@ -238,6 +241,7 @@ impl World {
         let commands = core.take_commands();
         self.carry_out(to, commands);
         self.check_core(to);
+        self.check_affinity(to);
     }
 
     /// The core asked to be woken at `at` (its clock). Only an earlier wake-up than

@@ -82,6 +82,7 @@ impl World {
             let diff = self
                 .tracker
                 .apply_import(n, s, sources, |c| keys.cluster_index(c));
+            self.affinity_applied(n, s, change.import.as_deref());
             for c in diff.lost {
                 self.import_lost(n, c);
             }
@@ -144,7 +145,7 @@ impl World {
     }
 
     /// Since when node `n` could have known the truth: its start or last reconnect.
-    fn node_since(&self, n: usize) -> u64 {
+    pub(super) fn node_since(&self, n: usize) -> u64 {
         self.nodes[n].started_at.max(self.nodes[n].connected_since)
     }
 
@@ -182,6 +183,7 @@ impl World {
         self.nodes[n].reachable = reachable;
         if reachable && !was {
             self.nodes[n].connected_since = self.now;
+            self.affinity_node_since();
             let at = self.now + self.withdrawal.bound_us();
             for c in 0..self.topo.clusters.len() {
                 if self.withdrawal.dead_since(c).is_some() {
