@@ -511,9 +511,12 @@ impl AffinityCheck {
     /// instant one of its causes (endpoints not ready, cluster dead) is past its bound.
     fn unready_deadline(&self, importer: &Importer<'_>, service: usize, o: usize) -> Option<u64> {
         let since = importer.since_us;
-        let dead = self.dead_since[o].map(|d| match d < since {
-            true => since + self.bounds.grace_us + self.bounds.down_us,
-            false => d + self.bounds.down_us,
+        let dead = self.dead_since[o].map(|d| {
+            if d < since {
+                since + self.bounds.grace_us + self.bounds.down_us
+            } else {
+                d + self.bounds.down_us
+            }
         });
         let t = self.truth[service][o];
         let endpoints = (!(t.exported && t.ready))
