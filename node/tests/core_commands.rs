@@ -980,3 +980,119 @@ fn a_store_without_versions_counts_from_the_wall_clock() {
     assert_eq!(node.generation(), 8);
     assert_eq!(node.own_version(), 42);
 }
+
+/// A service of `origin`'s with a 63-byte name, numbered `i`.
+fn long_named_record(origin: &str, i: usize, version: u64) -> SignedRecord {
+    let mut s = spec("web", 1_000, 1);
+    s.service = shoal_proto::ServiceKey::new("default", &format!("s{i:0>62}")).unwrap();
+    key(origin).sign_unchecked(s.into_record(cluster(origin), version))
+}
+
+#[test]
+fn an_origin_is_held_to_its_records_bound_and_its_whole_want_fits_one_frame() {
+    use shoal_proto::codec::FRAME_BYTES_MAX;
+    use shoal_proto::wire::{OriginSummary, RECORDS_PER_MESSAGE_MAX, RECORDS_PER_ORIGIN_MAX};
+    let mut node = lone_east(true);
+    let west = member("west", 0);
+    let records: Vec<SignedRecord> = (0..RECORDS_PER_ORIGIN_MAX)
+        .map(|i| long_named_record("west", i, i as u64 + 1))
+        .collect();
+    for chunk in records.chunks(RECORDS_PER_MESSAGE_MAX) {
+        node.handle_packet(
+            Time::from_millis(5),
+            &west,
+            Channel::Stream,
+            &push(chunk.to_vec(), false),
+        );
+    }
+    node.take_commands();
+    assert_eq!(node.stats().records_accepted, RECORDS_PER_ORIGIN_MAX as u64);
+
+    // One more service is dropped and counted; a newer version of a held one is not.
+    let over = long_named_record("west", RECORDS_PER_ORIGIN_MAX, 10_000);
+    node.handle_packet(
+        Time::from_millis(6),
+        &west,
+        Channel::Stream,
+        &push(vec![over], false),
+    );
+    assert_eq!(node.take_commands(), vec![]);
+    assert_eq!(node.stats().records_over_bound, 1);
+    let newer = long_named_record("west", 7, 10_001);
+    node.handle_packet(
+        Time::from_millis(7),
+        &west,
+        Channel::Stream,
+        &push(vec![newer], false),
+    );
+    assert_eq!(
+        node.stats().records_accepted,
+        RECORDS_PER_ORIGIN_MAX as u64 + 1
+    );
+    node.take_commands();
+
+    // A peer whose summary of west differs gets one pull listing all of west's records.
+    let digest = Message::DigestOrigins {
+        entries: vec![OriginSummary {
+            origin: cluster("west"),
+            max_version: 1,
+            hash: 1,
+            records: 1,
+        }],
+    };
+    node.handle_packet(
+        Time::from_millis(8),
+        &member("south", 0),
+        Channel::Stream,
+        &digest.encode().unwrap(),
+    );
+    let pulls: Vec<Message> = node
+        .take_commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                kind: "pull",
+                bytes,
+                ..
+            } => {
+                assert!(bytes.len() <= FRAME_BYTES_MAX);
+                Some(Message::decode_frame(&bytes).unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    let [Message::Pull { wants }] = &pulls[..] else {
+        panic!("one pull: {pulls:?}")
+    };
+    assert_eq!(wants[0].origin, cluster("west"));
+    assert_eq!(wants[0].have.len(), RECORDS_PER_ORIGIN_MAX);
+    assert_eq!(node.stats().encode_errors, 0);
+}
+
+#[test]
+fn a_cluster_at_its_records_bound_refuses_a_new_export_but_updates_held_ones() {
+    use shoal_proto::wire::RECORDS_PER_ORIGIN_MAX;
+    let mut node = lone_east(true);
+    let now = Time::from_millis(5);
+    for i in 0..RECORDS_PER_ORIGIN_MAX {
+        node.handle_export(now, spec(&format!("s{i}"), 1, 1))
+            .unwrap();
+    }
+    node.take_commands();
+    let published = node.stats().published;
+    assert_eq!(
+        node.handle_export(now, spec("one-more", 1, 1)),
+        Err(InputError::TooManyExports(RECORDS_PER_ORIGIN_MAX))
+    );
+    assert_eq!(node.take_commands(), vec![]);
+    assert_eq!(node.stats().exports_over_bound, 1);
+    // A held service still changes, and unexporting one leaves its tombstone in the
+    // count, so the bound still refuses a new service.
+    node.handle_export(now, spec("s1", 1, 2)).unwrap();
+    node.handle_unexport(now, service("s2")).unwrap();
+    assert_eq!(node.stats().published, published + 2);
+    assert!(matches!(
+        node.handle_export(now, spec("one-more", 1, 1)),
+        Err(InputError::TooManyExports(_))
+    ));
+}

@@ -39,11 +39,14 @@ pub enum DecodeError {
     Trailing(usize),
 }
 
-/// Why a value could not be encoded. Only a value over its size limit fails.
+/// Why a value could not be encoded; nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     #[error("encoded value exceeds the {limit}-byte limit")]
     TooLarge { limit: usize },
+    /// The value breaks a bound its decoder enforces (see `Message::check_bounds`).
+    #[error("over a decoding bound: {0}")]
+    OverBound(String),
     #[error("encoding failed: {0}")]
     Other(String),
 }

@@ -21,10 +21,42 @@ pub const RECORDS_PER_MESSAGE_MAX: usize = 256;
 /// Most origins summarised in one digest, or asked for in one pull: the ClusterSet
 /// size limit.
 pub const ORIGINS_PER_MESSAGE_MAX: usize = 4_096;
-/// Most (service, version) pairs a pull may list for one origin.
-pub const REFS_PER_ORIGIN_MAX: usize = 16_384;
+/// Most records a view holds from one origin (one per exported service, tombstones
+/// included). A record of a further service is refused and counted.
+pub const RECORDS_PER_ORIGIN_MAX: usize = 4_096;
+/// Most (service, version) pairs a pull may list for one origin: all of its records.
+pub const REFS_PER_ORIGIN_MAX: usize = RECORDS_PER_ORIGIN_MAX;
+/// The largest encoded [`RecordRef`]: two 63-byte labels with their lengths, and a
+/// 9-byte varint version.
+pub const RECORD_REF_BYTES_MAX: usize = 2 * (1 + 63) + 9;
+/// The largest encoded [`OriginWant`] without its refs: the origin and the refs' count.
+pub const ORIGIN_WANT_BYTES_BASE: usize = 1 + 63 + 5;
+
+// One origin's whole `have` list fits one frame, with room for the message around it.
+const _: () = assert!(
+    ORIGIN_WANT_BYTES_BASE + REFS_PER_ORIGIN_MAX * RECORD_REF_BYTES_MAX < FRAME_BYTES_MAX - 64
+);
 /// Most members in one membership exchange: every replica of a full ClusterSet.
 pub const MEMBERS_PER_MESSAGE_MAX: usize = 16_384;
+/// The largest encoded [`SwimIdentity`]: a 63-byte cluster id with its length, a
+/// 3-byte varint replica, an 18-byte address with its length, a 5-byte varint
+/// generation.
+pub const SWIM_IDENTITY_BYTES_MAX: usize = (1 + 63) + 3 + (1 + 18) + 5;
+/// Most members a sender puts in one list so that it surely fits a frame.
+pub const MEMBERS_PER_FRAME: usize = {
+    let fitting = (FRAME_BYTES_MAX - 64) / SWIM_IDENTITY_BYTES_MAX;
+    if fitting < MEMBERS_PER_MESSAGE_MAX {
+        fitting
+    } else {
+        MEMBERS_PER_MESSAGE_MAX
+    }
+};
+
+/// A message breaks a per-message bound (too many records, origins, refs or members,
+/// or too long a lease). Decoding drops it; encoding refuses to build it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OverBound(String);
 
 /// What a SWIM member is: a replica, where it listens, and a generation that grows
 /// with every restart so that a restarted replica wins over its old self.
@@ -124,12 +156,12 @@ impl Message {
         }
     }
 
-    /// Checks the per-message bounds that the byte limit alone does not express.
-    pub fn check_bounds(&self) -> Result<(), DecodeError> {
+    /// Checks the per-message bounds that the byte limit alone does not express. The
+    /// decoder refuses a frame that breaks one, and the encoder refuses to build one, so
+    /// a node never sends what every peer would drop.
+    pub fn check_bounds(&self) -> Result<(), OverBound> {
         let too_many = |what: &str, n: usize, max: usize| {
-            Err(DecodeError::Malformed(format!(
-                "{n} {what}, more than {max}"
-            )))
+            Err(OverBound(format!("{n} {what}, more than {max}")))
         };
         match self {
             Message::Push { records, .. } if records.len() > RECORDS_PER_MESSAGE_MAX => {
@@ -156,7 +188,7 @@ impl Message {
                     open: Some((grant, _)),
                     ..
                 },
-            ) if grant.lease_ms > LEASE_MS_MAX => Err(DecodeError::Malformed(format!(
+            ) if grant.lease_ms > LEASE_MS_MAX => Err(OverBound(format!(
                 "a lease of {} ms, more than {LEASE_MS_MAX}",
                 grant.lease_ms
             ))),
@@ -164,8 +196,11 @@ impl Message {
         }
     }
 
-    /// Encodes for the message's channel, refusing anything over that channel's limit.
+    /// Encodes for the message's channel, refusing anything over that channel's byte
+    /// limit or over a bound [`Message::check_bounds`] checks.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        self.check_bounds()
+            .map_err(|e| EncodeError::OverBound(e.to_string()))?;
         match self.channel() {
             Channel::Datagram => codec::encode_limited::<_, DATAGRAM_BYTES_MAX>(self),
             Channel::Stream => codec::encode_limited::<_, FRAME_BYTES_MAX>(self),
@@ -195,7 +230,9 @@ impl Message {
                 message.kind()
             )));
         }
-        message.check_bounds()?;
+        message
+            .check_bounds()
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
         Ok(message)
     }
 

@@ -7,6 +7,7 @@ use shoal_proto::codec::{
     self, DATAGRAM_BYTES_MAX, DATAGRAM_DECODE_BUDGET, FRAME_BYTES_MAX, RECORD_BYTES_MAX,
     RECORD_DECODE_BUDGET, decode_limited, encode_limited,
 };
+use shoal_proto::lease::LEASE_MS_MAX;
 use shoal_proto::record::{
     ADDRESSES_PER_ENDPOINT_MAX, ANNOTATIONS_BYTES_MAX, APP_PROTOCOL_BYTES_MAX,
     CLIENT_IP_TIMEOUT_SECONDS_MAX, ENDPOINTS_PER_RECORD_MAX, EXPORTED_ANNOTATIONS_MAX,
@@ -14,12 +15,15 @@ use shoal_proto::record::{
     PORTS_PER_RECORD_MAX, TRAFFIC_DISTRIBUTION_BYTES_MAX,
 };
 use shoal_proto::sign;
-use shoal_proto::wire::{ORIGINS_PER_MESSAGE_MAX, RECORDS_PER_MESSAGE_MAX, REFS_PER_ORIGIN_MAX};
+use shoal_proto::wire::{
+    MEMBERS_PER_MESSAGE_MAX, ORIGINS_PER_MESSAGE_MAX, RECORDS_PER_MESSAGE_MAX, REFS_PER_ORIGIN_MAX,
+};
 use shoal_proto::{
     Channel, ClusterId, DecodeError, EncodeError, Endpoint, EndpointConditions, ExportRecord,
-    InternalTrafficPolicy, IpAddress, IpFamily, MemberId, Message, NetAddr, OriginSummary,
-    OriginWant, PortProtocol, RecordError, RecordRef, ReplicaId, ServiceKey, ServicePort,
-    ServiceProperties, SessionAffinity, SignedRecord, SwimIdentity, VerifyError,
+    FencingToken, Grant, InternalTrafficPolicy, IpAddress, IpFamily, LeaseMessage, LeaseName,
+    MemberId, Message, NetAddr, OriginSummary, OriginWant, PortProtocol, RecordError, RecordRef,
+    ReplicaId, ServiceKey, ServicePort, ServiceProperties, SessionAffinity, SignedRecord,
+    SwimIdentity, VerifyError,
 };
 
 fn every_message() -> Vec<Message> {
@@ -503,35 +507,13 @@ fn oversized_messages_are_refused_by_the_encoder() {
     );
 }
 
-#[test]
-fn a_frame_with_too_many_records_is_refused() {
+/// Each bound `check_bounds` enforces, as (what, a message at it, one just over it).
+fn bounded_messages() -> Vec<(&'static str, Message, Message)> {
     let one = signed(&key("cluster-a", 1), 1);
-    let at_limit = Message::Push {
-        records: vec![one.clone(); RECORDS_PER_MESSAGE_MAX],
+    let push = |n| Message::Push {
+        records: vec![one.clone(); n],
         relay: false,
     };
-    assert_eq!(at_limit.check_bounds(), Ok(()));
-    let bytes = at_limit.encode().expect("fits a frame");
-    assert!(Message::decode_frame(&bytes).is_ok());
-
-    let over = Message::Push {
-        records: vec![one; RECORDS_PER_MESSAGE_MAX + 1],
-        relay: false,
-    };
-    assert!(matches!(
-        over.check_bounds(),
-        Err(DecodeError::Malformed(_))
-    ));
-    let bytes = over.encode().expect("still fits a frame by size");
-    assert!(bytes.len() < FRAME_BYTES_MAX);
-    assert!(matches!(
-        Message::decode_frame(&bytes),
-        Err(DecodeError::Malformed(_))
-    ));
-}
-
-#[test]
-fn digests_and_pulls_are_bounded_too() {
     let summary = OriginSummary {
         origin: cluster("a"),
         max_version: 1,
@@ -541,9 +523,6 @@ fn digests_and_pulls_are_bounded_too() {
     let digest = |n| Message::DigestOrigins {
         entries: vec![summary.clone(); n],
     };
-    assert_eq!(digest(ORIGINS_PER_MESSAGE_MAX).check_bounds(), Ok(()));
-    assert!(digest(ORIGINS_PER_MESSAGE_MAX + 1).check_bounds().is_err());
-
     let want = OriginWant {
         origin: cluster("a"),
         have: vec![],
@@ -551,9 +530,6 @@ fn digests_and_pulls_are_bounded_too() {
     let pull = |n| Message::Pull {
         wants: vec![want.clone(); n],
     };
-    assert_eq!(pull(ORIGINS_PER_MESSAGE_MAX).check_bounds(), Ok(()));
-    assert!(pull(ORIGINS_PER_MESSAGE_MAX + 1).check_bounds().is_err());
-
     let reference = RecordRef {
         service: service("a", "b"),
         version: 1,
@@ -567,14 +543,89 @@ fn digests_and_pulls_are_bounded_too() {
             },
         ],
     };
-    assert_eq!(refs(REFS_PER_ORIGIN_MAX).check_bounds(), Ok(()));
-    let over = refs(REFS_PER_ORIGIN_MAX + 1);
-    assert!(over.check_bounds().is_err());
-    let bytes = over.encode().expect("fits a frame by size");
-    assert!(matches!(
-        Message::decode_frame(&bytes),
-        Err(DecodeError::Malformed(_))
-    ));
+    let identity = SwimIdentity {
+        member: MemberId {
+            cluster: cluster("a"),
+            replica: ReplicaId(0),
+        },
+        addr: NetAddr {
+            ip: [0; 16],
+            port: 1,
+        },
+        generation: 1,
+    };
+    let members = |n| Message::Members {
+        members: vec![identity.clone(); n],
+        reply: false,
+    };
+    let propose = |lease_ms| {
+        Message::Lease(LeaseMessage::Propose {
+            lease: LeaseName::new("payments").expect("a valid name"),
+            round: 1,
+            grant: Grant {
+                holder: cluster("a"),
+                token: FencingToken(1),
+                lease_ms,
+            },
+        })
+    };
+    vec![
+        (
+            "records per push",
+            push(RECORDS_PER_MESSAGE_MAX),
+            push(RECORDS_PER_MESSAGE_MAX + 1),
+        ),
+        (
+            "origins per digest",
+            digest(ORIGINS_PER_MESSAGE_MAX),
+            digest(ORIGINS_PER_MESSAGE_MAX + 1),
+        ),
+        (
+            "origins per pull",
+            pull(ORIGINS_PER_MESSAGE_MAX),
+            pull(ORIGINS_PER_MESSAGE_MAX + 1),
+        ),
+        (
+            "refs per origin",
+            refs(REFS_PER_ORIGIN_MAX),
+            refs(REFS_PER_ORIGIN_MAX + 1),
+        ),
+        (
+            "members per list",
+            members(MEMBERS_PER_MESSAGE_MAX),
+            members(MEMBERS_PER_MESSAGE_MAX + 1),
+        ),
+        (
+            "lease length",
+            propose(LEASE_MS_MAX),
+            propose(LEASE_MS_MAX + 1),
+        ),
+    ]
+}
+
+#[test]
+fn every_bound_the_decoder_enforces_the_encoder_enforces_too() {
+    for (what, at, over) in bounded_messages() {
+        assert_eq!(at.check_bounds(), Ok(()), "{what}");
+        let bytes = at.encode().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(Message::decode_frame(&bytes).as_ref(), Ok(&at), "{what}");
+
+        assert!(over.check_bounds().is_err(), "{what}");
+        assert!(
+            matches!(over.encode(), Err(EncodeError::OverBound(_))),
+            "{what}: the encoder refuses what every peer would drop"
+        );
+        // Encoded by hand, past the check, the same message fits a frame by size and
+        // the decoder still refuses it.
+        let bytes = encode_limited::<_, FRAME_BYTES_MAX>(&over).expect("fits a frame by size");
+        assert!(
+            matches!(
+                Message::decode_frame(&bytes),
+                Err(DecodeError::Malformed(_))
+            ),
+            "{what}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1122,4 +1173,50 @@ fn codec_limits_are_what_the_design_says() {
     assert_eq!(codec::DATAGRAM_BYTES_MAX, 1_200);
     assert_eq!(codec::RECORD_BYTES_MAX, 256 * 1024);
     assert_eq!(RECORDS_PER_MESSAGE_MAX, 256);
+}
+
+#[test]
+fn the_largest_parts_senders_split_by_fit_one_frame_at_their_counts() {
+    use shoal_proto::wire::{
+        MEMBERS_PER_FRAME, ORIGIN_WANT_BYTES_BASE, RECORD_REF_BYTES_MAX, SWIM_IDENTITY_BYTES_MAX,
+    };
+    let longest = |c: char| c.to_string().repeat(63);
+    let reference = RecordRef {
+        service: ServiceKey::new(&longest('n'), &longest('s')).expect("63-byte labels"),
+        version: u64::MAX,
+    };
+    let want = OriginWant {
+        origin: cluster(&longest('o')),
+        have: vec![reference.clone(); REFS_PER_ORIGIN_MAX],
+    };
+    assert_eq!(
+        encode_limited::<_, FRAME_BYTES_MAX>(&reference).map(|b| b.len()),
+        Ok(RECORD_REF_BYTES_MAX)
+    );
+    let pull = Message::Pull { wants: vec![want] };
+    let bytes = pull.encode().expect("one origin's whole list fits a frame");
+    assert!(bytes.len() <= 8 + ORIGIN_WANT_BYTES_BASE + REFS_PER_ORIGIN_MAX * RECORD_REF_BYTES_MAX);
+
+    let identity = SwimIdentity {
+        member: MemberId {
+            cluster: cluster(&longest('c')),
+            replica: ReplicaId(u16::MAX),
+        },
+        addr: NetAddr {
+            ip: [0xfd; 16],
+            port: u16::MAX,
+        },
+        generation: u32::MAX,
+    };
+    assert_eq!(
+        encode_limited::<_, FRAME_BYTES_MAX>(&identity).map(|b| b.len()),
+        Ok(SWIM_IDENTITY_BYTES_MAX)
+    );
+    let members = Message::Members {
+        members: vec![identity; MEMBERS_PER_FRAME],
+        reply: true,
+    };
+    members
+        .encode()
+        .expect("a full list of the largest members fits a frame");
 }

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 
 use shoal_proto::codec::FRAME_BYTES_MAX;
 use shoal_proto::wire::{
-    MEMBERS_PER_MESSAGE_MAX, ORIGINS_PER_MESSAGE_MAX, OriginSummary, OriginWant,
+    MEMBERS_PER_FRAME, ORIGIN_WANT_BYTES_BASE, ORIGINS_PER_MESSAGE_MAX, OriginSummary, OriginWant,
+    RECORD_REF_BYTES_MAX,
 };
 use shoal_proto::{ClusterId, MemberId, Message, SwimIdentity};
 
@@ -31,8 +32,8 @@ use super::time::Time;
 /// round.
 const ANNOUNCES_PER_LIST_MAX: usize = 32;
 
-/// A rough per-ref byte cost, to keep a pull inside one frame.
-const REF_BYTES_ESTIMATE: usize = 96;
+/// Bytes of a pull around its wants: the variant and the wants' count.
+const PULL_BYTES_BASE: usize = 8;
 
 impl Node {
     /// Starts a round with `peer`, or with a random live member.
@@ -151,12 +152,13 @@ impl Node {
         self.send_pulls(from, pull_back);
     }
 
-    /// Sends wants in pulls that each fit one frame.
+    /// Sends wants in pulls that each fit one frame, by the largest each want can
+    /// encode to (one origin's whole list always fits: see `RECORDS_PER_ORIGIN_MAX`).
     fn send_pulls(&mut self, to: &MemberId, wants: Vec<OriginWant>) {
         let mut batch = Vec::new();
-        let mut bytes = 0;
+        let mut bytes = PULL_BYTES_BASE;
         for want in wants {
-            let size = 64 + want.have.len() * REF_BYTES_ESTIMATE;
+            let size = ORIGIN_WANT_BYTES_BASE + want.have.len() * RECORD_REF_BYTES_MAX;
             if !batch.is_empty()
                 && (bytes + size > FRAME_BYTES_MAX || batch.len() >= ORIGINS_PER_MESSAGE_MAX)
             {
@@ -168,7 +170,7 @@ impl Node {
                         wants: std::mem::take(&mut batch),
                     },
                 );
-                bytes = 0;
+                bytes = PULL_BYTES_BASE;
             }
             bytes += size;
             batch.push(want);
@@ -187,7 +189,7 @@ impl Node {
     fn send_members(&mut self, to: &MemberId, reply: bool) {
         let mut members: Vec<SwimIdentity> = self.members.iter().cloned().collect();
         members.push(self.own_identity());
-        for chunk in members.chunks(MEMBERS_PER_MESSAGE_MAX) {
+        for chunk in members.chunks(MEMBERS_PER_FRAME) {
             self.send(
                 to,
                 None,

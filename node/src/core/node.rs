@@ -8,7 +8,7 @@ use std::time::Duration;
 use foca::Foca;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
-use shoal_proto::wire::Channel;
+use shoal_proto::wire::{Channel, RECORDS_PER_ORIGIN_MAX};
 use shoal_proto::{
     ClusterId, ClusterKey, Endpoint, ExportRecord, KeyRing, MemberId, Message, NetAddr,
     NetworkMode, RecordError, ServiceKey, ServicePort, ServiceProperties, ServiceType,
@@ -99,6 +99,12 @@ pub enum InputError {
     /// The export breaks a record bound.
     #[error("invalid export: {0}")]
     Invalid(#[from] RecordError),
+    /// A new service, while this cluster's records (tombstones included) are already at
+    /// the bound peers hold per origin. Nothing was published.
+    #[error(
+        "this cluster already has {0} records, the most peers hold from one cluster ({RECORDS_PER_ORIGIN_MAX})"
+    )]
+    TooManyExports(usize),
     #[error("cannot sign the export: {0}")]
     Sign(#[from] VerifyError),
 }
@@ -451,6 +457,11 @@ impl Node {
         if held.is_none() && record.tombstone {
             return Ok(());
         }
+        let own_records = self.view.origin(&local).map_or(0, |o| o.services.len());
+        if held.is_none() && own_records >= RECORDS_PER_ORIGIN_MAX {
+            self.stats.exports_over_bound += 1;
+            return Err(InputError::TooManyExports(own_records));
+        }
         let signed = self.key.sign(record)?;
         self.own_version = version;
         self.stats.published += 1;
@@ -584,6 +595,10 @@ impl Node {
             }
             MergeOutcome::Stale => {
                 self.stats.records_stale += 1;
+                None
+            }
+            MergeOutcome::OverBound => {
+                self.stats.records_over_bound += 1;
                 None
             }
             MergeOutcome::Equivocation => {

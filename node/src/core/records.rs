@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use shoal_proto::wire::OriginSummary;
+use shoal_proto::wire::{OriginSummary, RECORDS_PER_ORIGIN_MAX};
 use shoal_proto::{ClusterId, RecordRef, ServiceKey, SignedRecord, Verified};
 
 /// What merging one record did. Only `Accepted` changes state.
@@ -22,6 +22,9 @@ pub enum MergeOutcome {
     Stale,
     /// Same version as held but different contents: the origin equivocated. Dropped.
     Equivocation,
+    /// A record of a service new to the view, from an origin that already holds
+    /// [`RECORDS_PER_ORIGIN_MAX`] records. Dropped; state unchanged.
+    OverBound,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +67,7 @@ impl View {
             .or_default();
         let held = origin.services.get(&signed.record.service);
         let outcome = match held {
+            None if origin.services.len() >= RECORDS_PER_ORIGIN_MAX => MergeOutcome::OverBound,
             None => MergeOutcome::Accepted { previous: None },
             Some(old) if signed.record.version > old.record.version => MergeOutcome::Accepted {
                 previous: Some(old.record.version),

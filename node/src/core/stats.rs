@@ -145,6 +145,9 @@ pub struct Stats {
     pub records_stale: u64,
     /// Same version, different bytes: rejected and alarmed.
     pub records_equivocation: u64,
+    /// Records of a further service from an origin already at `RECORDS_PER_ORIGIN_MAX`
+    /// records: dropped.
+    pub records_over_bound: u64,
     /// Records of this cluster's, newer than this publisher's own version, that came
     /// back from peers after it lost its store: versions moved above them.
     pub own_records_recovered: u64,
@@ -158,6 +161,9 @@ pub struct Stats {
     pub restore_dropped: u64,
     /// Records this node authored.
     pub published: u64,
+    /// Exports of a new service refused because this cluster was at
+    /// `RECORDS_PER_ORIGIN_MAX` records.
+    pub exports_over_bound: u64,
     /// Times this replica became its cluster's publisher (the local leader election).
     pub publisher_gained: u64,
     /// Times this replica stopped being its cluster's publisher.
