@@ -204,7 +204,7 @@ async fn serve<B: Backend + 'static>(
     config: RuntimeConfig,
     identity: Arc<ClusterIdentity>,
     transport: Transport,
-    inbound: tokio::sync::mpsc::Receiver<shoal_node::runtime::transport::Inbound>,
+    inbound: shoal_node::runtime::transport::InboundQueue,
     backend: B,
     listeners: Listeners,
 ) -> anyhow::Result<ExitCode> {

@@ -144,6 +144,18 @@ fn each_bad_field_is_named() {
         matches!(&err, ConfigFileError::Field { field, reason } if field == "transport" && reason.contains("peer_bytes_per_s_max")),
         "{err}"
     );
+
+    let small_total = format!(
+        "{VALID}\n[transport]\noutbound_queue_bytes_max = 2097152\noutbound_bytes_max = 1048576\n"
+    );
+    let err = load(&small_total, &[]).unwrap_err();
+    assert!(
+        matches!(&err, ConfigFileError::Field { field, reason } if field == "transport" && reason.contains("outbound_bytes_max (1048576) must be at least outbound_queue_bytes_max (2097152)")),
+        "{err}"
+    );
+    let bytes = format!("{VALID}\n[transport]\ninbound_queue_bytes_max = 2097152\n");
+    let limits = load(&bytes, &[]).expect("a valid byte bound").transport;
+    assert_eq!(limits.inbound_queue_bytes_max, 2_097_152);
 }
 
 #[test]

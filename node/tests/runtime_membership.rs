@@ -17,10 +17,9 @@ use shoal_node::runtime::certs::{self, ClusterIdentity};
 use shoal_node::runtime::config;
 use shoal_node::runtime::driver::Driver;
 use shoal_node::runtime::transport::{
-    Inbound, Transport, TransportConfig, TransportLimits, TransportStats,
+    InboundQueue, Transport, TransportConfig, TransportLimits, TransportStats,
 };
 use shoal_proto::{Channel, ClusterId, MemberId, ReplicaId};
-use tokio::sync::mpsc::Receiver;
 use tokio::sync::{mpsc, oneshot};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -90,7 +89,7 @@ fn limits() -> TransportLimits {
     }
 }
 
-async fn bind(name: &str, identity: Arc<ClusterIdentity>) -> (Transport, Receiver<Inbound>) {
+async fn bind(name: &str, identity: Arc<ClusterIdentity>) -> (Transport, InboundQueue) {
     Transport::bind(TransportConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         local: member(name),
@@ -127,7 +126,7 @@ async fn wait_stats(
 }
 
 /// Sends one stream frame and one datagram from `from` to `to` and checks both arrive.
-async fn exchange(from: &Transport, to: &Transport, rx: &mut Receiver<Inbound>) {
+async fn exchange(from: &Transport, to: &Transport, rx: &mut InboundQueue) {
     for (channel, bytes) in [
         (Channel::Stream, b"frame".to_vec()),
         (Channel::Datagram, b"datagram".to_vec()),
@@ -145,7 +144,7 @@ async fn exchange(from: &Transport, to: &Transport, rx: &mut Receiver<Inbound>) 
 }
 
 /// Asserts `transport` accepted no connection and delivered nothing.
-fn assert_untouched(transport: &Transport, rx: &mut Receiver<Inbound>) {
+fn assert_untouched(transport: &Transport, rx: &mut InboundQueue) {
     let stats = transport.stats();
     assert_eq!(stats.connections_accepted, 0, "{stats:#?}");
     assert_eq!(stats.datagrams_received + stats.frames_received, 0);

@@ -14,10 +14,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use shoal_node::runtime::api::{ChaosOp, Direction};
 use shoal_node::runtime::certs::{self, ClusterIdentity};
 use shoal_node::runtime::transport::{
-    Inbound, Transport, TransportConfig, TransportLimits, TransportStats,
+    Inbound, InboundQueue, Transport, TransportConfig, TransportLimits, TransportStats,
 };
 use shoal_proto::{Channel, ClusterId, MemberId, ReplicaId};
-use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(10);
@@ -85,7 +84,7 @@ async fn start(
     replica: u16,
     limits: TransportLimits,
     chaos_enabled: bool,
-) -> (Transport, Receiver<Inbound>) {
+) -> (Transport, InboundQueue) {
     Transport::bind(TransportConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         local: member(name, replica),
@@ -97,7 +96,7 @@ async fn start(
     .unwrap()
 }
 
-async fn recv(rx: &mut Receiver<Inbound>) -> Inbound {
+async fn recv(rx: &mut InboundQueue) -> Inbound {
     tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("a message within the deadline")
@@ -129,7 +128,7 @@ async fn wait_stats(
 async fn exchange(
     from: &Transport,
     to: &Transport,
-    rx: &mut Receiver<Inbound>,
+    rx: &mut InboundQueue,
     channel: Channel,
     bytes: Vec<u8>,
 ) {
@@ -565,6 +564,92 @@ async fn a_stream_flood_stays_within_the_stream_limit_and_the_inbound_queue() {
 }
 
 #[tokio::test]
+async fn the_inbound_queue_is_bounded_in_bytes_not_only_in_frames() {
+    const FRAME_BYTES: usize = 64 * 1024;
+    const FRAMES: usize = 12;
+    const FITTING: usize = 4;
+    let pki = Pki::new(&["east", "west"]);
+    let limits = TransportLimits {
+        frame_bytes_max: FRAME_BYTES,
+        inbound_queue_max: 4_096,
+        inbound_queue_bytes_max: FITTING * FRAME_BYTES,
+        ..test_limits()
+    };
+    let (east, mut east_rx) = start(&pki, "east", 0, limits, false).await;
+    let (_endpoint, conn) = raw_peer(&pki, "west", east.local_addr()).await;
+    for i in 0..FRAMES {
+        let payload = vec![i as u8; FRAME_BYTES];
+        raw_stream(&conn, &frame(KIND_STREAM, "west", 0, &payload)).await;
+    }
+    wait_stats(&east, "every frame accounted for", |s| {
+        s.frames_received + reject(s, "inbound_queue_bytes_full") == FRAMES as u64
+    })
+    .await;
+    let stats = east.stats();
+    assert_eq!(stats.frames_received, FITTING as u64, "{stats:#?}");
+    assert_eq!(reject(&stats, "inbound_queue_full"), 0, "{stats:#?}");
+    assert_eq!(
+        (east_rx.len(), east_rx.bytes()),
+        (FITTING, FITTING * FRAME_BYTES)
+    );
+
+    // Taking a frame gives its bytes back.
+    let first = east_rx.try_recv().expect("a queued frame");
+    assert_eq!(first.bytes.len(), FRAME_BYTES);
+    raw_stream(&conn, &frame(KIND_STREAM, "west", 0, b"fits again")).await;
+    wait_stats(&east, "the small frame queued", |s| {
+        s.frames_received == FITTING as u64 + 1
+    })
+    .await;
+    while east_rx.len() > 1 {
+        east_rx.try_recv().expect("a queued frame");
+    }
+    assert_eq!(recv(&mut east_rx).await.bytes, b"fits again");
+    assert_eq!(east_rx.bytes(), 0);
+    east.shutdown().await;
+}
+
+#[tokio::test]
+async fn byte_bounds_below_one_frame_are_refused_by_name() {
+    let pki = Pki::new(&["east"]);
+    let cases = [
+        (
+            TransportLimits {
+                inbound_queue_bytes_max: 1_000,
+                ..test_limits()
+            },
+            "inbound_queue_bytes_max (1000) must be at least frame_bytes_max",
+        ),
+        (
+            TransportLimits {
+                outbound_queue_bytes_max: 1_000,
+                ..test_limits()
+            },
+            "outbound_queue_bytes_max (1000) must be at least frame_bytes_max",
+        ),
+        (
+            TransportLimits {
+                outbound_bytes_max: 4 << 20,
+                ..test_limits()
+            },
+            "outbound_bytes_max (4194304) must be at least outbound_queue_bytes_max",
+        ),
+    ];
+    for (limits, expected) in cases {
+        let error = Transport::bind(TransportConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            local: member("east", 0),
+            identity: pki.identity("east"),
+            limits,
+            chaos_enabled: false,
+        })
+        .await
+        .expect_err("the limits are unusable");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+}
+
+#[tokio::test]
 async fn chaos_cuts_restores_and_loses_and_is_refused_when_disabled() {
     let pki = Pki::new(&["east", "west"]);
     let (east, mut east_rx) = start(&pki, "east", 0, test_limits(), true).await;
@@ -775,7 +860,7 @@ async fn start_and_kill(pki: &Pki, east: &Transport, listen: SocketAddr) {
 }
 
 /// Binds the new west at `listen`, once the killed runtime has let go of the socket.
-async fn restart_west(pki: &Pki, listen: SocketAddr) -> (Transport, Receiver<Inbound>) {
+async fn restart_west(pki: &Pki, listen: SocketAddr) -> (Transport, InboundQueue) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let bound = Transport::bind(west_config(pki, listen)).await;
@@ -789,7 +874,7 @@ async fn restart_west(pki: &Pki, listen: SocketAddr) -> (Transport, Receiver<Inb
 
 /// Sends datagrams from `east` until the new west receives one, or fails at the
 /// deadline (far below the idle timeout).
-async fn east_reaches(east: &Transport, west: &Transport, rx: &mut Receiver<Inbound>) {
+async fn east_reaches(east: &Transport, west: &Transport, rx: &mut InboundQueue) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         east.send(

@@ -294,7 +294,7 @@ pub async fn east_transport(
 ) -> (
     std::sync::Arc<shoal_node::runtime::certs::ClusterIdentity>,
     shoal_node::runtime::transport::Transport,
-    tokio::sync::mpsc::Receiver<shoal_node::runtime::transport::Inbound>,
+    shoal_node::runtime::transport::InboundQueue,
 ) {
     use shoal_node::runtime::certs::ClusterIdentity;
     use shoal_node::runtime::transport::{Transport, TransportConfig};

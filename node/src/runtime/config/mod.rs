@@ -106,7 +106,10 @@
 //! idle_timeout_ms = 600000
 //! keepalive_ms = 0               # 0: none
 //! inbound_queue_max = 4096
-//! outbound_queue_max = 4096
+//! inbound_queue_bytes_max = 67108864   # at least one frame (1 MiB)
+//! outbound_queue_max = 4096      # per remote address
+//! outbound_queue_bytes_max = 8388608   # per remote address; at least one frame
+//! outbound_bytes_max = 134217728 # every address together; at least the above
 //! connections_max = 1024
 //! peer_bytes_per_s_max = 16777216
 //!

@@ -280,7 +280,10 @@ pub(super) struct TransportSection {
     pub idle_timeout_ms: u64,
     pub keepalive_ms: u64,
     pub inbound_queue_max: usize,
+    pub inbound_queue_bytes_max: usize,
     pub outbound_queue_max: usize,
+    pub outbound_queue_bytes_max: usize,
+    pub outbound_bytes_max: usize,
     pub connections_max: usize,
     pub peer_bytes_per_s_max: u64,
 }
@@ -295,7 +298,10 @@ impl Default for TransportSection {
             idle_timeout_ms: d.idle_timeout_ms,
             keepalive_ms: d.keepalive_ms,
             inbound_queue_max: d.inbound_queue_max,
+            inbound_queue_bytes_max: d.inbound_queue_bytes_max,
             outbound_queue_max: d.outbound_queue_max,
+            outbound_queue_bytes_max: d.outbound_queue_bytes_max,
+            outbound_bytes_max: d.outbound_bytes_max,
             connections_max: d.connections_max,
             peer_bytes_per_s_max: d.peer_bytes_per_s_max,
         }
@@ -311,7 +317,10 @@ impl TransportSection {
             idle_timeout_ms: self.idle_timeout_ms,
             keepalive_ms: self.keepalive_ms,
             inbound_queue_max: self.inbound_queue_max,
+            inbound_queue_bytes_max: self.inbound_queue_bytes_max,
             outbound_queue_max: self.outbound_queue_max,
+            outbound_queue_bytes_max: self.outbound_queue_bytes_max,
+            outbound_bytes_max: self.outbound_bytes_max,
             connections_max: self.connections_max,
             peer_bytes_per_s_max: self.peer_bytes_per_s_max,
             ..TransportLimits::default()

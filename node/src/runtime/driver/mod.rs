@@ -32,7 +32,7 @@ use super::certs::ClusterIdentity;
 use super::config::RuntimeConfig;
 use super::dns::ImportsFeed;
 use super::store::Store;
-use super::transport::{Inbound, Transport};
+use super::transport::{Inbound, InboundQueue, Transport};
 use crate::core::{ExportSpec, Node, PersistedState, Time};
 
 pub use self::commands::LAG_BUCKETS_SECONDS;
@@ -83,7 +83,7 @@ pub struct Driver<B> {
     node: Node,
     store: Store,
     transport: Transport,
-    transport_rx: mpsc::Receiver<Inbound>,
+    transport_rx: InboundQueue,
     backend: B,
     config: RuntimeConfig,
     started: Instant,
@@ -150,7 +150,7 @@ impl<B: Backend> Driver<B> {
         config: RuntimeConfig,
         identity: Arc<ClusterIdentity>,
         transport: Transport,
-        transport_rx: mpsc::Receiver<Inbound>,
+        transport_rx: InboundQueue,
         backend: B,
     ) -> Result<Self, DriverError> {
         let (store, stored, report) = Store::open(&config.data_dir.join("store"))?;

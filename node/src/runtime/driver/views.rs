@@ -203,6 +203,7 @@ impl<B: Backend> Driver<B> {
             ("record_invalid", core.records_invalid),
             ("record_stale", core.records_stale),
             ("record_equivocation", core.records_equivocation),
+            ("record_over_bound", core.records_over_bound),
             ("sender_mismatch", core.sender_mismatches),
             ("export_refused", self.stats.exports_refused),
         ] {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use quinn::{ReadToEndError, VarInt};
 use shoal_proto::{Channel, ClusterId, MemberId};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::header::{self, FrameKind, HEADER_BYTES_MAX};
+use super::queue::Refused;
 use super::sealed::{self, NOTICE_INTERVAL, OpenError, SealedKey, SealedKeys};
 use super::socket::Taken;
 use super::{
@@ -349,10 +349,11 @@ fn deliver(
         bytes,
         received: tokio::time::Instant::now().into_std(),
     };
-    match shared.inbound.try_send(message) {
+    match shared.inbound.try_send(message, len) {
         Ok(()) => shared.counters.received(&from, datagram, len, rtt),
-        Err(TrySendError::Full(_)) => shared.counters.reject("inbound_queue_full"),
-        Err(TrySendError::Closed(_)) => shared.counters.reject("inbound_closed"),
+        Err(Refused::Messages) => shared.counters.reject("inbound_queue_full"),
+        Err(Refused::Bytes) => shared.counters.reject("inbound_queue_bytes_full"),
+        Err(Refused::Closed) => shared.counters.reject("inbound_closed"),
     }
 }
 

@@ -4,6 +4,7 @@
 //! - `header`: the claimed-sender header in front of every datagram and frame.
 //! - `connection`: accepting connections and reading what peers send.
 //! - `outbound`: one task per remote address: dial on demand, queue, send.
+//! - `queue`: queues bounded in bytes as well as in messages.
 //! - `sealed`: SWIM datagrams outside QUIC, under keys exported from each connection.
 //! - `socket`: the one UDP socket, split between quinn and sealed datagrams; what can
 //!   be neither is dropped there and counted (`not_quic`).
@@ -33,6 +34,7 @@ mod chaos;
 mod connection;
 mod header;
 mod outbound;
+mod queue;
 mod rate;
 mod sealed;
 mod socket;
@@ -48,18 +50,19 @@ use std::time::Duration;
 use quinn::VarInt;
 use shoal_proto::codec::FRAME_BYTES_MAX;
 use shoal_proto::{Channel, ClusterId, MemberId};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::runtime::api::{ApiError, ChaosOp, ChaosView};
 use crate::runtime::certs::ClusterIdentity;
 
+pub use queue::QueueReceiver;
 pub use stats::{PEERS_TRACKED_MAX, PeerStats, TransportStats};
 pub use tls::{ALPN, DATAGRAM_BUFFER_BYTES, INITIAL_MTU};
 
 use chaos::Chaos;
 use header::HEADER_BYTES_MAX;
-use outbound::Outgoing;
+use outbound::{Outgoing, Queued};
+use queue::{ByteBudget, QueueSender};
 use rate::PeerRates;
 use sealed::SealedKeys;
 use socket::DemuxSocket;
@@ -101,8 +104,16 @@ pub struct TransportLimits {
     pub keepalive_ms: u64,
     /// Messages received and not yet taken by the driver.
     pub inbound_queue_max: usize,
+    /// Payload bytes received and not yet taken by the driver. At least
+    /// `frame_bytes_max`.
+    pub inbound_queue_bytes_max: usize,
     /// Messages queued for one remote address.
     pub outbound_queue_max: usize,
+    /// Bytes queued for one remote address. At least `frame_bytes_max`.
+    pub outbound_queue_bytes_max: usize,
+    /// Bytes queued for all remote addresses together. At least
+    /// `outbound_queue_bytes_max`.
+    pub outbound_bytes_max: usize,
     /// Connections (accepted plus dialed) and remote addresses with a send queue.
     pub connections_max: usize,
     /// Bytes per second received from one remote address, frames and datagrams alike
@@ -123,7 +134,10 @@ impl Default for TransportLimits {
             idle_timeout_ms: 600_000,
             keepalive_ms: 0,
             inbound_queue_max: 4_096,
+            inbound_queue_bytes_max: 64 * FRAME_BYTES_MAX,
             outbound_queue_max: 4_096,
+            outbound_queue_bytes_max: 8 * FRAME_BYTES_MAX,
+            outbound_bytes_max: 128 * FRAME_BYTES_MAX,
             connections_max: 1_024,
             peer_bytes_per_s_max: 16 * 1024 * 1024,
             handshake_timeout_ms: 10_000,
@@ -158,6 +172,31 @@ impl TransportLimits {
         if let Some((field, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(TransportError::Limits(format!("{field} must be above 0")));
         }
+        let at_least = [
+            (
+                "inbound_queue_bytes_max",
+                self.inbound_queue_bytes_max,
+                "frame_bytes_max",
+                self.frame_bytes_max,
+            ),
+            (
+                "outbound_queue_bytes_max",
+                self.outbound_queue_bytes_max,
+                "frame_bytes_max",
+                self.frame_bytes_max,
+            ),
+            (
+                "outbound_bytes_max",
+                self.outbound_bytes_max,
+                "outbound_queue_bytes_max",
+                self.outbound_queue_bytes_max,
+            ),
+        ];
+        if let Some((field, value, floor, min)) = at_least.iter().find(|(_, v, _, m)| v < m) {
+            return Err(TransportError::Limits(format!(
+                "{field} ({value}) must be at least {floor} ({min}): one largest frame must fit"
+            )));
+        }
         if self.keepalive_ms != 0 && self.keepalive_ms >= self.idle_timeout_ms {
             return Err(TransportError::Limits(format!(
                 "keepalive_ms ({}) must be below idle_timeout_ms ({})",
@@ -180,6 +219,9 @@ pub struct TransportConfig {
     /// Whether [`Transport::chaos`] may inject faults.
     pub chaos_enabled: bool,
 }
+
+/// What peers sent, for the driver to take.
+pub type InboundQueue = QueueReceiver<Inbound>;
 
 /// One message from an authenticated peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,10 +308,12 @@ struct Shared {
     local_addr: SocketAddr,
     limits: TransportLimits,
     client: quinn::ClientConfig,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: QueueSender<Inbound>,
+    /// Bytes queued for sending, over every remote address.
+    outbound_bytes: ByteBudget,
     counters: Counters,
     chaos: Option<Mutex<Chaos>>,
-    peers: Mutex<HashMap<SocketAddr, mpsc::Sender<Outgoing>>>,
+    peers: Mutex<HashMap<SocketAddr, QueueSender<Queued>>>,
     /// The latest accepted connection from each remote address.
     accepted: Mutex<HashMap<SocketAddr, PeerConn>>,
     /// This process's instance, sent in every hello.
@@ -451,10 +495,10 @@ impl Shared {
 
 impl Transport {
     /// Binds the UDP socket and starts accepting connections. Inbound messages arrive on
-    /// the returned receiver (bounded by `inbound_queue_max`).
+    /// the returned queue (bounded by `inbound_queue_max` and `inbound_queue_bytes_max`).
     pub async fn bind(
         config: TransportConfig,
-    ) -> Result<(Transport, mpsc::Receiver<Inbound>), TransportError> {
+    ) -> Result<(Transport, InboundQueue), TransportError> {
         config.limits.validate()?;
         if config.local.cluster != config.identity.cluster {
             return Err(TransportError::Identity {
@@ -488,7 +532,11 @@ impl Transport {
                 addr: config.listen,
                 source,
             })?;
-        let (inbound, receiver) = mpsc::channel(config.limits.inbound_queue_max);
+        let outbound_bytes = ByteBudget::new(config.limits.outbound_bytes_max);
+        let (inbound, receiver) = queue::bounded(
+            config.limits.inbound_queue_max,
+            config.limits.inbound_queue_bytes_max,
+        );
         let chaos = config
             .chaos_enabled
             .then(|| Mutex::new(Chaos::new(chaos_seed(&config.local, local_addr))));
@@ -506,6 +554,7 @@ impl Transport {
             limits: config.limits,
             client,
             inbound,
+            outbound_bytes,
             counters: Counters::default(),
             chaos,
             peers: Mutex::new(HashMap::new()),

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_proto::{Channel, ClusterId, MemberId};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::header::{self, FrameKind};
+use super::queue::{self, Charge, QueueReceiver, Refused};
 use super::{PeerConn, Shared, TransportError, connection, lock, tls};
 use crate::runtime::certs::server_name_of;
 
@@ -30,7 +29,12 @@ pub(super) struct Outgoing {
     pub(super) bytes: Vec<u8>,
 }
 
-/// Queues `message` on the task for `addr`, starting one if there is none.
+/// A queued message, with its bytes charged against what every address may queue.
+pub(super) type Queued = (Outgoing, Charge);
+
+/// Queues `message` on the task for `addr`, starting one if there is none. The
+/// message's bytes count against the address's queue and against the bytes queued for
+/// every address; over either bound, it is dropped and counted.
 pub(super) fn enqueue(shared: &Arc<Shared>, addr: SocketAddr, message: Outgoing) {
     let mut peers = lock(&shared.peers);
     let sender = match peers.get(&addr) {
@@ -41,17 +45,26 @@ pub(super) fn enqueue(shared: &Arc<Shared>, addr: SocketAddr, message: Outgoing)
                 shared.counters.reject("connections_full");
                 return;
             }
-            let (sender, receiver) = mpsc::channel(shared.limits.outbound_queue_max);
+            let (sender, receiver) = queue::bounded(
+                shared.limits.outbound_queue_max,
+                shared.limits.outbound_queue_bytes_max,
+            );
             peers.insert(addr, sender.clone());
             shared.spawn(PeerLink::new(shared.clone(), addr).run(receiver));
             sender
         }
     };
     drop(peers);
-    match sender.try_send(message) {
+    let len = message.bytes.len();
+    let Some(charge) = shared.outbound_bytes.try_charge(len) else {
+        shared.counters.reject("outbound_bytes_full");
+        return;
+    };
+    match sender.try_send((message, charge), len) {
         Ok(()) => {}
-        Err(TrySendError::Full(_)) => shared.counters.reject("outbound_queue_full"),
-        Err(TrySendError::Closed(_)) => shared.counters.reject("outbound_closed"),
+        Err(Refused::Messages) => shared.counters.reject("outbound_queue_full"),
+        Err(Refused::Bytes) => shared.counters.reject("outbound_queue_bytes_full"),
+        Err(Refused::Closed) => shared.counters.reject("outbound_closed"),
     }
 }
 
@@ -76,15 +89,15 @@ impl PeerLink {
     }
 
     /// Sends queued messages in order; ends after an idle timeout with nothing queued.
-    async fn run(mut self, mut queue: mpsc::Receiver<Outgoing>) {
+    async fn run(mut self, mut queue: QueueReceiver<Queued>) {
         let idle = self.shared.idle_timeout();
         loop {
             match tokio::time::timeout(idle, queue.recv()).await {
-                Ok(Some(message)) => self.deliver(message).await,
+                Ok(Some((message, _charge))) => self.deliver(message).await,
                 Ok(None) => break,
                 Err(_) => {
                     queue.close();
-                    while let Ok(message) = queue.try_recv() {
+                    while let Ok((message, _charge)) = queue.try_recv() {
                         self.deliver(message).await;
                     }
                     break;
