@@ -609,6 +609,43 @@ async fn the_inbound_queue_is_bounded_in_bytes_not_only_in_frames() {
     east.shutdown().await;
 }
 
+/// A loopback address nothing listens on: dials to it never complete, so what is sent
+/// there stays queued.
+fn dead_addr() -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn the_outbound_queues_are_bounded_in_bytes_per_address_and_in_total() {
+    const FRAME_BYTES: usize = 64 * 1024;
+    const SEND_BYTES: usize = 40 * 1024;
+    let pki = Pki::new(&["east", "west"]);
+    let limits = TransportLimits {
+        frame_bytes_max: FRAME_BYTES,
+        outbound_queue_bytes_max: FRAME_BYTES,
+        outbound_bytes_max: FRAME_BYTES + FRAME_BYTES / 2,
+        ..test_limits()
+    };
+    let (east, _east_rx) = start(&pki, "east", 0, limits, false).await;
+    let (first, second, third) = (dead_addr(), dead_addr(), dead_addr());
+    let west = member("west", 0);
+    // On this current-thread runtime no sending task runs between these calls, so
+    // nothing leaves a queue: the second send to an address passes its 64 KiB.
+    east.send(&west, first, Channel::Stream, vec![1; SEND_BYTES]);
+    east.send(&west, first, Channel::Stream, vec![2; SEND_BYTES]);
+    let stats = east.stats();
+    assert_eq!(reject(&stats, "outbound_queue_bytes_full"), 1, "{stats:#?}");
+    // Two addresses hold 80 KiB of the 96 KiB in total; a third address's send
+    // passes the total even though its own queue is empty.
+    east.send(&west, second, Channel::Stream, vec![3; SEND_BYTES]);
+    east.send(&west, third, Channel::Stream, vec![4; SEND_BYTES]);
+    let stats = east.stats();
+    assert_eq!(reject(&stats, "outbound_bytes_full"), 1, "{stats:#?}");
+    assert_eq!(reject(&stats, "outbound_queue_full"), 0, "{stats:#?}");
+    east.shutdown().await;
+}
+
 #[tokio::test]
 async fn byte_bounds_below_one_frame_are_refused_by_name() {
     let pki = Pki::new(&["east"]);
