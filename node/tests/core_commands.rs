@@ -1096,3 +1096,30 @@ fn a_cluster_at_its_records_bound_refuses_a_new_export_but_updates_held_ones() {
         Err(InputError::TooManyExports(_))
     ));
 }
+
+#[test]
+fn a_store_holding_more_than_the_records_bound_restores_the_bound_and_counts_the_rest() {
+    use shoal_proto::wire::RECORDS_PER_ORIGIN_MAX;
+    let records = (0..=RECORDS_PER_ORIGIN_MAX)
+        .map(|i| {
+            let record = Arc::new(long_named_record("west", i, i as u64 + 1));
+            let key = (record.record.origin.clone(), record.record.service.clone());
+            (key, record)
+        })
+        .collect();
+    let node = Node::new(
+        Config::lan(member("east", 0), addr(1), 3),
+        key("east"),
+        ring(&["east", "west", "south"]),
+        Time::from_millis(1),
+        7,
+        PersistedState {
+            records,
+            ..PersistedState::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(node.records().count(), RECORDS_PER_ORIGIN_MAX);
+    assert_eq!(node.stats().records_over_bound, 1);
+    assert_eq!(node.stats().restore_dropped, 0);
+}

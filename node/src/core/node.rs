@@ -262,8 +262,13 @@ impl Node {
                 Ok(verified) => {
                     let verified = verified.share();
                     let (outcome, merged) = self.view.merge(verified);
-                    if let MergeOutcome::Accepted { .. } = outcome {
-                        self.dirty_imports.insert(merged.record.service.clone());
+                    match outcome {
+                        MergeOutcome::Accepted { .. } => {
+                            self.dirty_imports.insert(merged.record.service.clone());
+                        }
+                        // A store written under a larger bound: the excess is counted.
+                        MergeOutcome::OverBound => self.stats.records_over_bound += 1,
+                        _ => {}
                     }
                 }
                 Err(_) => self.stats.restore_dropped += 1,

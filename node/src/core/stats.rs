@@ -146,7 +146,7 @@ pub struct Stats {
     /// Same version, different bytes: rejected and alarmed.
     pub records_equivocation: u64,
     /// Records of a further service from an origin already at `RECORDS_PER_ORIGIN_MAX`
-    /// records: dropped.
+    /// records, received or found in the store at start: dropped.
     pub records_over_bound: u64,
     /// Records of this cluster's, newer than this publisher's own version, that came
     /// back from peers after it lost its store: versions moved above them.
