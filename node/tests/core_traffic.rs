@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use shoal_node::core::{
     Command, Conflict, ConflictKind, Durability, ExportSpec, ImportChange, ImportedCluster,
-    ImportedService, Node, StoreOp, Time, TrafficReason,
+    ImportedService, Node, SourceChanges, StoreOp, Time, TrafficReason,
 };
 use shoal_proto::wire::Channel;
 use shoal_proto::{Affinity, Message, SignedRecord};
@@ -61,7 +61,7 @@ fn expected(node: &Node, active: &[(&str, bool)], traffic: TrafficReason) -> Imp
                 active: *active,
             })
             .collect(),
-        conflicts: Vec::new(),
+        conflicts: Vec::new().into(),
         traffic,
     }
 }
@@ -74,11 +74,20 @@ fn assert_export_emits(
     import: impl Fn(&Node) -> ImportedService,
 ) {
     let version = node.own_version() + 1;
+    let exported_before = node
+        .record(&cluster("east"), &service("web"))
+        .is_some_and(|r| !r.record.tombstone);
     node.handle_export(Time::from_millis(10 + version), spec)
         .unwrap();
     let commands = node.take_commands();
     let record = held(node, "east");
     assert_eq!(record.record.version, version);
+    let mut east_changes = SourceChanges::default();
+    if exported_before {
+        east_changes.updated.insert(cluster("east"));
+    } else {
+        east_changes.gained.insert(cluster("east"));
+    }
     assert_eq!(
         commands,
         vec![
@@ -90,6 +99,7 @@ fn assert_export_emits(
                 changes: vec![ImportChange {
                     service: service("web"),
                     import: Some(Arc::new(import(node))),
+                    sources: east_changes,
                 }],
             },
         ]
@@ -103,7 +113,7 @@ fn local_affinity_keeps_to_the_local_endpoint_fails_over_and_comes_back() {
     // Only west exports: this cluster has no endpoint of its own, west takes traffic.
     let import = &node.imports()[&service("web")];
     assert_eq!(import.traffic, TrafficReason::LocalFailover);
-    assert!(import.sources[0].active);
+    assert!(import.sources.first().expect("a source").active);
 
     assert_export_emits(&mut node, web(Affinity::Local, 1_000, 1, true), |n| {
         expected(n, &[("east", true), ("west", false)], TrafficReason::Local)
@@ -164,7 +174,8 @@ fn affinity_none_is_every_origin_and_a_differing_affinity_is_a_conflict() {
         import.conflicts = vec![Conflict {
             cluster: cluster("west"),
             kind: ConflictKind::Affinity,
-        }];
+        }]
+        .into();
         import
     });
 }

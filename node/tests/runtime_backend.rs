@@ -251,24 +251,33 @@ fn source(origin: &str, port: u16, created_ms: u64, endpoints: Vec<Endpoint>) ->
 }
 
 fn import(sources: Vec<ImportedCluster>) -> Arc<ImportedService> {
-    let ports = sources[0].record.record.ports.clone();
-    let properties = sources[0].record.record.properties.clone();
+    let ports = sources
+        .first()
+        .expect("a source")
+        .record
+        .record
+        .ports
+        .clone();
+    let properties = sources
+        .first()
+        .expect("a source")
+        .record
+        .record
+        .properties
+        .clone();
     Arc::new(ImportedService {
         service: key("web"),
         service_type: ServiceType::ClusterSetIp,
         ports,
         properties,
-        sources,
-        conflicts: Vec::new(),
+        sources: sources.into(),
+        conflicts: Vec::new().into(),
         traffic: TrafficReason::AllOrigins,
     })
 }
 
 fn change(import: Option<Arc<ImportedService>>) -> ImportChange {
-    ImportChange {
-        service: key("web"),
-        import,
-    }
+    ImportChange::restate(key("web"), import)
 }
 
 fn out_files(dir: &Path) -> Vec<String> {
@@ -453,7 +462,8 @@ fn a_port_conflict_shows_in_the_status_file() {
         kind: ConflictKind::Port {
             name: "http".into(),
         },
-    }];
+    }]
+    .into();
     let imports = BTreeMap::from([(key("web"), Arc::new(imported))]);
     backend.write_export_status(&imports).unwrap();
     let status = read_status(dir.path(), "web");
@@ -613,15 +623,13 @@ fn properties_travel_from_yaml_in_to_v1beta1_yaml_out() {
         sources: vec![ImportedCluster {
             record,
             active: true,
-        }],
-        conflicts: Vec::new(),
+        }]
+        .into(),
+        conflicts: Vec::new().into(),
         // Affinity `remote`, and east is the only origin: its own endpoints serve.
         traffic: TrafficReason::RemoteFailover,
     });
-    let change = ImportChange {
-        service: key("api"),
-        import: Some(imported),
-    };
+    let change = ImportChange::restate(key("api"), Some(imported));
     backend.apply_imports(&[change]).unwrap();
     let expected: serde_yaml::Value = serde_yaml::from_str(
         r#"
@@ -725,7 +733,8 @@ fn a_property_conflict_shows_in_every_exports_status_file() {
             cluster: cluster("north"),
             kind: ConflictKind::Labels,
         },
-    ];
+    ]
+    .into();
     let imports = BTreeMap::from([(key("web"), Arc::new(imported))]);
     backend.write_export_status(&imports).unwrap();
     let status = read_status(dir.path(), "web");
@@ -824,19 +833,13 @@ fn a_full_out_dir_is_an_error_on_the_exports_status() {
     // five files and do not.
     let fits = import(vec![source("east", 80, 1, endpoints(150))]);
     backend
-        .apply_imports(&[ImportChange {
-            service: key("web"),
-            import: Some(fits),
-        }])
+        .apply_imports(&[ImportChange::restate(key("web"), Some(fits))])
         .unwrap();
     assert_eq!(slice_files(dir.path()).len(), 2);
     let too_big = import(vec![source("east", 80, 1, endpoints(250))]);
     let all = BTreeMap::from([(key("web"), Arc::clone(&too_big))]);
     backend
-        .apply_imports(&[ImportChange {
-            service: key("web"),
-            import: Some(too_big),
-        }])
+        .apply_imports(&[ImportChange::restate(key("web"), Some(too_big))])
         .unwrap();
     backend.write_export_status(&all).unwrap();
     assert_eq!(backend.stats().invalid.get("out_dir_full"), Some(&1));

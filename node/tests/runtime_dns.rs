@@ -98,8 +98,8 @@ fn imports(sources: Vec<ImportedCluster>) -> Imports {
         service_type: ServiceType::ClusterSetIp,
         ports: http(),
         properties: ServiceProperties::default(),
-        sources,
-        conflicts: Vec::new(),
+        sources: sources.into(),
+        conflicts: Vec::new().into(),
         traffic: TrafficReason::AllOrigins,
     };
     BTreeMap::from([(key, Arc::new(import))])

@@ -194,7 +194,10 @@ async fn a_follower_publishes_nothing_until_it_leads() {
             let led = node.written("the export imported", imports_web).await;
             let import = &led.imports[&web()];
             assert_eq!(import.sources.len(), 1);
-            assert_eq!(import.sources[0].cluster().as_str(), "east");
+            assert_eq!(
+                import.sources.first().expect("a source").cluster().as_str(),
+                "east"
+            );
             assert_eq!(node.services().await.len(), 1);
             assert!(node.status().await.publisher);
             node.stop().await;
@@ -215,7 +218,7 @@ async fn exports_follow_the_backend_and_stop_with_leadership() {
             let changed = node
                 .written("the endpoint change", |w| {
                     w.imports.get(&web()).is_some_and(|i| {
-                        i.sources[0].record.record.endpoints[0].addresses[0]
+                        i.sources.first().expect("a source").record.record.endpoints[0].addresses[0]
                             == IpAddress::V4([10, 0, 0, 2])
                     })
                 })

@@ -1,6 +1,6 @@
 //! What the core asks its driver to do, and what it persists.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use shoal_proto::wire::Channel;
@@ -111,13 +111,105 @@ impl PersistedState {
     }
 }
 
-/// A change to one service's import. `None` removes the import. The import is shared
-/// with the node, so a change costs O(1) however many clusters export the service; a
-/// sink that keeps it makes the node's next patch copy it once.
+/// A change to one service's import. `None` removes the import. The import shares its
+/// sources with the node's, so a change costs O(1) to hand out however many clusters
+/// export the service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportChange {
     pub service: ServiceKey,
     pub import: Option<Arc<ImportedService>>,
+    /// The origins this change added to the import's sources, removed from them, or
+    /// gave a new record: a consumer need not compare the sources to find out.
+    pub sources: SourceChanges<ClusterId>,
+}
+
+impl ImportChange {
+    /// The import of `service` as it stands, naming no source changes: for a sink
+    /// that writes its whole desired state again (a resync), which reads only the
+    /// import.
+    pub fn restate(service: ServiceKey, import: Option<Arc<ImportedService>>) -> Self {
+        Self {
+            service,
+            import,
+            sources: SourceChanges::default(),
+        }
+    }
+
+    /// One change that has the effect of `self` followed by `later` (of the same
+    /// service).
+    pub fn then(mut self, later: ImportChange) -> ImportChange {
+        debug_assert_eq!(self.service, later.service);
+        self.sources.then(later.sources);
+        self.import = later.import;
+        self
+    }
+}
+
+/// Which origins one change, or several in a row, added to an import's sources
+/// (`gained`), removed (`lost`), or kept with a new record (`updated`). An origin is in
+/// at most one of the three.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceChanges<T: Ord> {
+    pub gained: BTreeSet<T>,
+    pub lost: BTreeSet<T>,
+    pub updated: BTreeSet<T>,
+}
+
+impl<T: Ord> Default for SourceChanges<T> {
+    fn default() -> Self {
+        Self {
+            gained: BTreeSet::new(),
+            lost: BTreeSet::new(),
+            updated: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T: Ord> SourceChanges<T> {
+    pub fn is_empty(&self) -> bool {
+        self.gained.is_empty() && self.lost.is_empty() && self.updated.is_empty()
+    }
+
+    /// `origin` entered the sources. Lost earlier in the run, it was there before and
+    /// is there after, perhaps with another record.
+    pub fn gain(&mut self, origin: T) {
+        if self.lost.remove(&origin) {
+            self.updated.insert(origin);
+        } else {
+            self.gained.insert(origin);
+        }
+    }
+
+    /// `origin` left the sources. Gained earlier in the run, it was never there.
+    pub fn lose(&mut self, origin: T) {
+        if !self.gained.remove(&origin) {
+            self.updated.remove(&origin);
+            self.lost.insert(origin);
+        }
+    }
+
+    /// `origin` stayed, with a new record.
+    pub fn update(&mut self, origin: T) {
+        if !self.gained.contains(&origin) {
+            self.updated.insert(origin);
+        }
+    }
+
+    /// Appends a later run of changes.
+    pub fn then(&mut self, later: SourceChanges<T>) {
+        // Within one run an origin is in one set only, so the order does not matter.
+        later.gained.into_iter().for_each(|o| self.gain(o));
+        later.lost.into_iter().for_each(|o| self.lose(o));
+        later.updated.into_iter().for_each(|o| self.update(o));
+    }
+
+    pub fn map<U: Ord>(self, f: impl Fn(T) -> U) -> SourceChanges<U> {
+        SourceChanges {
+            gained: self.gained.into_iter().map(&f).collect(),
+            lost: self.lost.into_iter().map(&f).collect(),
+            updated: self.updated.into_iter().map(&f).collect(),
+        }
+    }
 }
 
 /// Notable events, for logs and metrics.

@@ -147,7 +147,7 @@ impl Node {
                 self.timers
                     .schedule(at, TimerKind::Withdraw(cluster.clone()));
                 // Its origins stop taking traffic (under every affinity but `none`).
-                self.mark_origin_dirty(&cluster);
+                self.stage_origin(&cluster);
                 self.commands
                     .push(Command::Notify(Event::ClusterDown(cluster)));
             }
@@ -158,7 +158,7 @@ impl Node {
             } => {
                 // Back from down: its origins may take traffic again (and after a
                 // withdrawal, they are imported again).
-                self.mark_origin_dirty(&cluster);
+                self.stage_origin(&cluster);
                 if was_withdrawn {
                     self.stats.restorations += 1;
                     if refuted {
@@ -299,7 +299,7 @@ impl Node {
         }
         if self.clusters.withdraw(&cluster, now) {
             self.stats.withdrawals += 1;
-            self.mark_origin_dirty(&cluster);
+            self.stage_origin(&cluster);
             self.commands
                 .push(Command::Notify(Event::ClusterWithdrawn(cluster)));
         }

@@ -58,7 +58,7 @@ impl Node {
     }
 
     pub fn imports(&self) -> &BTreeMap<ServiceKey, Arc<ImportedService>> {
-        &self.imports
+        self.imports.current()
     }
 
     pub fn liveness(&self, cluster: &ClusterId) -> Liveness {
@@ -149,7 +149,7 @@ impl Node {
         };
         self.clusters.check().map_err(fail)?;
         self.view.check().map_err(fail)?;
-        for import in self.imports.values() {
+        for import in self.imports.current().values() {
             if let Some(source) = import
                 .sources
                 .iter()
@@ -167,14 +167,15 @@ impl Node {
                 return Err(fail(what));
             }
         }
+        // Each import is what an index built afresh from the live exports holds: the
+        // incremental path depends on no order of arrival.
         let services: BTreeSet<&ServiceKey> = self.view.iter().map(|r| &r.record.service).collect();
         for service in services {
-            if self.dirty_imports.contains(service) || self.patched_imports.contains(service) {
+            if self.imports.is_pending(service) {
                 continue;
             }
-            if self.derive_import(service).as_ref() != self.imports.get(service).map(|i| &**i) {
-                return Err(fail(format!("import of {service} is out of date")));
-            }
+            let live = self.clusters.imported(self.view.service_records(service));
+            self.imports.check(service, live).map_err(fail)?;
         }
         Ok(())
     }

@@ -14,8 +14,8 @@
 //! - `record_cache`: verify each distinct record once (optional, shared in the simulator).
 //! - `dissemination`: eager pushes and their relays.
 //! - `anti_entropy`: digests and pulls that repair what a push missed.
-//! - `imports`: the MCS imports derived from the view and liveness, and how a step
-//!   keeps them current.
+//! - `imports`: the MCS imports, kept from the view and liveness by an index per
+//!   service, and how a step keeps them current.
 //! - `traffic`: traffic policy: which origins of an import take traffic, per the
 //!   service's affinity, its origins' readiness and their round trips.
 //! - `failure`: liveness transitions, withdrawal after the grace period, re-admission.
@@ -49,9 +49,11 @@ mod time;
 mod timers;
 mod traffic;
 
-pub use command::{Command, Durability, Event, ImportChange, PersistedState, StoreOp};
+pub use command::{
+    Command, Durability, Event, ImportChange, PersistedState, SourceChanges, StoreOp,
+};
 pub use config::{Config, ConfigError, LEASE_VOTERS_MAX, LeaseConfig, Seed, SwimTiming};
-pub use imports::{Conflict, ConflictKind, ImportedCluster, ImportedService};
+pub use imports::{Conflict, ConflictKind, ImportedCluster, ImportedService, Sources};
 pub use lease::{LEASES_MAX, LeaseError, LeaseRequest, LeaseStatus, VoterRecord};
 pub use membership::Liveness;
 pub use node::{ExportSpec, InputError, InvariantViolation, Node};

@@ -17,7 +17,7 @@ use shoal_proto::{
 
 use super::command::{Command, Durability, Event, PersistedState, StoreOp};
 use super::config::{Config, ConfigError};
-use super::imports::ImportedService;
+use super::imports::Imports;
 use super::lease::{Leases, Voter};
 use super::membership::{self, Clusters, Members, Probes, Swim, SwimCodec, SwimId};
 use super::record_cache::{NoRecordCache, RecordCache};
@@ -129,11 +129,8 @@ pub struct Node {
     pub(super) members: Members,
     pub(super) clusters: Clusters,
     pub(super) view: View,
-    pub(super) imports: BTreeMap<ServiceKey, Arc<ImportedService>>,
-    /// Services whose import must be derived again at the end of the step.
-    pub(super) dirty_imports: BTreeSet<ServiceKey>,
-    /// Services whose import was patched in place during the step; to be emitted.
-    pub(super) patched_imports: BTreeSet<ServiceKey>,
+    /// The imports, kept by an index per service from the view and liveness.
+    pub(super) imports: Imports,
     /// Round trips, and the imports a new one may move (traffic policy).
     pub(super) traffic: Traffic,
     pub(super) timers: Timers,
@@ -209,6 +206,7 @@ impl Node {
             SwimCodec::new(Arc::clone(&trust)),
         );
         let clusters = Clusters::new(config.member.cluster.clone(), &trust, now);
+        let imports = Imports::new(&trust);
         let probes = Probes::new(
             Duration::from_millis(config.swim.probe_period_ms),
             Duration::from_millis(config.swim.suspect_to_down_ms),
@@ -223,9 +221,7 @@ impl Node {
             members: Members::default(),
             clusters,
             view: View::default(),
-            imports: BTreeMap::new(),
-            dirty_imports: BTreeSet::new(),
-            patched_imports: BTreeSet::new(),
+            imports,
             traffic: Traffic::default(),
             timers: Timers::default(),
             persists: Vec::new(),
@@ -263,9 +259,7 @@ impl Node {
                     let verified = verified.share();
                     let (outcome, merged) = self.view.merge(verified);
                     match outcome {
-                        MergeOutcome::Accepted { .. } => {
-                            self.dirty_imports.insert(merged.record.service.clone());
-                        }
+                        MergeOutcome::Accepted { .. } => self.stage_import(&merged),
                         // A store written under a larger bound: the excess is counted.
                         MergeOutcome::OverBound => self.stats.records_over_bound += 1,
                         _ => {}
@@ -470,7 +464,6 @@ impl Node {
         let signed = self.key.sign(record)?;
         self.own_version = version;
         self.stats.published += 1;
-        let held = held.cloned();
         let (_, arc) = self.view.merge(signed.share());
         self.persist(
             vec![
@@ -479,7 +472,7 @@ impl Node {
             ],
             Durability::Flush,
         );
-        self.stage_import(held, &arc);
+        self.stage_import(&arc);
         self.push_fresh(&[arc]);
         Ok(())
     }
@@ -591,7 +584,7 @@ impl Node {
                 if record.record.origin == self.config.member.cluster && self.config.publisher {
                     return self.recover_own_record(now, held, record);
                 }
-                self.stage_import(held, &record);
+                self.stage_import(&record);
                 Some(record)
             }
             MergeOutcome::Duplicate => {
@@ -637,7 +630,7 @@ impl Node {
             vec![StoreOp::PutOwnVersion(self.own_version)],
             Durability::Flush,
         );
-        self.stage_import(held.clone(), &returned);
+        self.stage_import(&returned);
         let Some(current) = held else {
             return Some(returned);
         };
@@ -727,9 +720,9 @@ impl Node {
         });
     }
 
-    /// Ends a step: derive changed imports and tell the driver when to call back.
+    /// Ends a step: emit changed imports and tell the driver when to call back.
     pub(super) fn finish_step(&mut self, always_announce: bool) {
-        self.recompute_imports();
+        self.emit_imports();
         let next = self.timers.next();
         if let Some(at) = next
             && (always_announce || self.announced_deadline != Some(at))

@@ -129,13 +129,6 @@ impl View {
             .flat_map(|by_origin| by_origin.values())
     }
 
-    pub(super) fn services_of(&self, origin: &ClusterId) -> Vec<ServiceKey> {
-        self.origins
-            .get(origin)
-            .map(|o| o.services.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
     pub(super) fn root(&self) -> u64 {
         self.root
     }

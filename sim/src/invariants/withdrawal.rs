@@ -28,10 +28,8 @@
 //!   Breaking that bound is a violation: a withdrawal that is stuck, not slow.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Weak};
 
-use shoal_node::core::{ImportedCluster, SwimTiming};
-use shoal_proto::{ClusterId, SignedRecord};
+use shoal_node::core::SwimTiming;
 
 /// How long the design says detecting a dead cluster takes (a target, see above).
 pub const DETECTION_TARGET_US: u64 = 5_000_000;
@@ -54,26 +52,18 @@ pub fn detection_bound_us(swim: &SwimTiming, members: usize) -> u64 {
 
 /// Which clusters each node imports from, derived from its `ApplyImports` commands.
 ///
-/// An import of a widely exported service has one source per cluster, and every
-/// record arrival re-emits it whole. To keep that O(sources) walk cheap, each source
-/// remembers the record it came from (a `Weak`, which also keeps the address from
-/// being reused): a source whose record is the very same allocation as before keeps
-/// its cluster without a lookup.
+/// Each import change names the origins its sources gained and lost, so a change costs
+/// O(changed origins × log sources), however many clusters export the service. The
+/// world's deep check compares the tracked sources with the core's imports.
 #[derive(Debug)]
 pub struct ImportTracker {
     services: usize,
-    /// [node][service]: the sources, in the import's order.
-    sources: Vec<Vec<Vec<Source>>>,
+    /// [node][service]: the source clusters.
+    sources: Vec<Vec<BTreeSet<u32>>>,
     /// [node][cluster]: how many services the node imports from the cluster.
     counts: Vec<Vec<u16>>,
     /// [cluster]: how many live nodes import at least one of its services.
     importers: Vec<u32>,
-}
-
-#[derive(Debug, Default)]
-struct Source {
-    cluster: u32,
-    record: Weak<SignedRecord>,
 }
 
 /// Clusters a node started or stopped importing from, after one change.
@@ -93,84 +83,29 @@ impl ImportTracker {
         }
     }
 
-    /// The import of `service` at `node` now draws from `imported` (empty: no
-    /// import). `index_of` names a source's cluster.
-    pub fn apply_import(
+    /// The import of `service` at `node` gained the sources `gained` and lost `lost`.
+    /// A cluster gained that is already a source, or lost that is not, is ignored (the
+    /// deep check then finds the tracking off).
+    pub fn apply(
         &mut self,
         node: usize,
         service: usize,
-        imported: &[ImportedCluster],
-        index_of: impl Fn(&ClusterId) -> Option<usize>,
+        gained: impl IntoIterator<Item = u32>,
+        lost: impl IntoIterator<Item = u32>,
     ) -> SourceChange {
-        let mut old = self.take(node, service);
-        let before = sorted_clusters(old.iter().map(|s| s.cluster));
-        let mut next = Vec::with_capacity(imported.len());
-        let same = |o: &Source, src: &ImportedCluster| {
-            std::ptr::eq(o.record.as_ptr(), Arc::as_ptr(&src.record))
-        };
-        // Walk both lists in order: an unchanged source is the same allocation at the
-        // same place; one removal shows as a match one step ahead in the old list.
-        let mut i = 0;
-        for src in imported {
-            if old.get(i + 1).is_some_and(|o| same(o, src)) && !same(&old[i], src) {
-                i += 1;
-            }
-            if old.get(i).is_some_and(|o| same(o, src)) {
-                next.push(std::mem::take(&mut old[i]));
-                i += 1;
-                continue;
-            }
-            let Some(c) = index_of(src.cluster()) else {
-                continue;
-            };
-            if old.get(i).is_some_and(|o| o.cluster == c as u32) {
-                i += 1; // the same cluster with a newer record
-            }
-            next.push(Source {
-                cluster: c as u32,
-                record: Arc::downgrade(&src.record),
-            });
-        }
-        self.replace(node, service, before, next)
-    }
-
-    /// The import of `service` at `node` now draws from `clusters`.
-    pub fn apply(&mut self, node: usize, service: usize, clusters: Vec<u32>) -> SourceChange {
-        let old = self.take(node, service);
-        let before = sorted_clusters(old.iter().map(|s| s.cluster));
-        let next = clusters
-            .into_iter()
-            .map(|cluster| Source {
-                cluster,
-                record: Weak::new(),
-            })
-            .collect();
-        self.replace(node, service, before, next)
-    }
-
-    fn take(&mut self, node: usize, service: usize) -> Vec<Source> {
         if self.sources[node].is_empty() {
-            self.sources[node] = (0..self.services).map(|_| Vec::new()).collect();
+            self.sources[node] = (0..self.services).map(|_| BTreeSet::new()).collect();
         }
-        std::mem::take(&mut self.sources[node][service])
-    }
-
-    fn replace(
-        &mut self,
-        node: usize,
-        service: usize,
-        before: Vec<u32>,
-        next: Vec<Source>,
-    ) -> SourceChange {
-        let after = sorted_clusters(next.iter().map(|s| s.cluster));
-        self.sources[node][service] = next;
-        let (gone, came) = sorted_difference(&before, &after);
         let mut change = SourceChange::default();
-        for c in gone {
-            self.decrement(node, c as usize, &mut change);
+        for c in lost {
+            if self.sources[node][service].remove(&c) {
+                self.decrement(node, c as usize, &mut change);
+            }
         }
-        for c in came {
-            self.increment(node, c as usize, &mut change);
+        for c in gained {
+            if self.sources[node][service].insert(c) {
+                self.increment(node, c as usize, &mut change);
+            }
         }
         change
     }
@@ -199,10 +134,9 @@ impl ImportTracker {
 
     /// The source clusters of one service at one node, sorted.
     pub fn sources(&self, node: usize, service: usize) -> Vec<u32> {
-        let list = self.sources[node]
+        self.sources[node]
             .get(service)
-            .map_or(&[][..], Vec::as_slice);
-        sorted_clusters(list.iter().map(|s| s.cluster))
+            .map_or_else(Vec::new, |s| s.iter().copied().collect())
     }
 
     fn increment(&mut self, node: usize, c: usize, change: &mut SourceChange) {
@@ -220,45 +154,6 @@ impl ImportTracker {
             change.lost.push(c);
         }
     }
-}
-
-/// Cluster indexes sorted and without duplicates (usually already sorted: imports list
-/// sources by cluster name, and names sort like indexes).
-fn sorted_clusters(clusters: impl Iterator<Item = u32>) -> Vec<u32> {
-    let mut v: Vec<u32> = clusters.collect();
-    if !v.is_sorted() {
-        v.sort_unstable();
-    }
-    v.dedup();
-    v
-}
-
-/// (In `old` only, in `new` only) of two sorted lists, in one merge pass.
-fn sorted_difference(old: &[u32], new: &[u32]) -> (Vec<u32>, Vec<u32>) {
-    let (mut gone, mut came) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    loop {
-        match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a < b => {
-                gone.push(*a);
-                i += 1;
-            }
-            (Some(a), None) => {
-                gone.push(*a);
-                i += 1;
-            }
-            (_, Some(b)) => {
-                came.push(*b);
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    (gone, came)
 }
 
 /// Deaths of whole clusters, the withdrawal deadline, and the measurements.
@@ -408,9 +303,14 @@ mod tests {
     #[test]
     fn the_tracker_counts_clusters_across_services() {
         let mut t = ImportTracker::new(2, 3, 2);
-        assert_eq!(t.apply(0, 0, vec![1, 2]).gained, [1, 2]);
-        assert_eq!(t.apply(0, 1, vec![2]), SourceChange::default());
-        assert_eq!(t.apply(0, 0, vec![]).lost, [1]);
+        assert_eq!(t.apply(0, 0, [1, 2], []).gained, [1, 2]);
+        assert_eq!(t.apply(0, 1, [2], []), SourceChange::default());
+        assert_eq!(t.apply(0, 0, [], [1, 2]).lost, [1]);
+        assert_eq!(
+            t.apply(0, 0, [], [1]),
+            SourceChange::default(),
+            "not a source"
+        );
         assert!(t.imports(0, 2) && !t.imports(0, 1));
         assert_eq!(t.importers(2), 1);
         assert_eq!(t.clear_node(0), [2]);

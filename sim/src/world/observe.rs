@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use rand::RngExt;
 use shoal_node::core::{ImportChange, Liveness};
-use shoal_proto::SignedRecord;
 use shoal_proto::codec::{self, RECORD_BYTES_MAX};
+use shoal_proto::{ClusterId, SignedRecord};
 
 use super::{CONVERGENCE_PERIOD_US, DEEP_CHECK_PERIOD_US, DEEP_CHECKS_PER_PERIOD, Event, Phase};
 use super::{SETTLE_US, World};
@@ -77,11 +77,11 @@ impl World {
             let Some(s) = self.keys.service_index(&change.service) else {
                 continue;
             };
-            let sources = change.import.as_ref().map_or(&[][..], |i| &i.sources[..]);
             let keys = &self.keys;
-            let diff = self
-                .tracker
-                .apply_import(n, s, sources, |c| keys.cluster_index(c));
+            let index = |c: &ClusterId| keys.cluster_index(c).map(|c| c as u32);
+            let gained = change.sources.gained.iter().filter_map(index);
+            let lost = change.sources.lost.iter().filter_map(index);
+            let diff = self.tracker.apply(n, s, gained, lost);
             self.affinity_applied(n, s, change.import.as_deref());
             for c in diff.lost {
                 self.import_lost(n, c);

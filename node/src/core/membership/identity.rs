@@ -52,7 +52,7 @@ fn untrusted_index(name: &str) -> u32 {
 /// generation tells the two apart: a renewal keeps it, a restart raises it. On the wire
 /// go the identity and the renewals since the start (usually 0, one byte); the codec
 /// derives the key again on decode.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug)]
 pub struct SwimId(
     pub SwimIdentity,
     MemberKey,
@@ -78,6 +78,37 @@ impl SwimId {
     /// How many times foca renewed this identity since its process started.
     fn renewals(&self) -> u32 {
         self.0.generation.saturating_sub(self.2)
+    }
+}
+
+/// The same relation as comparing every field, with the integers first: foca compares
+/// identities across its whole member list on every message it sends, and two
+/// members' keys differ where their names would have needed a string compare.
+impl PartialEq for SwimId {
+    fn eq(&self, other: &Self) -> bool {
+        (self.1, self.2, self.0.generation) == (other.1, other.2, other.0.generation)
+            && self.0 == other.0
+    }
+}
+
+impl Eq for SwimId {}
+
+/// Field order, as a derive would: identity, key, start generation.
+impl Ord for SwimId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.0, self.1, self.2).cmp(&(&other.0, other.1, other.2))
+    }
+}
+
+impl PartialOrd for SwimId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for SwimId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.0, self.1, self.2).hash(state);
     }
 }
 

@@ -15,12 +15,11 @@ mod rtt;
 mod select;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_proto::{Affinity, ClusterId, ServiceKey};
 
-use super::imports::ImportedService;
+use super::imports::ImportedCluster;
 use super::membership::Liveness;
 use super::node::Node;
 
@@ -124,33 +123,41 @@ impl Traffic {
 /// An origin takes traffic only while its cluster is up (or not yet heard from since
 /// start) and it has a ready endpoint. A down cluster is still imported until its
 /// withdrawal, but no policy other than `none` sends traffic to it.
-fn origin_ready(liveness: Liveness, local: bool, import: &ImportedService, i: usize) -> bool {
+fn origin_ready(liveness: Liveness, local: bool, source: &ImportedCluster) -> bool {
     let up = local || matches!(liveness, Liveness::Alive | Liveness::Unknown { .. });
-    let endpoints = &import.sources[i].record.record.endpoints;
-    up && endpoints.iter().any(|e| e.conditions.ready)
+    up && source
+        .record
+        .record
+        .endpoints
+        .iter()
+        .any(|e| e.conditions.ready)
 }
 
 impl Node {
-    /// The active origins of `import` and why, under its affinity. `previous` is the
-    /// cluster an earlier `nearest` choice fell on.
-    fn choose_traffic(
-        &self,
-        import: &ImportedService,
-        previous: Option<&ClusterId>,
-    ) -> (Vec<bool>, TrafficReason) {
+    /// Chooses the active origins of the import of `service` again, under its
+    /// affinity, keeping an earlier `nearest` choice within the margin. Under `none`,
+    /// once chosen, nothing is looked at: every origin is active, and new ones come in
+    /// active. Otherwise O(origins).
+    pub(super) fn select_traffic(&mut self, service: &ServiceKey) {
+        let Some(index) = self.imports.index_mut(service) else {
+            return;
+        };
+        let affinity = index.properties().affinity;
+        if affinity == Affinity::None && *index.traffic() == TrafficReason::AllOrigins {
+            return;
+        }
         let own = &self.config.member.cluster;
-        let origins: Vec<Origin<'_>> = import
-            .sources
+        let origins: Vec<Origin<'_>> = index
+            .sources()
             .iter()
-            .enumerate()
-            .map(|(i, source)| {
+            .map(|source| {
                 let cluster = source.cluster();
                 let local = cluster == own;
                 let liveness = self.clusters.liveness(cluster);
                 Origin {
                     cluster,
                     local,
-                    ready: origin_ready(liveness, local, import, i),
+                    ready: origin_ready(liveness, local, source),
                     rtt: if local {
                         Some(Duration::ZERO)
                     } else {
@@ -160,47 +167,8 @@ impl Node {
             })
             .collect();
         let margin = Duration::from_millis(self.config.nearest_margin_ms);
-        select(import.properties.affinity, &origins, previous, margin)
+        let previous = index.traffic().nearest();
+        let (active, reason) = select(affinity, &origins, previous, margin);
+        index.set_traffic(&active, reason);
     }
-
-    /// Marks the active origins of a newly derived `import`, keeping the `nearest`
-    /// choice of the import it replaces.
-    pub(super) fn select_traffic(&self, import: &mut ImportedService) {
-        let previous = self
-            .imports
-            .get(&import.service)
-            .and_then(|held| held.traffic.nearest().cloned());
-        let (active, reason) = self.choose_traffic(import, previous.as_ref());
-        set_traffic(import, active, reason);
-    }
-
-    /// Chooses the active origins of the held import of `service` again (after an
-    /// in-place patch, or a new round trip). Returns whether they changed; the import
-    /// is copied only then.
-    pub(super) fn reselect_traffic(&mut self, service: &ServiceKey) -> bool {
-        let Some(import) = self.imports.get(service) else {
-            return false;
-        };
-        let (active, reason) = self.choose_traffic(import, import.traffic.nearest());
-        let same = import.traffic == reason
-            && import
-                .sources
-                .iter()
-                .zip(&active)
-                .all(|(s, a)| s.active == *a);
-        if same {
-            return false;
-        }
-        let import = self.imports.get_mut(service).expect("looked up above");
-        set_traffic(Arc::make_mut(import), active, reason);
-        true
-    }
-}
-
-fn set_traffic(import: &mut ImportedService, active: Vec<bool>, reason: TrafficReason) {
-    debug_assert_eq!(import.sources.len(), active.len());
-    for (source, active) in import.sources.iter_mut().zip(active) {
-        source.active = active;
-    }
-    import.traffic = reason;
 }

@@ -420,14 +420,10 @@ impl StandaloneBackend {
         self.out.forget_contents();
         let gone = self.out.owned.keys().filter(|k| !imports.contains_key(*k));
         let mut changes: Vec<ImportChange> = gone
-            .map(|service| ImportChange {
-                service: service.clone(),
-                import: None,
-            })
+            .map(|service| ImportChange::restate(service.clone(), None))
             .collect();
-        changes.extend(imports.iter().map(|(service, import)| ImportChange {
-            service: service.clone(),
-            import: Some(Arc::clone(import)),
+        changes.extend(imports.iter().map(|(service, import)| {
+            ImportChange::restate(service.clone(), Some(Arc::clone(import)))
         }));
         let mut report = self.apply_imports(&changes)?;
         let status_removed = self.remove_stale_status()?;

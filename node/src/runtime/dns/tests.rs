@@ -80,8 +80,8 @@ fn import(
         service_type,
         ports,
         properties: ServiceProperties::default(),
-        sources,
-        conflicts: Vec::new(),
+        sources: sources.into(),
+        conflicts: Vec::new().into(),
         traffic: TrafficReason::AllOrigins,
     };
     (key, Arc::new(import))

@@ -21,7 +21,7 @@ impl<B: Backend> Driver<B> {
     /// changed by the whole step go to the backend in one update.
     pub(super) fn carry_out(&mut self) -> Result<(), DriverError> {
         let mut flush_owed = false;
-        // By service: a service changed twice in one step keeps only its last change.
+        // By service: a service changed twice in one step makes one change.
         let mut import_changes: BTreeMap<ServiceKey, ImportChange> = BTreeMap::new();
         for command in self.node.take_commands() {
             if let Command::Persist { ops, durability } = command {
@@ -52,6 +52,10 @@ impl<B: Backend> Driver<B> {
                 Command::ApplyImports { changes } => {
                     self.observe_lag(&changes);
                     for change in changes {
+                        let change = match import_changes.remove(&change.service) {
+                            Some(earlier) => earlier.then(change),
+                            None => change,
+                        };
                         import_changes.insert(change.service.clone(), change);
                     }
                 }
@@ -78,7 +82,8 @@ impl<B: Backend> Driver<B> {
     }
 
     /// Propagation lag: from the origin signing a record (its `published_ms`) to this
-    /// node applying the import it changed, on wall clocks.
+    /// node applying the import it changed, on wall clocks. Only the sources the change
+    /// gained or updated count.
     fn observe_lag(&mut self, changes: &[crate::core::ImportChange]) {
         let now_ms = wall_clock_ms();
         let local = &self.config.cluster;
@@ -86,7 +91,15 @@ impl<B: Backend> Driver<B> {
             let Some(import) = &change.import else {
                 continue;
             };
-            for source in &import.sources {
+            let (gained, updated) = (&change.sources.gained, &change.sources.updated);
+            if gained.is_empty() && updated.is_empty() {
+                continue;
+            }
+            let changed = import
+                .sources
+                .iter()
+                .filter(|s| gained.contains(s.cluster()) || updated.contains(s.cluster()));
+            for source in changed {
                 let record = &source.record.record;
                 if record.origin == *local || record.published_ms == 0 {
                     continue;

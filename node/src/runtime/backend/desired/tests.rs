@@ -80,8 +80,8 @@ fn import(ty: ServiceType, sources: Vec<ImportedCluster>) -> ImportedService {
         service_type: ty,
         ports: vec![http(80)],
         properties: ServiceProperties::default(),
-        sources,
-        conflicts: Vec::new(),
+        sources: sources.into(),
+        conflicts: Vec::new().into(),
         traffic: TrafficReason::AllOrigins,
     }
 }
@@ -510,7 +510,8 @@ fn a_port_conflict_is_reported_to_both_sides() {
         kind: ConflictKind::Port {
             name: "http".into(),
         },
-    }];
+    }]
+    .into();
     let loser = export_conditions(Ok(()), Some(&imported), &cluster("west"));
     assert_eq!(find(&loser, CONDITION_VALID).status, "True");
     assert_eq!(find(&loser, CONDITION_READY).reason, "Exported");
@@ -549,7 +550,8 @@ fn a_type_conflict_leaves_the_export_unready() {
             exported: ServiceType::ClusterSetIp,
             imported: ServiceType::Headless,
         },
-    }];
+    }]
+    .into();
     let conditions = export_conditions(Ok(()), Some(&imported), &cluster("west"));
     let ready = find(&conditions, CONDITION_READY);
     assert_eq!(
@@ -1018,7 +1020,8 @@ fn conflict_reasons_are_the_mcs_ones_in_their_order_on_every_export() {
         conflict("west", ConflictKind::TrafficDistribution),
         conflict("west", ConflictKind::Annotations),
         conflict("west", ConflictKind::Labels),
-    ];
+    ]
+    .into();
     let expected = "PortConflict,SessionAffinityConflict,SessionAffinityConfigConflict,\
                     LabelsConflict,AnnotationsConflict,InternalTrafficPolicyConflict,\
                     TrafficDistributionConflict,IPFamilyConflict";

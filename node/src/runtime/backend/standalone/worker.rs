@@ -307,7 +307,7 @@ impl Job {
             let changes: Vec<ImportChange> = pending
                 .changes
                 .into_iter()
-                .map(|(service, import)| ImportChange { service, import })
+                .map(|(service, import)| ImportChange::restate(service, import))
                 .collect();
             if let Err(e) = inner.apply_imports(&changes) {
                 count_error(stats, e.metric_label(), &e);

@@ -60,8 +60,9 @@ fn import(endpoints: u32) -> Arc<ImportedService> {
         sources: vec![ImportedCluster {
             record: Arc::new(signed),
             active: true,
-        }],
-        conflicts: Vec::new(),
+        }]
+        .into(),
+        conflicts: Vec::new().into(),
         traffic: TrafficReason::AllOrigins,
     })
 }
