@@ -9,7 +9,8 @@ use shoal_node::core::{
     Command, Config, Durability, Event, InputError, Node, PersistedState, Seed, StoreOp, Time,
 };
 use shoal_proto::wire::Channel;
-use shoal_proto::{ExportRecord, Message, ServiceProperties, ServiceType, SignedRecord};
+use shoal_proto::wire::OriginWant;
+use shoal_proto::{ExportRecord, MemberId, Message, ServiceProperties, ServiceType, SignedRecord};
 use support::*;
 
 fn record_from(origin: &str, version: u64, octet: u8) -> SignedRecord {
@@ -521,7 +522,6 @@ fn config_validation_names_the_field() {
 #[test]
 fn a_pull_answer_larger_than_a_frame_is_split_without_loss() {
     use shoal_proto::codec::FRAME_BYTES_MAX;
-    use shoal_proto::wire::OriginWant;
     let mut node = lone_east(true);
     let from = member("west", 0);
     for (i, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
@@ -582,6 +582,50 @@ fn a_pull_answer_larger_than_a_frame_is_split_without_loss() {
     assert_eq!(records, 8);
     assert!(frames >= 2, "8 records of ~140 KB cannot share one frame");
     assert_eq!(node.stats().encode_errors, 0);
+}
+
+/// A repair that crosses clusters is relayed as a push is: the receiving gateway
+/// forwards what is new to it to its siblings, so a repair that beats the eager push
+/// to a gateway does not leave the gateway's siblings waiting for their own round.
+#[test]
+fn a_repair_to_another_cluster_asks_for_a_relay() {
+    let mut node = lone_east(true);
+    node.handle_packet(
+        Time::from_millis(5),
+        &member("west", 0),
+        Channel::Stream,
+        &push(vec![record_from("west", 3, 9)], false),
+    );
+    node.take_commands();
+    let pull = Message::Pull {
+        wants: vec![OriginWant {
+            origin: cluster("west"),
+            have: vec![],
+        }],
+    };
+    node.handle_packet(
+        Time::from_millis(6),
+        &member("south", 0),
+        Channel::Stream,
+        &pull.encode().unwrap(),
+    );
+    let pushes: Vec<(MemberId, bool, usize)> = node
+        .take_commands()
+        .into_iter()
+        .filter_map(|command| match command {
+            Command::Send {
+                to,
+                kind: "push",
+                bytes,
+                ..
+            } => match Message::decode_frame(&bytes).unwrap() {
+                Message::Push { records, relay } => Some((to, relay, records.len())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pushes, [(member("south", 0), true, 1)]);
 }
 
 #[test]

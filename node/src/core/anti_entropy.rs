@@ -117,7 +117,9 @@ impl Node {
                 .unwrap_or_default();
             if !newer.is_empty() {
                 self.stats.pull_records_sent += newer.len() as u64;
-                self.send_records(from, &newer, false);
+                // Relayed like a push (see `dissemination`): a repair that reaches a
+                // gateway before the eager push would otherwise stop there.
+                self.send_records(from, &newer, true);
             }
             if their.is_some() {
                 wants.push(OriginWant {
@@ -135,7 +137,7 @@ impl Node {
             let missing = self.view.newer_than(&want.origin, &want.have);
             if !missing.is_empty() {
                 self.stats.pull_records_sent += missing.len() as u64;
-                self.send_records(from, &missing, false);
+                self.send_records(from, &missing, true);
             }
             let they_are_ahead = want.have.iter().any(|theirs| {
                 self.view

@@ -5,7 +5,10 @@
 //! its own siblings. Every live member thus receives each change once, in one
 //! cross-cluster hop plus one local hop: about one network diameter. Older and
 //! duplicate records are never forwarded. Anything a push misses (loss, a partition,
-//! a member not yet known) is repaired by anti-entropy.
+//! a member not yet known) is repaired by anti-entropy. A repair sent across clusters
+//! asks for a relay too: when it reaches a gateway before the push does, the push then
+//! arrives as a duplicate and is not relayed, and without this the gateway's siblings
+//! would wait for their own anti-entropy round (the propagation tail at N = 100).
 
 use std::sync::Arc;
 
