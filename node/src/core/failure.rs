@@ -24,6 +24,16 @@ pub(super) struct LastChance {
     sent: u32,
 }
 
+impl LastChance {
+    /// The round is of the outage that began at `since` and recent enough to decide on
+    /// at `now`: it began at most two windows ago. An older round (this node was cut
+    /// off when the withdrawal was due, and it was put off) says nothing about a
+    /// partition that healed since.
+    fn current(&self, since: Time, now: Time, window: Duration) -> bool {
+        self.first >= since && now <= self.first + window + window
+    }
+}
+
 impl Node {
     pub(super) fn with_swim(
         &mut self,
@@ -206,9 +216,10 @@ impl Node {
             first: now,
             sent: 0,
         };
+        let window = self.config.last_chance_window();
         let probe = self.last_chance.entry(cluster.clone()).or_insert(fresh);
-        if probe.first < since {
-            *probe = fresh; // left from an earlier outage
+        if !probe.current(since, now, window) {
+            *probe = fresh; // left from an earlier outage, or from long ago in this one
         }
         if probe.sent >= LAST_CHANCE_ATTEMPTS {
             return;
@@ -288,10 +299,11 @@ impl Node {
         let probed = self
             .last_chance
             .get(&cluster)
-            .is_some_and(|p| p.first >= since && now >= p.first + window);
+            .is_some_and(|p| p.current(since, now, window) && now >= p.first + window);
         if !probed {
             // No last-chance probe went out in time for this outage: this node was
-            // cut off when it was due, or has just restarted. Probe now, decide later.
+            // cut off when it was due (and the withdrawal was put off since), or has
+            // just restarted. Probe now, decide later.
             self.probe_before_withdrawal(now, cluster.clone());
             self.timers
                 .schedule(now + window, TimerKind::Withdraw(cluster));
