@@ -127,7 +127,14 @@ impl ServiceIndex {
         {
             return;
         }
-        if let Some(held) = self.exports.insert(id, Arc::clone(record)) {
+        let held = self.exports.insert(id, Arc::clone(record));
+        if let Some(held) = held {
+            if same_standing(&held, record) {
+                // Only endpoints (or the version) changed: the reference and this
+                // origin's conflicts stand; its source, if it is one, takes the record.
+                self.changed |= self.settle_source(id, changes);
+                return;
+            }
             self.unindex(id, &held);
         }
         self.index(id, record);
@@ -168,12 +175,12 @@ impl ServiceIndex {
         self.by_age.insert(age);
         let by_name = self.ports.entry(record.record.service_type).or_default();
         for port in &record.record.ports {
+            let definitions = match by_name.get_mut(port.name.as_str()) {
+                Some(definitions) => definitions,
+                None => by_name.entry(port.name.clone()).or_default(),
+            };
             // A record naming a port twice: its first definition counts.
-            by_name
-                .entry(port.name.clone())
-                .or_default()
-                .entry(age)
-                .or_insert_with(|| port.clone());
+            definitions.entry(age).or_insert_with(|| port.clone());
         }
     }
 
@@ -212,20 +219,23 @@ impl ServiceIndex {
         };
         let oldest = &self.exports[&oldest].record;
         let service_type = oldest.service_type;
-        let union: Vec<ServicePort> = self
-            .ports
-            .get(&service_type)
-            .into_iter()
-            .flat_map(|by_name| by_name.values())
-            .filter_map(|definitions| definitions.first_key_value().map(|(_, port)| port.clone()))
-            .collect();
+        let winners = || {
+            self.ports
+                .get(&service_type)
+                .into_iter()
+                .flat_map(|by_name| by_name.values())
+                .filter_map(|definitions| definitions.first_key_value().map(|(_, port)| port))
+        };
         let retyped = service_type != self.service_type || self.sources.is_empty();
-        let same = !retyped && union == self.union && oldest.properties == self.properties;
+        let same_union = winners().eq(self.union.iter());
+        let same = !retyped && same_union && oldest.properties == self.properties;
+        if !same_union {
+            self.union = winners().cloned().collect();
+        }
         if !same {
             self.properties = oldest.properties.clone();
         }
         self.service_type = service_type;
-        self.union = union;
         if retyped {
             self.rebuild_sources(changes);
         } else {
@@ -363,4 +373,12 @@ impl ServiceIndex {
             })
             .collect();
     }
+}
+
+/// Whether `new` stands where `old` stood: the same type, ports, properties and age,
+/// so that only its endpoints (or version) differ.
+fn same_standing(old: &SignedRecord, new: &SignedRecord) -> bool {
+    let (a, b) = (&old.record, &new.record);
+    (a.service_type, a.export_created_ms, &a.ports, &a.properties)
+        == (b.service_type, b.export_created_ms, &b.ports, &b.properties)
 }
