@@ -519,6 +519,22 @@ fn config_validation_names_the_field() {
     assert_eq!(config.validate().unwrap_err().field, "seeds");
 }
 
+/// south/0 asks for every record of west's, holding none.
+fn pull_everything_of_west(node: &mut Node) {
+    let pull = Message::Pull {
+        wants: vec![OriginWant {
+            origin: cluster("west"),
+            have: vec![],
+        }],
+    };
+    node.handle_packet(
+        Time::from_millis(6),
+        &member("south", 0),
+        Channel::Stream,
+        &pull.encode().unwrap(),
+    );
+}
+
 #[test]
 fn a_pull_answer_larger_than_a_frame_is_split_without_loss() {
     use shoal_proto::codec::FRAME_BYTES_MAX;
@@ -550,18 +566,7 @@ fn a_pull_answer_larger_than_a_frame_is_split_without_loss() {
         );
     }
     node.take_commands();
-    let pull = Message::Pull {
-        wants: vec![OriginWant {
-            origin: cluster("west"),
-            have: vec![],
-        }],
-    };
-    node.handle_packet(
-        Time::from_millis(6),
-        &member("south", 0),
-        Channel::Stream,
-        &pull.encode().unwrap(),
-    );
+    pull_everything_of_west(&mut node);
     let mut frames = 0;
     let mut records = 0;
     for command in node.take_commands() {
@@ -597,18 +602,7 @@ fn a_repair_to_another_cluster_asks_for_a_relay() {
         &push(vec![record_from("west", 3, 9)], false),
     );
     node.take_commands();
-    let pull = Message::Pull {
-        wants: vec![OriginWant {
-            origin: cluster("west"),
-            have: vec![],
-        }],
-    };
-    node.handle_packet(
-        Time::from_millis(6),
-        &member("south", 0),
-        Channel::Stream,
-        &pull.encode().unwrap(),
-    );
+    pull_everything_of_west(&mut node);
     let pushes: Vec<(MemberId, bool, usize)> = node
         .take_commands()
         .into_iter()
