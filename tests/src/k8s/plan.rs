@@ -14,11 +14,19 @@ pub const KWOK_NODE_ANNOTATION_VALUE: &str = "fake";
 pub const NODE_IP: &str = "127.0.0.1";
 /// The node lease kwok keeps for each fake node, in seconds (kwokctl's default).
 const NODE_LEASE_SECONDS: u32 = 40;
+/// How long the node lifecycle controller waits on a fake node's lease before it
+/// marks the node NotReady, and with it every pod on it: longer than any API server
+/// outage a test makes. After one, kwok's client backs off and may renew the leases
+/// tens of seconds late; the controller then marked every node of the cluster NotReady
+/// (its pods' endpoints with it), kwok never set the pods Ready again, and a test
+/// waiting for those endpoints in DNS timed out (k8s_three_clusters, in a loaded CI run).
+const NODE_MONITOR_GRACE_SECONDS: u32 = 300;
 
 /// The controllers kube-controller-manager runs: what Deployments, Services and
 /// ServiceAccounts need, RBAC's aggregated roles, and node lifecycle (which lifts the
 /// `node.kubernetes.io/not-ready` taint every new Node is created with once kwok marks
-/// it Ready, and marks a node NotReady when kwok stops renewing its lease). No IPAM:
+/// it Ready, and marks a node NotReady when kwok stops renewing its lease for
+/// [`NODE_MONITOR_GRACE_SECONDS`]). No IPAM:
 /// the fake nodes get their pod CIDRs from the harness. No eviction either.
 pub const CONTROLLERS: &[&str] = &[
     "node-lifecycle-controller",
@@ -196,6 +204,7 @@ impl ClusterPlan {
             format!("--root-ca-file={}", self.pki("ca.crt").display()),
             "--use-service-account-credentials=true".into(),
             "--leader-elect=false".into(),
+            format!("--node-monitor-grace-period={NODE_MONITOR_GRACE_SECONDS}s"),
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={}", self.ports.controller_manager),
             "--profiling=false".into(),
