@@ -14,7 +14,7 @@ pub const KWOK_NODE_ANNOTATION_VALUE: &str = "fake";
 pub const NODE_IP: &str = "127.0.0.1";
 /// The node lease kwok keeps for each fake node, in seconds (kwokctl's default).
 const NODE_LEASE_SECONDS: u32 = 40;
-/// How long the node lifecycle controller waits on a fake node's lease before it
+/// How long the node lifecycle controller waits on a kwok node's lease before it
 /// marks the node NotReady, and with it every pod on it: longer than any API server
 /// outage a test makes. After one, kwok's client backs off and may renew the leases
 /// tens of seconds late; the controller then marked every node of the cluster NotReady

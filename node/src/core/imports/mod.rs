@@ -191,7 +191,7 @@ impl Imports {
     }
 
     /// `record` (its origin imported) is its origin's export of the service now; a
-    /// tombstone removes the origin's export.
+    /// tombstone removes the origin's export. The service is touched either way.
     pub(super) fn put(&mut self, record: &Arc<SignedRecord>) {
         let (origin, service) = (&record.record.origin, &record.record.service);
         if record.record.tombstone {
@@ -210,6 +210,7 @@ impl Imports {
     }
 
     /// `origin` no longer contributes to `service` (a tombstone, or its withdrawal).
+    /// The service, if it has an import, is touched.
     pub(super) fn remove(&mut self, origin: &ClusterId, service: &ServiceKey) {
         let (Some(id), Some(index)) = (self.ids.id(origin), self.indexes.get_mut(service)) else {
             return;

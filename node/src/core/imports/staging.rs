@@ -25,13 +25,13 @@ impl Node {
         let Some(records) = self.view.origin(origin) else {
             return;
         };
+        // Both mark the service touched, even when its import holds the record already.
         for (service, record) in &records.services {
             if imported {
                 self.imports.put(record);
             } else {
                 self.imports.remove(origin, service);
             }
-            self.imports.touch(service);
         }
     }
 
